@@ -1,0 +1,228 @@
+"""Command-line interface: ``qotp`` / ``python -m qotp``.
+
+A thin layer over the public API; the only place (with the asyncio adapter)
+that reads clocks, environment variables or sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from qotp.decrypt import decrypt_packet, describe_payload
+from qotp.envelope import (
+    DEFAULT_MTU,
+    MessageType,
+    PacketCipher,
+    SequenceCounter,
+    decode_envelope_header,
+    encode_init_snd,
+    open_packet,
+    seal_data,
+    seal_init_rcv,
+)
+from qotp.keys import KeyPair
+from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
+
+__all__ = ["main"]
+
+
+def _command_keygen(arguments: argparse.Namespace) -> int:
+    pair = KeyPair.generate()
+    print(json.dumps({"private_key": pair.private_bytes.hex(), "public_key": pair.public_hex}))
+    return 0
+
+
+def _command_decrypt(arguments: argparse.Namespace) -> int:
+    if arguments.packet is not None:
+        try:
+            packet = bytes.fromhex(arguments.packet.strip().removeprefix("0x"))
+        except ValueError:
+            print(json.dumps({"ok": False, "error": "packet is not hex"}))
+            return 1
+        result = decrypt_packet(
+            packet,
+            secret=arguments.secret,
+            secret_id=arguments.secret_id,
+            epoch=arguments.epoch,
+            from_initiator=arguments.from_initiator,
+        )
+        print(json.dumps(result))
+        return 0 if result["ok"] else 1
+    # One JSON request per line on stdin, one JSON answer per line on stdout.
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        print(json.dumps(_decrypt_request(line)), flush=True)
+    return 0
+
+
+def _decrypt_request(line: str) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
+        packet = bytes.fromhex(str(request["packet"]).strip().removeprefix("0x"))
+        epoch = request.get("epoch") or 0
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise ValueError("epoch must be an integer")
+    except (ValueError, KeyError, TypeError) as error:
+        return {"ok": False, "error": f"bad request: {error}"}
+    from_initiator = request.get("from_initiator", False)
+    if not isinstance(from_initiator, bool):
+        return {"ok": False, "error": "bad request: from_initiator must be true or false"}
+    secret = request.get("secret")
+    secret_id = request.get("secret_id")
+    if not isinstance(secret, str | None) or not isinstance(secret_id, str | None):
+        return {"ok": False, "error": "bad request: secrets are hex strings"}
+    return decrypt_packet(
+        packet, secret=secret, secret_id=secret_id, epoch=epoch, from_initiator=from_initiator
+    )
+
+
+def _command_demo(arguments: argparse.Namespace) -> int:
+    """An in-band handshake and one request/response, sealed and sent over UDP loopback."""
+    initiator_identity = KeyPair.generate()
+    initiator_ephemeral = KeyPair.generate()
+    responder_identity = KeyPair.generate()
+    responder_ephemeral = KeyPair.generate()
+    initiator_counter = SequenceCounter()
+    responder_counter = SequenceCounter()
+
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as initiator_socket,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as responder_socket,
+    ):
+        initiator_socket.bind(("127.0.0.1", 0))
+        responder_socket.bind(("127.0.0.1", 0))
+        initiator_socket.settimeout(2.0)
+        responder_socket.settimeout(2.0)
+        responder_address = responder_socket.getsockname()
+        initiator_address = initiator_socket.getsockname()
+
+        def trace(direction: str, datagram: bytes, payload: Payload | None) -> None:
+            header = decode_envelope_header(datagram, mtu=0)
+            description = describe_payload(payload) if payload is not None else None
+            data = (
+                payload.data.decode(errors="replace")
+                if payload is not None and payload.data
+                else ""
+            )
+            print(
+                f"{direction} {header.message_type.name:<15} {len(datagram):5d} bytes "
+                f"conn={header.connection_id:016x} "
+                + (
+                    f"kind={description['kind']} close={description['is_close']} "
+                    if description
+                    else ""
+                )
+                + (f"data={data!r}" if data else "")
+            )
+
+        # 1. InitSnd: cleartext keys, padded to the MTU.
+        initiator_counter.take()
+        init_snd = encode_init_snd(initiator_ephemeral.public_key, initiator_identity.public_key)
+        initiator_socket.sendto(init_snd, responder_address)
+        received, _ = responder_socket.recvfrom(65535)
+        header = decode_envelope_header(received, mtu=DEFAULT_MTU)
+        assert header.message_type is MessageType.INIT_SND and header.ephemeral_public_key
+        trace("initiator -> responder", received, None)
+
+        # 2. InitRcv: the responder's keys, sealed under the ephemeral-ephemeral secret.
+        responder_cipher = PacketCipher(responder_ephemeral.exchange(header.ephemeral_public_key))
+        sequence_number, epoch = responder_counter.take()
+        reply = encode_payload(Payload(PayloadKind.ACK_ONLY, ack=Ack(0, 0, 0, 16 << 20)))
+        init_rcv = seal_init_rcv(
+            responder_cipher,
+            connection_id=header.connection_id,
+            ephemeral_public_key=responder_ephemeral.public_key,
+            identity_public_key=responder_identity.public_key,
+            sequence_number=sequence_number,
+            epoch=epoch,
+            payload=reply,
+        )
+        responder_socket.sendto(init_rcv, initiator_address)
+        received, _ = initiator_socket.recvfrom(65535)
+        header = decode_envelope_header(received)
+        assert header.ephemeral_public_key is not None
+        initiator_cipher = PacketCipher(initiator_ephemeral.exchange(header.ephemeral_public_key))
+        opened = open_packet(received, header, initiator_cipher)
+        trace("responder -> initiator", received, decode_payload(opened.payload))
+
+        # 3. Data both ways.
+        connection_id = header.connection_id
+        for sender_is_initiator, text in ((True, b"hello qotp"), (False, b"hi there")):
+            counter = initiator_counter if sender_is_initiator else responder_counter
+            cipher = initiator_cipher if sender_is_initiator else responder_cipher
+            sequence_number, epoch = counter.take()
+            datagram = seal_data(
+                cipher,
+                connection_id=connection_id,
+                sequence_number=sequence_number,
+                epoch=epoch,
+                sent_by_initiator=sender_is_initiator,
+                payload=encode_payload(Payload(PayloadKind.DATA, 0, 0, text)),
+            )
+            source, target = (
+                (initiator_socket, responder_socket)
+                if sender_is_initiator
+                else (responder_socket, initiator_socket)
+            )
+            source.sendto(datagram, target.getsockname())
+            received, _ = target.recvfrom(65535)
+            header = decode_envelope_header(received)
+            receiver_cipher = responder_cipher if sender_is_initiator else initiator_cipher
+            opened = open_packet(
+                received, header, receiver_cipher, sent_by_initiator=sender_is_initiator
+            )
+            payload = decode_payload(opened.payload)
+            assert payload.data == text
+            arrow = "initiator -> responder" if sender_is_initiator else "responder -> initiator"
+            trace(arrow, received, payload)
+    print("ok: handshake and data sealed, sent over 127.0.0.1, opened and verified")
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qotp", description="QOTP tools (wire-compatible with qotp v0.2.19)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    keygen = commands.add_parser("keygen", help="generate an identity key pair (JSON)")
+    keygen.set_defaults(handler=_command_keygen)
+
+    decrypt = commands.add_parser(
+        "decrypt",
+        help="decrypt a captured packet with key-log secrets (JSON out)",
+        description="Without PACKET, reads JSON requests (packet, secret, secret_id, epoch, "
+        "from_initiator) line by line on stdin and answers one JSON line each.",
+    )
+    decrypt.add_argument("packet", nargs="?", help="the datagram in hex")
+    decrypt.add_argument("--secret", help="QOTP_SHARED_SECRET (InitRcv, InitCryptoRcv, Data)")
+    decrypt.add_argument("--secret-id", help="QOTP_SHARED_SECRET_ID (InitCryptoSnd)")
+    decrypt.add_argument("--epoch", type=int, default=0, help="receiver epoch to try first")
+    decrypt.add_argument(
+        "--from-initiator", action="store_true", help="the packet was sent by the dialing side"
+    )
+    decrypt.set_defaults(handler=_command_decrypt)
+
+    demo = commands.add_parser("demo", help="loopback demo")
+    demo.set_defaults(handler=_command_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qotp`` command."""
+    arguments = _build_parser().parse_args(argv)
+    handler = arguments.handler
+    result: int = handler(arguments)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
