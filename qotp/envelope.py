@@ -250,10 +250,9 @@ class PacketCipher:
 
         The sequence number is recovered first (it is needed for the nonce);
         only the payload MAC authenticates anything.  Raises :class:`DecryptError`.
+        The caller keeps ``epoch`` within 0..MAX_EPOCH (``open_packet`` checks it).
         """
         sealed_start = header_length + 6
-        if not 0 <= epoch <= MAX_EPOCH:
-            raise LocalProtocolError(f"epoch out of range: {epoch}")
         if len(datagram) < sealed_start + 24:
             raise DecryptError("packet too short to hold a sealed payload")
         sealed = datagram[sealed_start:]
@@ -529,6 +528,8 @@ def open_packet(
     :class:`DecryptError` or :class:`DecodeError`.
     """
     message_type = header.message_type
+    if not 0 <= epoch <= MAX_EPOCH:
+        raise LocalProtocolError(f"epoch out of range: {epoch}")
     if message_type is MessageType.INIT_SND:
         raise DecodeError("InitSnd is not encrypted; nothing to open")
     if message_type is MessageType.DATA:
