@@ -153,9 +153,11 @@ class SequenceCounter:
         """
         sequence_number = self.sequence_number
         epoch = self.epoch
-        if epoch > MAX_EPOCH:
-            raise SequenceSpaceExhausted("the 2^95 sequence space of this connection is used up")
         if sequence_number == MAX_SEQUENCE_NUMBER:
+            if epoch >= MAX_EPOCH:
+                # Like the reference, the very last pair is never used: it would
+                # roll the epoch past 47 bits.
+                raise SequenceSpaceExhausted("the 2^95 sequence space of this connection is used up")
             self.sequence_number = 0
             self.epoch = epoch + 1
         else:

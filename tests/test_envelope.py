@@ -320,8 +320,8 @@ def test_sequence_counter_rolls_into_epoch() -> None:
 
 
 def test_sequence_counter_refuses_to_pass_2_to_the_95() -> None:
-    counter = SequenceCounter(MAX_SEQUENCE_NUMBER, MAX_EPOCH)
-    assert counter.take() == (MAX_SEQUENCE_NUMBER, MAX_EPOCH)
+    counter = SequenceCounter(MAX_SEQUENCE_NUMBER - 1, MAX_EPOCH)
+    assert counter.take() == (MAX_SEQUENCE_NUMBER - 1, MAX_EPOCH)
     with pytest.raises(SequenceSpaceExhausted):
         counter.take()
     with pytest.raises(SequenceSpaceExhausted):
