@@ -157,7 +157,9 @@ class SequenceCounter:
             if epoch >= MAX_EPOCH:
                 # Like the reference, the very last pair is never used: it would
                 # roll the epoch past 47 bits.
-                raise SequenceSpaceExhausted("the 2^95 sequence space of this connection is used up")
+                raise SequenceSpaceExhausted(
+                    "the 2^95 sequence space of this connection is used up"
+                )
             self.sequence_number = 0
             self.epoch = epoch + 1
         else:
