@@ -1,0 +1,523 @@
+"""BBR congestion control with delivery-rate sampling and pacing (Go: measurement.go).
+
+What the reference does (v0.2.19, our summary; facts, not code):
+
+* Two states only: *startup* (pacing gain 2.77) and *normal*.  Every ACK yields one
+  "bandwidth" sample ``(acked_payload + 42) * 1e9 / min_rtt`` -- one packet per minimum RTT
+  -- kept as a running maximum ``bw_max``.  Startup ends after 3 consecutive samples that
+  do not raise ``bw_max``.
+* In the normal state each ACK re-derives the gain: 0.75 if ``srtt > 1.5 * min_rtt`` (RTT
+  inflation: drain), 0.90 if ``srtt > 1.25 * min_rtt``, 1.25 for one ACK when more than
+  ``8 * min_rtt`` passed since the last probe, otherwise 1.0.
+* A retransmission multiplies ``bw_max`` by 0.95, sets the gain to 1.0 and leaves startup;
+  an ACK for a packet no longer in flight (duplicate) multiplies ``bw_max`` by 0.98, sets the
+  gain to 0.90 and leaves startup.
+* Pacing interval per datagram (ACK-only ones too): ``size * 1e9 / (bw_max * gain)``; with
+  no bandwidth estimate ``srtt / 10``; with no RTT sample either, a fixed 10 ms.  Nothing is
+  sent, not even an ACK, until that interval has passed.
+* There is no congestion window: the only in-flight limit is the peer's receive window
+  (no new data when ``in_flight_payload + mtu > peer_window``; ACKs still go out).
+* The minimum RTT is windowed over 10 s (see :mod:`qotp.congestion.rtt`).
+
+Because a one-packet-per-RTT sample measures a single packet, not the path, the
+reference's estimate stays near ``mtu / min_rtt`` whatever the link.  Here bandwidth comes
+from delivery-rate samples (:class:`~qotp.congestion.base.DeliveryRateSampler`): bytes
+acknowledged between a packet's send and its ACK over the elapsed time, fed to a windowed
+maximum over ``BW_FILTER_ROUNDS`` round trips.  The states are those of BBR v1 with the
+reference's gains:
+
+``STARTUP``   pacing and window gain 2.77 until the bandwidth stops growing by 25 % for 3
+              rounds, or a round with more than 2 % loss shows no growth.
+``DRAIN``     pacing gain 0.75 until what is in flight fits one BDP.
+``PROBE_BW``  eight phases of one minimum RTT each: 1.25 (probe; "every 8 x min-RTT"),
+              0.75 (drain what the probe queued), then six at 1.0.  In the 1.0 phases the
+              reference's checks still apply: 0.75 on heavy RTT inflation, 0.90 on moderate
+              inflation or after a lossy round.  Inflation counts only beyond
+              ``RTT_INFLATION_MIN_EXCESS_NS`` so that event-loop jitter on a sub-millisecond
+              path is not mistaken for a queue.
+``PROBE_RTT`` when the 10 s minimum RTT has expired (the estimator replaced it with a
+              higher sample), keep at most ``MIN_CWND_DATAGRAMS`` in flight for 200 ms and a
+              round, to measure the empty-queue RTT again.
+
+Loss: a lost datagram shrinks the window by its size (never below the floor), a loss
+during the 1.25 probe ends the probe, and lossy rounds lower the cruise gain to 0.90.  The
+bandwidth filter itself is not cut on loss (unlike the reference's ``bw_max * 0.95``):
+delivery-rate samples already shrink by the loss fraction, and cutting the filter as well
+makes the estimate shrink geometrically under random loss until the flow starves.
+
+Window: ``cwnd = gain * BDP + ack aggregation allowance + 3 datagrams``, at least
+``MIN_CWND_DATAGRAMS`` (4) datagrams: enough to keep per-packet ACKs flowing and to
+recover by time-threshold loss detection after a single loss, and the BBR PROBE_RTT floor.
+The initial window is ``INITIAL_CWND_DATAGRAMS`` (10, RFC 6928 / RFC 9002).  The
+aggregation allowance (BBR's ``extra_acked``) keeps the window from capping throughput when
+ACKs arrive in batches -- as they do from an event loop that reads many datagrams per
+wake-up -- while pacing, not the window, keeps the queue small.
+
+App-limited periods: samples taken while the sender had nothing to send only raise the
+filter, and rounds advance only with ACKs, so idle time never ages the estimate out.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+
+from qotp.congestion.base import SECOND_NS, DeliveryRateSampler, SendSample
+from qotp.congestion.pacing import Pacer
+from qotp.congestion.rtt import RttEstimator
+
+__all__ = [
+    "BW_FILTER_ROUNDS",
+    "CRUISE_GAIN_PCT",
+    "CWND_GAIN_PCT",
+    "DEFAULT_MAX_DATAGRAM_BYTES",
+    "DRAIN_GAIN_PCT",
+    "INITIAL_CWND_DATAGRAMS",
+    "LOSS_CRUISE_GAIN_PCT",
+    "MIN_CWND_DATAGRAMS",
+    "PROBE_BW_GAIN_CYCLE_PCT",
+    "PROBE_RTT_DURATION_NS",
+    "PROBE_UP_GAIN_PCT",
+    "STARTUP_GAIN_PCT",
+    "Bbr",
+    "BbrState",
+]
+
+logger = logging.getLogger(__name__)
+
+MS_NS = 1_000_000
+
+STARTUP_GAIN_PCT = 277
+"""Pacing and window gain in STARTUP (Go: ``startupGain``)."""
+DRAIN_GAIN_PCT = 75
+"""Pacing gain in DRAIN and after a probe (Go: ``drainGain``)."""
+PROBE_UP_GAIN_PCT = 125
+"""Pacing gain of the bandwidth probe (Go: ``probeGain``)."""
+CRUISE_GAIN_PCT = 100
+"""Pacing gain between probes (Go: ``normalGain``)."""
+LOSS_CRUISE_GAIN_PCT = 90
+"""Cruise gain after a lossy round or on moderate RTT inflation (Go: ``dupAckGain``)."""
+CWND_GAIN_PCT = 200
+"""Window gain outside STARTUP (BBR v1)."""
+PROBE_BW_GAIN_CYCLE_PCT = (125, 75, 100, 100, 100, 100, 100, 100)
+"""PROBE_BW phases, one minimum RTT each: a probe every 8 x min-RTT (Go: ``probeMultiplier``)."""
+PROBE_BW_FIRST_PHASE = 2
+"""Enter PROBE_BW cruising (deterministic; BBR v1 picks a random phase)."""
+BW_FILTER_ROUNDS = 10
+"""Window of the bandwidth maximum filter, in round trips (BBR v1)."""
+FULL_BW_GROWTH_PCT = 125
+"""STARTUP continues while the bandwidth grows by this much per round..."""
+FULL_BW_ROUNDS = 3
+"""...and ends after this many rounds without such growth (Go: ``bwDecThreshold`` = 3)."""
+RTT_INFLATION_HIGH_PCT = 150
+"""``srtt`` above this share of the minimum RTT means a queue: cruise at the drain gain."""
+RTT_INFLATION_MODERATE_PCT = 125
+"""``srtt`` above this share of the minimum RTT: cruise at 0.90."""
+RTT_INFLATION_MIN_EXCESS_NS = 5 * MS_NS
+"""RTT inflation below this absolute excess is jitter (timers, ACK batching), not a queue."""
+LOSS_THRESHOLD_PCT = 2
+"""A round that lost more than this share of its bytes is lossy (BBR v2's 2 %)."""
+MIN_CWND_DATAGRAMS = 4
+"""Window floor and PROBE_RTT window, in datagrams."""
+INITIAL_CWND_DATAGRAMS = 10
+"""Initial window, in datagrams (RFC 6928, RFC 9002)."""
+PROBE_RTT_DURATION_NS = 200 * MS_NS
+"""Time spent at the window floor in PROBE_RTT (BBR v1)."""
+NOMINAL_RTT_NS = 1 * MS_NS
+"""RTT assumed for the initial pacing rate before any sample (Linux BBR)."""
+EXTRA_ACKED_MAX_NS = 100 * MS_NS
+"""The ACK-aggregation allowance is at most this much data at the estimated bandwidth."""
+WINDOW_HEADROOM_DATAGRAMS = 3
+"""Added to the target window so per-packet ACK timing does not starve it (BBR v1)."""
+DEFAULT_MAX_DATAGRAM_BYTES = 1400
+"""The reference's default MTU; the unit of the window floor and initial window."""
+
+
+class BbrState(Enum):
+    """BBR's modes; ``value`` is the name reported in statistics."""
+
+    STARTUP = "startup"
+    DRAIN = "drain"
+    PROBE_BW = "probe_bw"
+    PROBE_RTT = "probe_rtt"
+
+
+class _RoundMaxFilter:
+    """Maximum of the values seen over the last ``rounds`` round trips (one slot per round).
+
+    Slots age only when a value is added, as in Linux BBR's ``minmax`` filter: rounds with
+    no usable sample (app-limited, PROBE_RTT) do not push the estimate out of the window.
+    """
+
+    __slots__ = ("_last_round", "_rounds", "_slot_round", "_slot_value", "value")
+
+    def __init__(self, rounds: int) -> None:
+        self._rounds = rounds
+        self._slot_value = [0] * rounds
+        self._slot_round = [-rounds] * rounds
+        self._last_round = 0
+        self.value = 0
+
+    def update(self, sample: int, round_count: int) -> None:
+        """Add ``sample`` observed in round ``round_count``."""
+        index = round_count % self._rounds
+        if self._slot_round[index] != round_count:
+            self._slot_round[index] = round_count
+            self._slot_value[index] = sample
+        elif sample > self._slot_value[index]:
+            self._slot_value[index] = sample
+        if round_count != self._last_round:
+            self._last_round = round_count
+            oldest = round_count - self._rounds
+            best = 0
+            for slot_round, slot_value in zip(self._slot_round, self._slot_value, strict=True):
+                if slot_round > oldest and slot_value > best:
+                    best = slot_value
+            self.value = best
+        elif sample > self.value:
+            self.value = sample
+
+
+class Bbr:
+    """BBR controller implementing :class:`~qotp.congestion.base.CongestionController`.
+
+    ``rtt`` is the connection's estimator (the connection feeds it; BBR only reads it).
+    """
+
+    __slots__ = (
+        "_ack_epoch_bytes",
+        "_ack_epoch_start_ns",
+        "_bw_filter",
+        "_cwnd",
+        "_cwnd_gain_pct",
+        "_cycle_index",
+        "_cycle_start_ns",
+        "_extra_acked_filter",
+        "_full_bw",
+        "_full_bw_count",
+        "_initial_cwnd",
+        "_lossy_round",
+        "_loss_in_probe",
+        "_max_datagram",
+        "_min_cwnd",
+        "_next_round_delivered",
+        "_pacing_from_bw",
+        "_pacing_gain_pct",
+        "_probe_rtt_done_ns",
+        "_probe_rtt_round",
+        "_round_acked_bytes",
+        "_round_lost_bytes",
+        "_seen_min_rtt_ns",
+        "_state",
+        "filled_pipe",
+        "lost_packets",
+        "pacer",
+        "round_count",
+        "rtt",
+        "sampler",
+    )
+
+    def __init__(
+        self,
+        rtt: RttEstimator,
+        *,
+        max_datagram_bytes: int = DEFAULT_MAX_DATAGRAM_BYTES,
+        initial_cwnd_datagrams: int = INITIAL_CWND_DATAGRAMS,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self.rtt = rtt
+        self.sampler = DeliveryRateSampler()
+        self.pacer = pacer if pacer is not None else Pacer(min_burst_bytes=2 * max_datagram_bytes)
+        self._max_datagram = max(max_datagram_bytes, 1)
+        self._min_cwnd = MIN_CWND_DATAGRAMS * self._max_datagram
+        self._initial_cwnd = max(initial_cwnd_datagrams * self._max_datagram, self._min_cwnd)
+        self._cwnd = self._initial_cwnd
+        self._state = BbrState.STARTUP
+        self._pacing_gain_pct = STARTUP_GAIN_PCT
+        self._cwnd_gain_pct = STARTUP_GAIN_PCT
+        self._bw_filter = _RoundMaxFilter(BW_FILTER_ROUNDS)
+        self._extra_acked_filter = _RoundMaxFilter(BW_FILTER_ROUNDS)
+        self._ack_epoch_start_ns = 0
+        self._ack_epoch_bytes = 0
+        self.round_count = 0
+        """Round trips completed (a round ends when a packet sent after its start is ACKed)."""
+        self._next_round_delivered = 0
+        self._round_acked_bytes = 0
+        self._round_lost_bytes = 0
+        self._lossy_round = False
+        self._loss_in_probe = False
+        self.filled_pipe = False
+        """Whether STARTUP found the bottleneck bandwidth."""
+        self._full_bw = 0
+        self._full_bw_count = 0
+        self._cycle_index = PROBE_BW_FIRST_PHASE
+        self._cycle_start_ns = 0
+        self._seen_min_rtt_ns = 0
+        self._probe_rtt_done_ns = 0
+        self._probe_rtt_round = 0
+        self._pacing_from_bw = False
+        self.lost_packets = 0
+        """Datagrams reported lost (statistics)."""
+        self._update_pacing_rate()
+
+    # -- queries -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> BbrState:
+        """Current BBR state."""
+        return self._state
+
+    @property
+    def state_name(self) -> str:
+        """Current state name, for statistics."""
+        return self._state.value
+
+    @property
+    def pacing_gain_pct(self) -> int:
+        """Current pacing gain in percent."""
+        return self._pacing_gain_pct
+
+    @property
+    def congestion_window_bytes(self) -> int:
+        """Bytes allowed in flight (the window floor while probing the RTT)."""
+        if self._state is BbrState.PROBE_RTT and self._cwnd > self._min_cwnd:
+            return self._min_cwnd
+        return self._cwnd
+
+    @property
+    def pacing_rate_bytes_per_s(self) -> int:
+        """Current pacing rate."""
+        return self.pacer.rate_bytes_per_s
+
+    @property
+    def bandwidth_estimate_bytes_per_s(self) -> int:
+        """Windowed maximum delivery rate; 0 before the first valid sample."""
+        return self._bw_filter.value
+
+    def bdp_bytes(self, gain_pct: int = 100) -> int:
+        """``gain * bandwidth * min_rtt``, or the initial window while either is unknown."""
+        bw = self._bw_filter.value
+        min_rtt = self.rtt.min_rtt_ns
+        if bw == 0 or min_rtt == 0:
+            return self._initial_cwnd
+        return bw * min_rtt * gain_pct // (100 * SECOND_NS)
+
+    def can_send(self, bytes_in_flight: int, size_bytes: int) -> bool:
+        """Whether ``size_bytes`` more fit the window (always, if nothing is in flight)."""
+        return bytes_in_flight <= 0 or bytes_in_flight + size_bytes <= (
+            self.congestion_window_bytes
+        )
+
+    def next_send_time(self, now: int, size_bytes: int) -> int:
+        """Earliest time the pacer lets a datagram of ``size_bytes`` leave."""
+        return self.pacer.next_send_time(now, size_bytes)
+
+    # -- events ------------------------------------------------------------------------
+
+    def on_packet_sent(self, now: int, size_bytes: int, bytes_in_flight: int) -> SendSample:
+        """Snapshot delivery state for the datagram and charge the pacer."""
+        self.pacer.on_sent(now, size_bytes)
+        return self.sampler.on_sent(now, size_bytes, bytes_in_flight)
+
+    def on_app_limited(self, bytes_in_flight: int) -> None:
+        """Mark the following samples application-limited."""
+        self.sampler.on_app_limited(bytes_in_flight)
+
+    def on_packet_lost(self, now: int, sample: SendSample, bytes_in_flight: int) -> None:
+        """Shrink the window by the lost datagram and remember the loss for this round."""
+        size = sample.size_bytes
+        self.lost_packets += 1
+        self._round_lost_bytes += size
+        self._cwnd = max(self._cwnd - size, self._min_cwnd)
+        if self._state is BbrState.PROBE_BW and self._cycle_index == 0:
+            self._loss_in_probe = True
+
+    def on_packet_acked(self, now: int, sample: SendSample, bytes_in_flight: int) -> None:
+        """Take a delivery-rate sample and run the BBR state machine."""
+        rtt = self.rtt
+        sampler = self.sampler
+        acked = sample.size_bytes
+        rate = sampler.on_acked(now, sample, rtt.min_rtt_ns)
+
+        round_start = False
+        if sample.delivered_bytes >= self._next_round_delivered:
+            self._next_round_delivered = sampler.delivered_bytes
+            self.round_count += 1
+            round_start = True
+            self._end_round()
+        self._round_acked_bytes += acked
+
+        bw_filter = self._bw_filter
+        if rate > 0 and (not sampler.last_is_app_limited or rate >= bw_filter.value):
+            bw_filter.update(rate, self.round_count)
+
+        self._update_ack_aggregation(now, acked)
+
+        if round_start:
+            self._check_full_pipe()
+        self._update_state(now, bytes_in_flight)
+        self._update_cwnd(acked)
+        self._update_pacing_rate()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _end_round(self) -> None:
+        lost = self._round_lost_bytes
+        total = lost + self._round_acked_bytes
+        self._lossy_round = lost > 0 and lost * 100 > total * LOSS_THRESHOLD_PCT
+        self._round_lost_bytes = 0
+        self._round_acked_bytes = 0
+
+    def _check_full_pipe(self) -> None:
+        if self.filled_pipe or self.sampler.last_is_app_limited:
+            return
+        bw = self._bw_filter.value
+        if bw * 100 >= self._full_bw * FULL_BW_GROWTH_PCT:
+            self._full_bw = bw
+            self._full_bw_count = 0
+            return
+        self._full_bw_count += 1
+        # Loss while the bandwidth no longer grows: the bottleneck queue is overflowing.
+        if self._full_bw_count >= FULL_BW_ROUNDS or self._lossy_round:
+            self.filled_pipe = True
+            logger.debug("bbr: pipe full at %d B/s after %d rounds", bw, self.round_count)
+
+    def _update_ack_aggregation(self, now: int, acked: int) -> None:
+        # BBR v1 "extra_acked": how far ACKed bytes ran ahead of bw * elapsed in this epoch.
+        bw = self._bw_filter.value
+        if bw == 0:
+            return
+        elapsed = now - self._ack_epoch_start_ns
+        expected = bw * elapsed // SECOND_NS if elapsed > 0 else 0
+        if self._ack_epoch_bytes <= expected:
+            self._ack_epoch_bytes = 0
+            self._ack_epoch_start_ns = now
+            expected = 0
+        self._ack_epoch_bytes += acked
+        extra = self._ack_epoch_bytes - expected
+        cap = min(self._cwnd, bw * EXTRA_ACKED_MAX_NS // SECOND_NS)
+        self._extra_acked_filter.update(extra if extra < cap else cap, self.round_count)
+
+    def _enter_probe_bw(self, now: int) -> None:
+        self._state = BbrState.PROBE_BW
+        self._cwnd_gain_pct = CWND_GAIN_PCT
+        self._cycle_index = PROBE_BW_FIRST_PHASE
+        self._cycle_start_ns = now
+        self._loss_in_probe = False
+
+    def _update_state(self, now: int, bytes_in_flight: int) -> None:
+        state = self._state
+        min_rtt = self.rtt.min_rtt_ns
+
+        # PROBE_RTT entry: the estimator replaced an expired minimum by a higher sample.
+        seen = self._seen_min_rtt_ns
+        self._seen_min_rtt_ns = min_rtt
+        if state is not BbrState.PROBE_RTT and 0 < seen < min_rtt:
+            self._state = state = BbrState.PROBE_RTT
+            self._pacing_gain_pct = CRUISE_GAIN_PCT
+            self._probe_rtt_done_ns = 0
+            logger.debug("bbr: min RTT expired, entering probe_rtt")
+        if state is BbrState.PROBE_RTT:
+            # The low delivery rate of this mode says nothing about the path (Linux BBR).
+            self.sampler.on_app_limited(bytes_in_flight)
+
+        if state is BbrState.STARTUP:
+            if self.filled_pipe:
+                self._state = state = BbrState.DRAIN
+                self._pacing_gain_pct = DRAIN_GAIN_PCT
+                self._cwnd_gain_pct = STARTUP_GAIN_PCT
+        if state is BbrState.DRAIN:
+            if bytes_in_flight <= self.bdp_bytes():
+                self._enter_probe_bw(now)
+                state = BbrState.PROBE_BW
+        if state is BbrState.PROBE_BW:
+            self._advance_cycle(now, bytes_in_flight, min_rtt)
+        elif state is BbrState.PROBE_RTT:
+            self._update_probe_rtt(now, bytes_in_flight)
+
+    def _advance_cycle(self, now: int, bytes_in_flight: int, min_rtt: int) -> None:
+        phase_ns = min_rtt if min_rtt > 0 else NOMINAL_RTT_NS
+        elapsed = now - self._cycle_start_ns
+        full_length = elapsed > phase_ns or elapsed < 0
+        gain = PROBE_BW_GAIN_CYCLE_PCT[self._cycle_index]
+        if gain > CRUISE_GAIN_PCT:
+            # BBR v1: probe for at least one min RTT, then until the queue is built or
+            # losses show that the extra rate does not fit.  Ending at the first loss would
+            # starve the flow under random (non-congestive) loss.
+            advance = full_length and (
+                self._loss_in_probe or bytes_in_flight >= self.bdp_bytes(gain)
+            )
+        elif gain < CRUISE_GAIN_PCT:
+            advance = full_length or bytes_in_flight <= self.bdp_bytes()
+        else:
+            advance = full_length
+        if advance:
+            self._cycle_index = (self._cycle_index + 1) % len(PROBE_BW_GAIN_CYCLE_PCT)
+            self._cycle_start_ns = now
+            self._loss_in_probe = False
+            gain = PROBE_BW_GAIN_CYCLE_PCT[self._cycle_index]
+        if gain == CRUISE_GAIN_PCT:
+            gain = self._cruise_gain(min_rtt)
+        self._pacing_gain_pct = gain
+
+    def _cruise_gain(self, min_rtt: int) -> int:
+        # The reference's RTT inflation check, ignoring excess below scheduling jitter.
+        srtt = self.rtt.srtt_ns
+        if min_rtt > 0 and srtt - min_rtt > RTT_INFLATION_MIN_EXCESS_NS:
+            if srtt * 100 > min_rtt * RTT_INFLATION_HIGH_PCT:
+                return DRAIN_GAIN_PCT
+            if srtt * 100 > min_rtt * RTT_INFLATION_MODERATE_PCT:
+                return LOSS_CRUISE_GAIN_PCT
+        if self._lossy_round:
+            return LOSS_CRUISE_GAIN_PCT
+        return CRUISE_GAIN_PCT
+
+    def _update_probe_rtt(self, now: int, bytes_in_flight: int) -> None:
+        if self._probe_rtt_done_ns == 0:
+            if bytes_in_flight <= self._min_cwnd:
+                self._probe_rtt_done_ns = now + PROBE_RTT_DURATION_NS
+                self._probe_rtt_round = self.round_count
+            return
+        if self.round_count > self._probe_rtt_round and now >= self._probe_rtt_done_ns:
+            self._probe_rtt_done_ns = 0
+            if self.filled_pipe:
+                self._enter_probe_bw(now)
+                self._pacing_gain_pct = CRUISE_GAIN_PCT
+            else:
+                self._state = BbrState.STARTUP
+                self._pacing_gain_pct = STARTUP_GAIN_PCT
+                self._cwnd_gain_pct = STARTUP_GAIN_PCT
+
+    def _update_cwnd(self, acked: int) -> None:
+        if self._bw_filter.value == 0 or self.rtt.min_rtt_ns == 0:
+            target = self._initial_cwnd
+        else:
+            target = (
+                self.bdp_bytes(self._cwnd_gain_pct)
+                + self._extra_acked_filter.value
+                + WINDOW_HEADROOM_DATAGRAMS * self._max_datagram
+            )
+        cwnd = self._cwnd
+        if self.filled_pipe:
+            cwnd = min(cwnd + acked, target) if cwnd < target else target
+        elif cwnd < target or self.sampler.delivered_bytes < self._initial_cwnd:
+            # STARTUP grows like slow start; pacing at 2.77 x bw keeps the bursts in check.
+            cwnd += acked
+        self._cwnd = cwnd if cwnd > self._min_cwnd else self._min_cwnd
+
+    def _update_pacing_rate(self) -> None:
+        bw = self._bw_filter.value
+        if bw == 0:
+            if self._pacing_from_bw:
+                return
+            srtt = self.rtt.srtt_ns
+            rtt = srtt if srtt > 0 else NOMINAL_RTT_NS
+            rate = self._cwnd * STARTUP_GAIN_PCT * SECOND_NS // (100 * rtt)
+        else:
+            rate = bw * self._pacing_gain_pct // 100
+            if self._pacing_from_bw and not self.filled_pipe:
+                # Before the pipe is full, never slow down (early samples are tiny).
+                current = self.pacer.rate_bytes_per_s
+                rate = rate if rate > current else current
+            self._pacing_from_bw = True
+        self.pacer.set_rate(rate if rate > 1 else 1)

@@ -1,0 +1,542 @@
+"""Receive side of one QOTP connection: reassembly, dedup, close offsets, ACK queue.
+
+Theory of operation
+===================
+
+Every stream is a byte sequence. For each stream we keep three regions:
+
+* ``[0, read_offset)``: handed to the application and forgotten;
+* ``[read_offset, next_offset)``: contiguous, readable, not yet read (a list of
+  chunks, so reading costs one copy and receiving in order costs none);
+* beyond ``next_offset``: out-of-order segments in a ``SortedDict`` keyed by
+  offset, never overlapping each other and never touching ``next_offset``.
+
+Incoming data is checked against whatever of the two buffered regions it
+overlaps: identical bytes are fine (retransmissions, re-splits), different bytes
+end the connection with :class:`OverlapMismatchError`. Only the bytes that are
+new are stored; they are views of the caller's (immutable) payload, not copies.
+
+Facts taken from the Go reference (rcv.go ``ReceiveBuffer``, conn.go ``decode``
+and ``Flush``, stream.go ``Read``), v0.2.19:
+
+* One receive buffer per connection, 16 MiB by default (``rcvBufferCapacity``),
+  counting every stored byte not yet read by the application, in order or not.
+* ``Insert`` drops a packet (and does not ACK it) when ``size + len(data)``
+  exceeds the capacity, even if the data is a duplicate; the sender retransmits.
+* Every other data packet is ACKed with its exact ``(stream, offset, length)``,
+  duplicates included (the earlier ACK may have been lost). A PING or a CLOSE
+  without data is ACKed as ``(stream, offset, 0)`` (``EmptyInsert``). ACKs wait
+  in a FIFO; each outgoing packet carries at most one, and the free space
+  ``capacity - size`` is written into it at send time (log-encoded).
+* Data entirely below the application's read position is a duplicate. An
+  exactly matching start offset keeps the longer of the two segments; other
+  overlaps are trimmed against the neighbours. Overlapping bytes that differ
+  make the reference ``panic`` (the whole process dies): we raise
+  :class:`OverlapMismatchError`, a RemoteProtocolError, so only that connection
+  ends.
+* CLOSE: the close offset is ``StreamOffset + len(data)`` of the packet with the
+  close flag. A second CLOSE with another offset is only logged by the
+  reference; data at or after the close offset is ACKed and dropped.
+* A stream's receive direction is closed once the application has read up to
+  the close offset; a CLOSE at offset 0 closes it at once.
+* The reference never bounds the number of streams or pending ACKs.
+
+Where we differ, on purpose
+===========================
+
+* The capacity check counts only *new* bytes, so duplicates are always ACKed.
+* Identical ACKs waiting in the queue are sent once: the reference counts a
+  repeated ACK as a duplicate ACK and its BBR then cuts its bandwidth estimate.
+* Contradictions about the end of a stream (two different close offsets, data
+  past the close offset, a close offset below data already received) raise
+  :class:`CloseOffsetError`; no correct peer produces them.
+* The ACK queue is bounded (:data:`MAX_PENDING_ACKS`); an ACK beyond that is
+  dropped and counted, which only costs the peer a retransmission.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections import deque
+from enum import Enum
+from typing import NamedTuple
+
+from sortedcontainers import SortedDict
+
+from qotp.errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "MAX_PENDING_ACKS",
+    "RECV_BUFFER_BYTES",
+    "Ack",
+    "CloseOffsetError",
+    "InsertResult",
+    "OverlapMismatchError",
+    "ReceiveBuffer",
+    "StreamIntegrityError",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default receive buffer capacity (Go: rcvBufferCapacity), shared by all streams.
+RECV_BUFFER_BYTES = 16 * 1024 * 1024
+#: ACKs waiting to be sent, at most; more are dropped (the peer retransmits).
+MAX_PENDING_ACKS = 16384
+#: Stream offsets are 48-bit on the wire.
+_STREAM_OFFSET_LIMIT = 1 << 48
+#: An ACK echoes a packet's length in a u16.
+_MAX_PACKET_DATA_BYTES = 0xFFFF
+#: Compact a stream's list of readable chunks once this many are consumed.
+_COMPACT_CHUNKS = 256
+
+
+class StreamIntegrityError(RemoteProtocolError):
+    """The peer contradicted data or a close offset it sent before; the connection ends."""
+
+    def __init__(self, message: str, *, stream_id: int) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+
+
+class OverlapMismatchError(StreamIntegrityError):
+    """Retransmitted bytes differ from bytes already received at the same offsets.
+
+    The Go reference panics here (rcv.go Insert); we end only this connection.
+    """
+
+
+class CloseOffsetError(StreamIntegrityError):
+    """A CLOSE disagrees with an earlier CLOSE or with data received on the stream."""
+
+
+class Ack(NamedTuple):
+    """An acknowledgement to send: the exact key of the packet it answers."""
+
+    stream_id: int
+    offset: int
+    length: int
+
+
+class InsertResult(Enum):
+    """What :meth:`ReceiveBuffer.insert` did with a packet."""
+
+    #: New bytes stored (or a PING / CLOSE recorded); ACK queued.
+    ACCEPTED = "accepted"
+    #: Nothing new; ACK queued again since the first one may have been lost.
+    DUPLICATE = "duplicate"
+    #: The new bytes do not fit; dropped without an ACK, the peer will retransmit.
+    BUFFER_FULL = "buffer_full"
+
+
+Chunk = bytes | memoryview
+
+
+class _RecvStream:
+    """Reassembly state of one stream."""
+
+    __slots__ = (
+        "close_offset",
+        "head",
+        "highest_end",
+        "last_receive_ns",
+        "next_offset",
+        "read_offset",
+        "ready_chunks",
+        "ready_starts",
+        "segments",
+        "stream_id",
+    )
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+        self.read_offset = 0
+        self.next_offset = 0
+        #: Readable chunks; ``ready_starts[i]`` is the offset of ``ready_chunks[i]``;
+        #: entries before ``head`` are consumed.
+        self.ready_chunks: list[Chunk] = []
+        self.ready_starts: list[int] = []
+        self.head = 0
+        self.segments: SortedDict = SortedDict()
+        self.close_offset: int | None = None
+        #: End of the highest byte received (for close-offset checks).
+        self.highest_end = 0
+        self.last_receive_ns = 0
+
+    def ready_equal(self, start: int, data: memoryview) -> bool:
+        """Whether the readable bytes from ``start`` equal ``data`` (all inside the region)."""
+        starts = self.ready_starts
+        index = bisect_right(starts, start, self.head) - 1
+        position = 0
+        wanted = len(data)
+        chunks = self.ready_chunks
+        while position < wanted:
+            chunk = chunks[index]
+            inner = start + position - starts[index]
+            take = min(len(chunk) - inner, wanted - position)
+            if chunk[inner : inner + take] != data[position : position + take]:
+                return False
+            position += take
+            index += 1
+        return True
+
+    def append_ready(self, offset: int, chunk: Chunk) -> None:
+        self.ready_chunks.append(chunk)
+        self.ready_starts.append(offset)
+        self.next_offset = offset + len(chunk)
+
+
+class ReceiveBuffer:
+    """The receive side of one connection (Go: rcv.go ReceiveBuffer).
+
+    Raises only our own errors: :class:`StreamIntegrityError` subclasses (the peer
+    contradicted itself: end the connection) and RemoteProtocolError for offsets
+    that cannot exist on the wire.
+    """
+
+    __slots__ = (
+        "_ack_keys",
+        "_acks",
+        "_finished",
+        "_streams",
+        "buffered_bytes",
+        "capacity",
+        "dropped_acks",
+        "dropped_full",
+        "duplicate_packets",
+        "max_pending_acks",
+    )
+
+    def __init__(
+        self, capacity: int = RECV_BUFFER_BYTES, *, max_pending_acks: int = MAX_PENDING_ACKS
+    ) -> None:
+        if capacity <= 0:
+            raise LocalProtocolError("receive buffer capacity must be positive")
+        self.capacity = capacity
+        #: Stored, unread bytes over all streams (Go: ReceiveBuffer.size).
+        self.buffered_bytes = 0
+        self.max_pending_acks = max_pending_acks
+        self._streams: dict[int, _RecvStream] = {}
+        self._finished: set[int] = set()
+        self._acks: deque[Ack] = deque()
+        self._ack_keys: set[Ack] = set()
+        self.duplicate_packets = 0
+        self.dropped_full = 0
+        self.dropped_acks = 0
+
+    # -- ACK queue --------------------------------------------------------------------
+
+    @property
+    def window(self) -> int:
+        """Free receive space to advertise in the next ACK (Go: capacity - Size())."""
+        return self.capacity - self.buffered_bytes
+
+    @property
+    def pending_acks(self) -> int:
+        """ACKs waiting to be sent."""
+        return len(self._acks)
+
+    def pop_ack(self) -> Ack | None:
+        """The oldest ACK to send, or None (Go: GetSndAck)."""
+        if not self._acks:
+            return None
+        ack = self._acks.popleft()
+        self._ack_keys.discard(ack)
+        return ack
+
+    def _queue_ack(self, stream_id: int, offset: int, length: int) -> None:
+        ack = Ack(stream_id, offset, length)
+        if ack in self._ack_keys:
+            return
+        if len(self._acks) >= self.max_pending_acks:
+            self.dropped_acks += 1
+            return
+        self._acks.append(ack)
+        self._ack_keys.add(ack)
+
+    # -- inserting --------------------------------------------------------------------
+
+    def insert(
+        self,
+        stream_id: int,
+        offset: int,
+        data: bytes | memoryview,
+        *,
+        is_close: bool = False,
+        now: int = 0,
+    ) -> InsertResult:
+        """Take one data / PING / CLOSE packet of a stream (Go: Insert, EmptyInsert, Close).
+
+        ``data`` is kept by reference, so it must not change afterwards (a ``bytes``
+        object or a read-only view of one; writable views are copied). Empty
+        ``data`` is a PING, or a bare CLOSE with ``is_close``. ACK-only packets
+        have no stream header and must not be passed here.
+        """
+        length = len(data)
+        end = offset + length
+        if offset < 0 or end > _STREAM_OFFSET_LIMIT or length > _MAX_PACKET_DATA_BYTES:
+            raise RemoteProtocolError(
+                f"stream {stream_id}: segment {offset}+{length} outside the 48-bit offset space"
+            )
+        if stream_id in self._finished:
+            # A late retransmission for a stream already read to its end.
+            self.duplicate_packets += 1
+            self._queue_ack(stream_id, offset, length)
+            return InsertResult.DUPLICATE
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = _RecvStream(stream_id)
+        stream.last_receive_ns = now
+        close_offset = stream.close_offset
+        if is_close:
+            if close_offset is not None and close_offset != end:
+                raise CloseOffsetError(
+                    f"stream {stream_id}: CLOSE at {end} after CLOSE at {close_offset}",
+                    stream_id=stream_id,
+                )
+            if end < stream.highest_end:
+                raise CloseOffsetError(
+                    f"stream {stream_id}: CLOSE at {end} below received data up to "
+                    f"{stream.highest_end}",
+                    stream_id=stream_id,
+                )
+        elif length and close_offset is not None and end > close_offset:
+            raise CloseOffsetError(
+                f"stream {stream_id}: data up to {end} past CLOSE at {close_offset}",
+                stream_id=stream_id,
+            )
+        if not length:
+            if is_close and close_offset is None:
+                stream.close_offset = end
+                result = InsertResult.ACCEPTED
+            else:
+                result = InsertResult.ACCEPTED if not is_close else InsertResult.DUPLICATE
+            self._queue_ack(stream_id, offset, 0)
+            return result
+        if isinstance(data, memoryview):
+            if not data.readonly:
+                data = bytes(data)
+            elif data.format != "B" or data.ndim != 1:
+                data = data.cast("B")
+        segments = stream.segments
+        # Fast path: the next expected bytes, not reaching into a stored segment.
+        if offset == stream.next_offset and (not segments or segments.keys()[0] >= end):
+            if length > self.capacity - self.buffered_bytes:
+                self.dropped_full += 1
+                return InsertResult.BUFFER_FULL
+            stream.append_ready(offset, data)
+            self.buffered_bytes += length
+            if end > stream.highest_end:
+                stream.highest_end = end
+            if is_close:
+                stream.close_offset = end
+            if segments:
+                self._pull_segments(stream)
+            self._queue_ack(stream_id, offset, length)
+            return InsertResult.ACCEPTED
+        pieces = self._new_pieces(stream, offset, memoryview(data))
+        new_bytes = 0
+        for _piece_offset, piece_view in pieces:
+            new_bytes += len(piece_view)
+        if new_bytes > self.capacity - self.buffered_bytes:
+            self.dropped_full += 1
+            return InsertResult.BUFFER_FULL
+        if is_close:
+            stream.close_offset = end
+        self._queue_ack(stream_id, offset, length)
+        if not new_bytes:
+            self.duplicate_packets += 1
+            return InsertResult.DUPLICATE
+        for piece_offset, piece in pieces:
+            if piece_offset == stream.next_offset:
+                stream.append_ready(piece_offset, piece)
+            else:
+                segments[piece_offset] = piece
+        self.buffered_bytes += new_bytes
+        if end > stream.highest_end:
+            stream.highest_end = end
+        if segments:
+            self._pull_segments(stream)
+        return InsertResult.ACCEPTED
+
+    @staticmethod
+    def _pull_segments(stream: _RecvStream) -> None:
+        """Move stored segments that now continue the readable region into it."""
+        segments = stream.segments
+        while segments:
+            first_offset = segments.keys()[0]
+            if first_offset != stream.next_offset:
+                return
+            stream.append_ready(first_offset, segments.pop(first_offset))
+
+    @staticmethod
+    def _new_pieces(
+        stream: _RecvStream, offset: int, view: memoryview
+    ) -> list[tuple[int, memoryview]]:
+        """Check ``view`` at ``offset`` against stored bytes; return the parts not stored yet.
+
+        Raises OverlapMismatchError on the first differing overlap; changes nothing.
+        """
+        end = offset + len(view)
+        start = offset
+        stream_id = stream.stream_id
+        if start < stream.next_offset:
+            check_start = max(start, stream.read_offset)
+            check_end = min(end, stream.next_offset)
+            if check_start < check_end and not stream.ready_equal(
+                check_start, view[check_start - offset : check_end - offset]
+            ):
+                raise OverlapMismatchError(
+                    f"stream {stream_id}: bytes {check_start}..{check_end} differ from "
+                    "bytes received before",
+                    stream_id=stream_id,
+                )
+            if end <= stream.next_offset:
+                return []
+            start = stream.next_offset
+        segments = stream.segments
+        keys = segments.keys()
+        index = segments.bisect_right(start) - 1
+        if index >= 0:
+            previous_offset = keys[index]
+            previous = segments[previous_offset]
+            previous_end = previous_offset + len(previous)
+            if previous_end > start:
+                overlap_end = min(previous_end, end)
+                if (
+                    previous[start - previous_offset : overlap_end - previous_offset]
+                    != view[start - offset : overlap_end - offset]
+                ):
+                    raise OverlapMismatchError(
+                        f"stream {stream_id}: bytes {start}..{overlap_end} differ from "
+                        "bytes received before",
+                        stream_id=stream_id,
+                    )
+                if previous_end >= end:
+                    return []
+                start = previous_end
+        index += 1
+        pieces: list[tuple[int, memoryview]] = []
+        cursor = start
+        count = len(keys)
+        while index < count:
+            segment_offset = keys[index]
+            if segment_offset >= end:
+                break
+            segment = segments[segment_offset]
+            if segment_offset > cursor:
+                pieces.append((cursor, view[cursor - offset : segment_offset - offset]))
+            segment_end = segment_offset + len(segment)
+            overlap_end = min(segment_end, end)
+            if segment[: overlap_end - segment_offset] != view[
+                segment_offset - offset : overlap_end - offset
+            ]:
+                raise OverlapMismatchError(
+                    f"stream {stream_id}: bytes {segment_offset}..{overlap_end} differ from "
+                    "bytes received before",
+                    stream_id=stream_id,
+                )
+            cursor = segment_end
+            index += 1
+        if cursor < end:
+            pieces.append((cursor, view[cursor - offset :]))
+        return pieces
+
+    # -- application side -------------------------------------------------------------
+
+    def readable(self, stream_id: int) -> int:
+        """Bytes of the stream that :meth:`read` can return now."""
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.next_offset - stream.read_offset
+
+    def read(self, stream_id: int, max_bytes: int = -1) -> bytes:
+        """Return up to ``max_bytes`` in-order bytes (all if negative); b"" if none.
+
+        The single copy of the data on its way to the application happens here.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return b""
+        available = stream.next_offset - stream.read_offset
+        if max_bytes < 0 or max_bytes > available:
+            max_bytes = available
+        if max_bytes == 0:
+            return b""
+        chunks = stream.ready_chunks
+        starts = stream.ready_starts
+        head = stream.head
+        parts: list[Chunk] = []
+        needed = max_bytes
+        while needed:
+            chunk = chunks[head]
+            chunk_length = len(chunk)
+            if chunk_length <= needed:
+                parts.append(chunk)
+                needed -= chunk_length
+                head += 1
+            else:
+                parts.append(chunk[:needed])
+                chunks[head] = chunk[needed:]
+                starts[head] += needed
+                needed = 0
+        if head >= _COMPACT_CHUNKS and head * 2 >= len(chunks):
+            del chunks[:head]
+            del starts[:head]
+            head = 0
+        stream.head = head
+        stream.read_offset += max_bytes
+        self.buffered_bytes -= max_bytes
+        if len(parts) == 1:
+            return bytes(parts[0])
+        return b"".join(parts)
+
+    def close_offset(self, stream_id: int) -> int | None:
+        """Where the peer said the stream ends, once a CLOSE arrived; else None."""
+        stream = self._streams.get(stream_id)
+        return None if stream is None else stream.close_offset
+
+    def read_offset(self, stream_id: int) -> int:
+        """How many bytes of the stream the application has read."""
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.read_offset
+
+    def at_eof(self, stream_id: int) -> bool:
+        """Whether everything up to the peer's close offset has been read (Go: IsReadyToClose)."""
+        if stream_id in self._finished:
+            return True
+        stream = self._streams.get(stream_id)
+        return (
+            stream is not None
+            and stream.close_offset is not None
+            and stream.read_offset >= stream.close_offset
+        )
+
+    def has_stream(self, stream_id: int) -> bool:
+        """Whether the stream has receive state (tombstones of finished streams excluded)."""
+        return stream_id in self._streams
+
+    def stream_ids(self) -> list[int]:
+        """Streams with receive state, in order of first arrival."""
+        return list(self._streams)
+
+    def finish_stream(self, stream_id: int) -> int:
+        """Drop the stream's state and remember it as finished; return the bytes freed.
+
+        Later packets for it are ACKed and ignored, so a late retransmission does not
+        resurrect the stream as a new one starting at offset 0.
+        """
+        freed = self.forget_stream(stream_id)
+        self._finished.add(stream_id)
+        return freed
+
+    def forget_stream(self, stream_id: int) -> int:
+        """Drop the stream's state without a tombstone; return the bytes freed."""
+        self._finished.discard(stream_id)
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return 0
+        freed = stream.next_offset - stream.read_offset
+        for segment in stream.segments.values():
+            freed += len(segment)
+        self.buffered_bytes -= freed
+        return freed
