@@ -428,9 +428,10 @@ class ReceiveBuffer:
                 pieces.append((cursor, view[cursor - offset : segment_offset - offset]))
             segment_end = segment_offset + len(segment)
             overlap_end = min(segment_end, end)
-            if segment[: overlap_end - segment_offset] != view[
-                segment_offset - offset : overlap_end - offset
-            ]:
+            if (
+                segment[: overlap_end - segment_offset]
+                != view[segment_offset - offset : overlap_end - offset]
+            ):
                 raise OverlapMismatchError(
                     f"stream {stream_id}: bytes {segment_offset}..{overlap_end} differ from "
                     "bytes received before",

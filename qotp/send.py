@@ -164,8 +164,7 @@ class RetryLimitExceeded(QotpError):
     def __init__(self, key: PacketKey, attempts: int) -> None:
         stream_id, offset, length = key
         super().__init__(
-            f"no ACK for stream {stream_id} offset {offset} length {length} "
-            f"after {attempts} sends"
+            f"no ACK for stream {stream_id} offset {offset} length {length} after {attempts} sends"
         )
         self.key = key
         self.attempts = attempts

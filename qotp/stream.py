@@ -138,9 +138,7 @@ class StreamState:
     @property
     def is_closed(self) -> bool:
         """Both directions closed: the stream can be forgotten (Go: IsClosed)."""
-        return (
-            self.send_phase is DirectionPhase.CLOSED and self.recv_phase is DirectionPhase.CLOSED
-        )
+        return self.send_phase is DirectionPhase.CLOSED and self.recv_phase is DirectionPhase.CLOSED
 
     @property
     def can_write(self) -> bool:

@@ -1,0 +1,544 @@
+"""One QOTP connection, sans-IO: streams, ACKs, retransmission, congestion and flow control.
+
+Go: conn.go (``Flush``, ``decode``), stream.go, and the per-connection half
+of listener.go.
+
+Theory of operation
+===================
+
+The connection sits on a :class:`~qotp.protection.Protection` (the crypto
+seam) and never looks past it.  Everything it sends is one transport payload
+(:mod:`qotp.payload`) sealed by the protection; everything it receives is
+opened by the protection and decoded here.
+
+Sending (:meth:`Connection.datagrams_to_send`) fills one batch:
+
+1. the protection's own handshake datagrams (InitSnd and its repeats);
+2. then, per datagram, the oldest pending ACK (the reference matches ACKs to
+   in-flight packets by their exact ``(stream, offset, length)``, so every
+   received packet gets its own ACK) rides along with the next packet that the
+   send buffer chooses: a due retransmission first, else new data round-robin
+   over streams.  Data waits for the congestion window and the pacer; an ACK
+   never does -- it goes out alone (ACK-only) when no data may leave.
+
+Until the protection reports the handshake complete, at most one packet of
+new data is sent (the reference's rule); the rest waits.
+
+Receiving (:meth:`Connection.receive_datagram`): open, decode, apply the ACK
+(RTT sample, congestion control, free send-buffer space), then insert the
+stream data into the receive buffer, which queues the ACK for it.  Received
+bytes stay in the receive buffer -- and keep the advertised window small --
+until the application reads them with :meth:`Connection.read`.
+
+Streams close per direction (FIN/ACK): :meth:`Connection.close_stream` sets
+the close offset; the peer's CLOSE ends the receive direction once everything
+before it is read.  A stream whose two directions are done is removed.  The
+connection ends on :meth:`Connection.close` once its streams are done, after
+30 s without receiving anything, when a packet exhausts its retransmissions,
+when the handshake fails, or when the peer contradicts data it sent before
+(the reference panics there; we end only this connection).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from qotp.config import QotpConfiguration
+from qotp.congestion import Bbr, CongestionController, NewReno, RttEstimator, SendSample
+from qotp.errors import DecodeError, DecryptError, LocalProtocolError, RemoteProtocolError
+from qotp.events import (
+    ConnectionEstablished,
+    ConnectionTerminated,
+    Event,
+    PeerAddressChanged,
+    StreamClosed,
+    StreamDataAvailable,
+    StreamOpened,
+    StreamWritable,
+)
+from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
+from qotp.protection import Address, Protection
+from qotp.recv import InsertResult, ReceiveBuffer
+from qotp.send import RetryLimitExceeded, SendBuffer
+from qotp.stream import StreamTable
+
+__all__ = ["Connection", "ConnectionStatistics"]
+
+logger = logging.getLogger(__name__)
+
+_ACK_ONLY = PayloadKind.ACK_ONLY
+_PING = PayloadKind.PING
+_DATA = PayloadKind.DATA
+_WRITABLE_LOW_WATER_BYTES = 256 * 1024
+"""StreamWritable is reported when free send-buffer space climbs back past this."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionStatistics:
+    """A snapshot of one connection's counters and estimates."""
+
+    smoothed_rtt_ns: int
+    min_rtt_ns: int
+    rto_ns: int
+    bandwidth_estimate_bytes_per_s: int
+    congestion_window_bytes: int
+    congestion_state: str
+    bytes_sent: int
+    bytes_received: int
+    datagrams_sent: int
+    datagrams_received: int
+    retransmitted_packets: int
+    retransmitted_bytes: int
+    dropped_datagrams: int
+    peer_receive_window: int
+
+
+class Connection:
+    """One peer over one protection; drive it with the sans-IO surface."""
+
+    def __init__(
+        self,
+        *,
+        protection: Protection,
+        address: Address,
+        is_initiator: bool,
+        now: int,
+        configuration: QotpConfiguration | None = None,
+    ) -> None:
+        config = configuration or QotpConfiguration()
+        self.configuration = config
+        self.protection = protection
+        self.connection_id: int = int(protection.route_key)  # type: ignore[call-overload]
+        self.address = address
+        self.is_initiator = is_initiator
+        self.rtt = RttEstimator()
+        self.congestion: CongestionController
+        if config.congestion_control == "newreno":
+            self.congestion = NewReno(self.rtt, max_datagram_bytes=config.mtu)
+        else:
+            self.congestion = Bbr(self.rtt, max_datagram_bytes=config.mtu)
+        self.send_buffer = SendBuffer(config.send_buffer_bytes)
+        self.receive_buffer = ReceiveBuffer(config.receive_buffer_bytes)
+        self.streams = StreamTable()
+        self._events: deque[Event] = deque()
+        self._samples: dict[tuple[int, int, int], SendSample] = {}
+        self._datagram_bytes_in_flight = 0
+        self._established = False
+        self._sent_new_before_handshake = False
+        self._closing = False
+        self._terminated = False
+        self._last_receive_ns = now
+        self._pacing_deadline: int | None = None
+        self._announced_streams: set[int] = set()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
+        self.dropped_datagrams = 0
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def is_established(self) -> bool:
+        """Whether the handshake completed."""
+        return self._established
+
+    @property
+    def is_terminated(self) -> bool:
+        """Whether the connection ended; it only drains its events then."""
+        return self._terminated
+
+    def statistics(self) -> ConnectionStatistics:
+        """Current counters and estimates."""
+        send = self.send_buffer
+        return ConnectionStatistics(
+            smoothed_rtt_ns=self.rtt.srtt_ns,
+            min_rtt_ns=self.rtt.min_rtt_ns,
+            rto_ns=self.rtt.base_rto_ns(),
+            bandwidth_estimate_bytes_per_s=self.congestion.bandwidth_estimate_bytes_per_s,
+            congestion_window_bytes=self.congestion.congestion_window_bytes,
+            congestion_state=self.congestion.state_name,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            datagrams_sent=self.datagrams_sent,
+            datagrams_received=self.datagrams_received,
+            retransmitted_packets=send.retransmitted_packets,
+            retransmitted_bytes=send.retransmitted_bytes,
+            dropped_datagrams=self.dropped_datagrams,
+            peer_receive_window=send.peer_window,
+        )
+
+    def next_event(self) -> Event | None:
+        """The oldest pending event, or None."""
+        return self._events.popleft() if self._events else None
+
+    # -- commands -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._terminated:
+            raise LocalProtocolError("the connection is terminated")
+
+    def send_stream_data(
+        self, stream_id: int, data: bytes, *, end_stream: bool = False, now: int = 0
+    ) -> int:
+        """Queue as much of ``data`` as the send buffer takes; return the count.
+
+        With ``end_stream`` the stream is closed after the data, but only when all
+        of it was accepted (otherwise write the rest, then close).
+        """
+        self._check_open()
+        state = self.streams.get(stream_id)
+        if state is None:
+            state, _ = self.streams.open(stream_id, now)
+        if not state.can_write:
+            raise LocalProtocolError(f"stream {stream_id} is closed for writing")
+        accepted = self.send_buffer.write(stream_id, data) if data else 0
+        if end_stream and accepted == len(data):
+            self.close_stream(stream_id, now=now)
+        return accepted
+
+    def close_stream(self, stream_id: int, *, now: int = 0) -> None:
+        """Send FIN: the stream ends after what was written so far (idempotent)."""
+        self._check_open()
+        state = self.streams.get(stream_id)
+        if state is None:
+            state, _ = self.streams.open(stream_id, now)
+        if state.can_write:
+            state.close_send(self.send_buffer.close(stream_id), now)
+
+    def ping(self, stream_id: int, *, now: int = 0) -> None:
+        """Send a PING on the stream (acknowledged, never retransmitted; an RTT probe)."""
+        self._check_open()
+        self.send_buffer.queue_ping(stream_id)
+
+    def read(self, stream_id: int, max_bytes: int = -1, *, now: int = 0) -> bytes:
+        """Take up to ``max_bytes`` received in-order bytes of the stream (b"" if none).
+
+        Reading frees receive-buffer space, which the next ACK advertises.
+        """
+        data = self.receive_buffer.read(stream_id, max_bytes)
+        self._maybe_finish_receive(stream_id, now)
+        return data
+
+    def readable(self, stream_id: int) -> int:
+        """Bytes that :meth:`read` would return now."""
+        return self.receive_buffer.readable(stream_id)
+
+    def at_eof(self, stream_id: int) -> bool:
+        """Whether the peer closed the stream and everything before the close was read."""
+        state = self.streams.get(stream_id)
+        if state is None:
+            # Removed streams are finished; unknown ones are open.
+            return stream_id in self._announced_streams
+        return self.receive_buffer.at_eof(stream_id) or state.at_eof
+
+    def send_space(self) -> int:
+        """Bytes the send buffer would accept now (for back-pressure)."""
+        return self.send_buffer.free_space
+
+    def close(self, *, now: int = 0) -> None:
+        """Close every stream (FIN); the connection ends once they are all done."""
+        if self._terminated:
+            return
+        self._closing = True
+        for stream_id in self.streams.ids():
+            state = self.streams.get(stream_id)
+            if state is not None and state.can_write:
+                state.close_send(self.send_buffer.close(stream_id), now)
+        self._sweep_streams(now)
+
+    def abort(self, reason: str = "aborted", *, now: int = 0) -> None:
+        """End the connection at once, without waiting for anything."""
+        self._terminate(reason, error=False)
+
+    # -- receiving ------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, address: Address, now: int) -> None:
+        """Process one datagram routed to this connection; bad ones are counted and dropped."""
+        if self._terminated:
+            return
+        try:
+            raw = self.protection.open(data, now)
+        except (DecodeError, DecryptError) as error:
+            self.dropped_datagrams += 1
+            logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
+            return
+        # Authenticated from here on.
+        self._last_receive_ns = now
+        self.datagrams_received += 1
+        if address != self.address:
+            old, self.address = self.address, address
+            self._events.append(
+                PeerAddressChanged(
+                    connection_id=self.connection_id, old_address=old, new_address=address
+                )
+            )
+        if not self._established and self.protection.handshake_complete:
+            self._on_established()
+        if raw is None:
+            return
+        try:
+            payload = decode_payload(raw)
+        except DecodeError as error:
+            self.dropped_datagrams += 1
+            logger.debug("connection %016x: undecodable payload: %s", self.connection_id, error)
+            return
+        try:
+            self._process_payload(payload, now)
+        except RemoteProtocolError as error:
+            self._terminate(f"protocol violation: {error}", error=True)
+
+    def _on_established(self) -> None:
+        self._established = True
+        peer_key = getattr(self.protection, "peer_identity_public_key", None)
+        self._events.append(
+            ConnectionEstablished(
+                connection_id=self.connection_id,
+                address=self.address,
+                is_initiator=self.is_initiator,
+                peer_public_key=peer_key if isinstance(peer_key, bytes) else None,
+            )
+        )
+
+    def _process_payload(self, payload: Payload, now: int) -> None:
+        ack = payload.ack
+        if ack is not None:
+            self._on_ack(ack, now)
+        if payload.kind is _ACK_ONLY:
+            return
+        stream_id = payload.stream_id
+        data = payload.data
+        self.bytes_received += len(data)
+        receive = self.receive_buffer
+        result = receive.insert(
+            stream_id, payload.stream_offset, data, is_close=payload.is_close, now=now
+        )
+        if result is InsertResult.BUFFER_FULL:
+            return
+        state = self.streams.get(stream_id)
+        if state is None:
+            if not data and not payload.is_close:
+                return  # a PING on an unknown stream is acknowledged, nothing more
+            if not receive.has_stream(stream_id):
+                return  # late retransmission for a stream already finished
+            state, _ = self.streams.open(stream_id, now)
+        state.touch(now)
+        if stream_id not in self._announced_streams and (data or payload.is_close):
+            self._announced_streams.add(stream_id)
+            self._events.append(StreamOpened(connection_id=self.connection_id, stream_id=stream_id))
+        if payload.is_close:
+            close_offset = receive.close_offset(stream_id)
+            if close_offset is not None:
+                state.on_peer_close(close_offset, now)
+        if result is InsertResult.ACCEPTED and (
+            receive.readable(stream_id) or receive.at_eof(stream_id)
+        ):
+            self._events.append(
+                StreamDataAvailable(connection_id=self.connection_id, stream_id=stream_id)
+            )
+        self._maybe_finish_receive(stream_id, now)
+
+    def _on_ack(self, ack: Ack, now: int) -> None:
+        send = self.send_buffer
+        was_low = send.free_space < _WRITABLE_LOW_WATER_BYTES
+        result = send.on_ack(
+            ack.stream_id, ack.offset, ack.length, now, peer_window=ack.receive_window
+        )
+        if not result.acked:
+            return
+        sample = self._samples.pop((ack.stream_id, ack.offset, ack.length), None)
+        if result.rtt_sample_ns is not None:
+            self.rtt.update(result.rtt_sample_ns, now)
+        if sample is not None:
+            self._datagram_bytes_in_flight -= sample.size_bytes
+            self.congestion.on_packet_acked(now, sample, self._datagram_bytes_in_flight)
+        if was_low and send.free_space >= _WRITABLE_LOW_WATER_BYTES:
+            self._events.append(StreamWritable(connection_id=self.connection_id))
+        if result.send_finished:
+            state = self.streams.get(result.stream_id)
+            if state is not None:
+                state.on_send_finished(now)
+                self._sweep_stream(result.stream_id, now)
+
+    def _maybe_finish_receive(self, stream_id: int, now: int) -> None:
+        state = self.streams.get(stream_id)
+        if state is None:
+            return
+        if not state.at_eof and self.receive_buffer.at_eof(stream_id):
+            state.on_eof(now)
+        self._sweep_stream(stream_id, now)
+
+    def _sweep_stream(self, stream_id: int, now: int) -> None:
+        state = self.streams.get(stream_id)
+        if state is None or not state.is_closed:
+            return
+        self.streams.remove(stream_id)
+        self.receive_buffer.finish_stream(stream_id)
+        self.send_buffer.discard_stream(stream_id)
+        self._announced_streams.add(stream_id)
+        self._events.append(StreamClosed(connection_id=self.connection_id, stream_id=stream_id))
+        if self._closing and not len(self.streams):
+            self._terminate("closed", error=False)
+
+    def _sweep_streams(self, now: int) -> None:
+        for stream_id in self.streams.closed_ids():
+            self._sweep_stream(stream_id, now)
+        if self._closing and not len(self.streams):
+            self._terminate("closed", error=False)
+
+    # -- sending --------------------------------------------------------------
+
+    def datagrams_to_send(self, now: int) -> list[bytes]:
+        """Everything that may leave now: handshake, retransmissions, data, ACKs."""
+        if self._terminated:
+            return []
+        protection = self.protection
+        datagrams = protection.datagrams_to_send(now)
+        if protection.failure is not None:
+            self._terminate(f"handshake failed: {protection.failure}", error=True)
+            return datagrams
+        if not protection.can_carry_payload:
+            return datagrams
+        config = self.configuration
+        mtu = config.mtu
+        limit = config.max_datagrams_per_call
+        send = self.send_buffer
+        receive = self.receive_buffer
+        congestion = self.congestion
+        rto = self.rtt.base_rto_ns()
+        budget = protection.payload_budget(mtu)
+        self._pacing_deadline = None
+        data_allowed = True
+        while len(datagrams) < limit:
+            ack = receive.pop_ack()
+            packet = None
+            if data_allowed:
+                send_time = congestion.next_send_time(now, mtu)
+                if send_time > now:
+                    self._pacing_deadline = send_time
+                    data_allowed = False
+                elif not congestion.can_send(self._datagram_bytes_in_flight, mtu):
+                    data_allowed = False
+                else:
+                    allow_new = protection.handshake_complete or not self._sent_new_before_handshake
+                    try:
+                        packet = send.next_packet(
+                            now,
+                            budget=budget,
+                            rto_ns=rto,
+                            ack_offset=None if ack is None else ack.offset,
+                            allow_new=allow_new,
+                        )
+                    except RetryLimitExceeded as error:
+                        if self._give_up_on(error, now):
+                            continue
+                        self._terminate("retransmission limit reached", error=True)
+                        return datagrams
+                    if packet is None:
+                        data_allowed = False
+                        if not send.in_flight_packets:
+                            congestion.on_app_limited(self._datagram_bytes_in_flight)
+            if packet is None and ack is None:
+                break
+            wire_ack = (
+                None if ack is None else Ack(ack.stream_id, ack.offset, ack.length, receive.window)
+            )
+            if packet is None:
+                payload = Payload(_ACK_ONLY, 0, 0, b"", wire_ack, False)
+            else:
+                kind = _PING if packet.is_ping else _DATA
+                payload = Payload(
+                    kind,
+                    packet.stream_id,
+                    packet.offset,
+                    bytes(packet.data),
+                    wire_ack,
+                    packet.is_close,
+                )
+            datagram = protection.seal(encode_payload(payload), now)
+            datagrams.append(datagram)
+            self.datagrams_sent += 1
+            if packet is not None:
+                size = len(datagram)
+                key = (packet.stream_id, packet.offset, len(packet.data))
+                if packet.attempt > 1:
+                    old = self._samples.pop(key, None)
+                    if old is not None:
+                        self._datagram_bytes_in_flight -= old.size_bytes
+                        congestion.on_packet_lost(now, old, self._datagram_bytes_in_flight)
+                else:
+                    self.bytes_sent += len(packet.data)
+                if not protection.handshake_complete:
+                    self._sent_new_before_handshake = True
+                self._samples[key] = congestion.on_packet_sent(
+                    now, size, self._datagram_bytes_in_flight
+                )
+                self._datagram_bytes_in_flight += size
+        return datagrams
+
+    def _give_up_on(self, error: RetryLimitExceeded, now: int) -> bool:
+        """A bare CLOSE the peer never acknowledges ends its stream, not the connection.
+
+        The reference removes a stream once both directions are closed and then
+        never sends the ACK for the peer's CLOSE; insisting would kill every
+        connection to it a few seconds after each stream ends.
+        """
+        stream_id, _offset, length = error.key
+        close_offset = self.send_buffer.close_offset(stream_id)
+        if length != 0 or close_offset is None or _offset != close_offset:
+            return False
+        old = self._samples.pop(error.key, None)
+        if old is not None:
+            self._datagram_bytes_in_flight -= old.size_bytes
+        self.send_buffer.discard_stream(stream_id)
+        state = self.streams.get(stream_id)
+        if state is not None:
+            state.on_send_finished(now)
+            self._sweep_stream(stream_id, now)
+        return True
+
+    # -- timers ---------------------------------------------------------------
+
+    def get_timer(self) -> int | None:
+        """The next absolute deadline (ns) at which :meth:`handle_timer` must run."""
+        if self._terminated:
+            return None
+        deadline = self._last_receive_ns + self.configuration.idle_timeout_ns
+        protection_timer = self.protection.get_timer()
+        if protection_timer is not None and protection_timer < deadline:
+            deadline = protection_timer
+        if self.protection.can_carry_payload:
+            retransmit = self.send_buffer.next_deadline(self.rtt.base_rto_ns())
+            if retransmit is not None and retransmit < deadline:
+                deadline = retransmit
+            pacing = self._pacing_deadline
+            if pacing is not None and pacing < deadline:
+                deadline = pacing
+        return deadline
+
+    def handle_timer(self, now: int) -> None:
+        """Run expired timers: idle timeout and the protection's; sending follows."""
+        if self._terminated:
+            return
+        if now >= self._last_receive_ns + self.configuration.idle_timeout_ns:
+            self._terminate("idle timeout", error=False)
+            return
+        self.protection.handle_timer(now)
+        self._pacing_deadline = None
+
+    def has_pending_output(self) -> bool:
+        """Whether :meth:`datagrams_to_send` would produce something right now (cheap hint)."""
+        return bool(self.receive_buffer.pending_acks) or self.send_buffer.has_new_work()
+
+    # -- ending ---------------------------------------------------------------
+
+    def _terminate(self, reason: str, *, error: bool) -> None:
+        if self._terminated:
+            return
+        self._terminated = True
+        logger.debug("connection %016x terminated: %s", self.connection_id, reason)
+        self._events.append(
+            ConnectionTerminated(connection_id=self.connection_id, reason=reason, error=error)
+        )
