@@ -419,10 +419,13 @@ class Connection:
                 if send_time > now:
                     self._pacing_deadline = send_time
                     data_allowed = False
-                elif not congestion.can_send(self._datagram_bytes_in_flight, mtu):
-                    data_allowed = False
                 else:
-                    allow_new = protection.handshake_complete or not self._sent_new_before_handshake
+                    # A full window still lets due retransmissions out: they replace
+                    # packets that are lost, and waiting for an ACK that cannot come
+                    # would deadlock.
+                    allow_new = (
+                        protection.handshake_complete or not self._sent_new_before_handshake
+                    ) and congestion.can_send(self._datagram_bytes_in_flight, mtu)
                     try:
                         packet = send.next_packet(
                             now,
@@ -438,7 +441,7 @@ class Connection:
                         return datagrams
                     if packet is None:
                         data_allowed = False
-                        if not send.in_flight_packets:
+                        if allow_new and not send.has_new_work():
                             congestion.on_app_limited(self._datagram_bytes_in_flight)
             if packet is None and ack is None:
                 break
@@ -511,11 +514,15 @@ class Connection:
             deadline = protection_timer
         if self.protection.can_carry_payload:
             retransmit = self.send_buffer.next_deadline(self.rtt.base_rto_ns())
+            pacing = self._pacing_deadline
+            if pacing is not None:
+                # Nothing leaves before the pacer allows it, retransmissions included.
+                if retransmit is not None and retransmit < pacing:
+                    retransmit = pacing
+                if self.send_buffer.has_new_work() and pacing < deadline:
+                    deadline = pacing
             if retransmit is not None and retransmit < deadline:
                 deadline = retransmit
-            pacing = self._pacing_deadline
-            if pacing is not None and pacing < deadline:
-                deadline = pacing
         return deadline
 
     def handle_timer(self, now: int) -> None:

@@ -163,16 +163,20 @@ class QotpEndpoint:
         """Run every connection whose deadline passed; they become ready to send."""
         timers = self._timers
         timer_of = self._timer_of
+        due: list[Connection] = []
         while timers and timers[0][0] <= now:
             deadline, connection_id = heapq.heappop(timers)
             if timer_of.get(connection_id) != deadline:
                 continue
             del timer_of[connection_id]
             connection = self.connections.get(connection_id)
-            if connection is None:
-                continue
+            if connection is not None:
+                due.append(connection)
+        # Collected first: re-arming may push deadlines that are due already, and
+        # those belong to the next call (after datagrams_to_send acted on them).
+        for connection in due:
             connection.handle_timer(now)
-            self._ready[connection_id] = None
+            self._ready[connection.connection_id] = None
             self._after(connection)
 
     # -- events ---------------------------------------------------------------
