@@ -510,14 +510,16 @@ class Bbr:
         if bw == 0:
             if self._pacing_from_bw:
                 return
+            # Initial rate (Linux BBR): the window per RTT at the startup gain.
             srtt = self.rtt.srtt_ns
             rtt = srtt if srtt > 0 else NOMINAL_RTT_NS
             rate = self._cwnd * STARTUP_GAIN_PCT * SECOND_NS // (100 * rtt)
         else:
+            self._pacing_from_bw = True
             rate = bw * self._pacing_gain_pct // 100
-            if self._pacing_from_bw and not self.filled_pipe:
-                # Before the pipe is full, never slow down (early samples are tiny).
+            if not self.filled_pipe:
+                # Before the pipe is full, never slow down: the first delivery-rate samples
+                # cover a single initial window and are far below the path's rate.
                 current = self.pacer.rate_bytes_per_s
                 rate = rate if rate > current else current
-            self._pacing_from_bw = True
         self.pacer.set_rate(rate if rate > 1 else 1)
