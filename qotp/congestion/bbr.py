@@ -29,21 +29,24 @@ reference's gains:
 ``STARTUP``   pacing and window gain 2.77 until the bandwidth stops growing by 25 % for 3
               rounds, or a round with more than 2 % loss shows no growth.
 ``DRAIN``     pacing gain 0.75 until what is in flight fits one BDP.
-``PROBE_BW``  eight phases of one minimum RTT each: 1.25 (probe; "every 8 x min-RTT"),
-              0.75 (drain what the probe queued), then six at 1.0.  In the 1.0 phases the
-              reference's checks still apply: 0.75 on heavy RTT inflation, 0.90 on moderate
-              inflation or after a lossy round.  Inflation counts only beyond
-              ``RTT_INFLATION_MIN_EXCESS_NS`` so that event-loop jitter on a sub-millisecond
-              path is not mistaken for a queue.
+``PROBE_BW``  eight phases of one minimum RTT each: 1.25 (probe; "every 8 x min-RTT";
+              it runs on until 1.25 x BDP is in flight or a loss is seen, at most two
+              min RTTs), 0.75 (drain what the probe queued; ends early once in flight is
+              down to one BDP), then six at 1.0.  In the 1.0 phases the reference's checks
+              still apply: 0.75 on heavy RTT inflation, 0.90 on moderate inflation or after
+              a lossy round.  Inflation counts only beyond ``RTT_INFLATION_MIN_EXCESS_NS``
+              so that event-loop jitter on a sub-millisecond path is not taken for a queue.
 ``PROBE_RTT`` when the 10 s minimum RTT has expired (the estimator replaced it with a
               higher sample), keep at most ``MIN_CWND_DATAGRAMS`` in flight for 200 ms and a
               round, to measure the empty-queue RTT again.
 
 Loss: a lost datagram shrinks the window by its size (never below the floor), a loss
-during the 1.25 probe ends the probe, and lossy rounds lower the cruise gain to 0.90.  The
-bandwidth filter itself is not cut on loss (unlike the reference's ``bw_max * 0.95``):
-delivery-rate samples already shrink by the loss fraction, and cutting the filter as well
-makes the estimate shrink geometrically under random loss until the flow starves.
+during the 1.25 probe ends the probe after its first min RTT, lossy rounds (more than 2 %
+of the round's bytes lost) lower the cruise gain to 0.90, and a lossy round without
+bandwidth growth ends STARTUP.  The bandwidth filter itself is not cut on loss (unlike the
+reference's ``bw_max * 0.95`` per retransmission): delivery-rate samples already shrink by
+the loss fraction, and cutting the filter as well makes the estimate shrink geometrically
+under random loss until the flow starves (we measured exactly that in the simulation).
 
 Window: ``cwnd = gain * BDP + ack aggregation allowance + 3 datagrams``, at least
 ``MIN_CWND_DATAGRAMS`` (4) datagrams: enough to keep per-packet ACKs flowing and to
@@ -54,7 +57,13 @@ ACKs arrive in batches -- as they do from an event loop that reads many datagram
 wake-up -- while pacing, not the window, keeps the queue small.
 
 App-limited periods: samples taken while the sender had nothing to send only raise the
-filter, and rounds advance only with ACKs, so idle time never ages the estimate out.
+filter, and the filter ages only in rounds that produced a usable sample, so idle time and
+PROBE_RTT never push the estimate out.
+
+Measured in the seeded simulation of ``tests/test_congestion_bbr.py`` (100 Mbit/s, 40 ms,
+buffer 4 x BDP): full rate after about 1 s, steady queue about 0.25 x BDP, no drops; with
+20 % random loss it sends at about 0.9 of the link and delivers 0.72; with a 0.1 x BDP
+buffer it loses about 2 % in steady state.
 """
 
 from __future__ import annotations
