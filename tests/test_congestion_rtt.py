@@ -112,6 +112,20 @@ def test_unanswered_packet_schedule_and_retry_limit() -> None:
     assert retry_limit_exceeded(6)
 
 
+def test_retransmit_timer_restarts_from_the_latest_ack() -> None:
+    rtt = RttEstimator()
+    for step in range(1, 200):  # a steady path: RTTVAR shrinks towards zero
+        rtt.update(150 * MS, now=step * MS)
+    assert rtt.rttvar_ns < 1 * MS
+    sent = 1 * S
+    assert rtt.retransmit_time_ns(sent, 1) == sent + rtt.base_rto_ns() + 1
+    assert rtt.retransmit_time_ns(sent, 1, latest_ack_ns=sent + 100 * MS) == (
+        sent + 100 * MS + rtt.base_rto_ns() + 1
+    )
+    base = rtt.base_rto_ns()
+    assert rtt.retransmit_time_ns(sent, 2, latest_ack_ns=sent - 1) == sent + 2 * base + 1
+
+
 def test_min_rtt_window() -> None:
     rtt = RttEstimator()
     rtt.update(50 * MS, now=0)

@@ -17,6 +17,11 @@ sizes in bytes *on the wire*, i.e. whole datagrams):
   sends and calls :meth:`on_packet_sent`, keeping the returned :class:`SendSample` with the
   in-flight packet (a retransmission gets a fresh sample; the old one is simply dropped,
   after ``on_packet_lost`` if the connection declared it lost).
+* Losses: call :meth:`on_packet_lost` when the connection gives a packet up for lost --
+  preferably because later packets were acknowledged (three later datagrams, or one sent
+  :meth:`~qotp.congestion.rtt.RttEstimator.loss_delay_ns` after it), otherwise on RTO
+  expiry.  Arm the RTO with ``RttEstimator.retransmit_time_ns(..., latest_ack_ns=...)`` so
+  that it does not fire while ACKs are still flowing.
 * ACK-only datagrams are never held back: the connection sends them without asking and
   does not report them (the reference paces ACK-only packets too, at a 10 ms fallback
   interval before its first RTT sample, which stalls its own transfers).
@@ -33,6 +38,7 @@ packet's send and its ACK, instead of the reference's ``one packet / min RTT``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
@@ -45,53 +51,26 @@ __all__ = [
 SECOND_NS = 1_000_000_000
 
 
+@dataclass(slots=True)
 class SendSample:
     """Per-packet snapshot taken at send time; keep it with the in-flight packet.
 
-    Treated as immutable.  A plain slotted class rather than a frozen dataclass because one
-    is made per datagram sent and a frozen dataclass costs several times more to build.
+    Treat it as immutable.  Not ``frozen``: one is built per datagram sent, and a frozen
+    dataclass costs almost three times as much to build (0.85 us against 0.3 us here).
     """
 
-    __slots__ = (
-        "delivered_bytes",
-        "delivered_time_ns",
-        "first_sent_time_ns",
-        "is_app_limited",
-        "sent_time_ns",
-        "size_bytes",
-    )
-
-    def __init__(
-        self,
-        *,
-        sent_time_ns: int,
-        size_bytes: int,
-        delivered_bytes: int,
-        delivered_time_ns: int,
-        first_sent_time_ns: int,
-        is_app_limited: bool,
-    ) -> None:
-        self.sent_time_ns = sent_time_ns
-        """``now`` when the packet was sent."""
-        self.size_bytes = size_bytes
-        """Datagram bytes of the packet."""
-        self.delivered_bytes = delivered_bytes
-        """Bytes delivered (acknowledged) on the connection when the packet was sent."""
-        self.delivered_time_ns = delivered_time_ns
-        """When ``delivered_bytes`` was last increased, as of the send."""
-        self.first_sent_time_ns = first_sent_time_ns
-        """Send time of the most recently acknowledged packet, as of the send."""
-        self.is_app_limited = is_app_limited
-        """Whether the connection was application-limited when the packet was sent."""
-
-    def __repr__(self) -> str:
-        return (
-            f"SendSample(sent_time_ns={self.sent_time_ns}, size_bytes={self.size_bytes}, "
-            f"delivered_bytes={self.delivered_bytes}, "
-            f"delivered_time_ns={self.delivered_time_ns}, "
-            f"first_sent_time_ns={self.first_sent_time_ns}, "
-            f"is_app_limited={self.is_app_limited})"
-        )
+    sent_time_ns: int
+    """``now`` when the packet was sent."""
+    size_bytes: int
+    """Datagram bytes of the packet."""
+    delivered_bytes: int
+    """Bytes delivered (acknowledged) on the connection when the packet was sent."""
+    delivered_time_ns: int
+    """When ``delivered_bytes`` was last increased, as of the send."""
+    first_sent_time_ns: int
+    """Send time of the most recently acknowledged packet, as of the send."""
+    is_app_limited: bool
+    """Whether the connection was application-limited when the packet was sent."""
 
 
 class CongestionController(Protocol):
@@ -191,12 +170,12 @@ class DeliveryRateSampler:
             self.first_sent_time_ns = now
             self.delivered_time_ns = now
         return SendSample(
-            sent_time_ns=now,
-            size_bytes=size_bytes if size_bytes > 0 else 0,
-            delivered_bytes=self.delivered_bytes,
-            delivered_time_ns=self.delivered_time_ns,
-            first_sent_time_ns=self.first_sent_time_ns,
-            is_app_limited=self._app_limited_until_bytes > 0,
+            now,
+            size_bytes if size_bytes > 0 else 0,
+            self.delivered_bytes,
+            self.delivered_time_ns,
+            self.first_sent_time_ns,
+            self._app_limited_until_bytes > 0,
         )
 
     def on_app_limited(self, bytes_in_flight: int) -> None:

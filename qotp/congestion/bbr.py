@@ -29,21 +29,24 @@ reference's gains:
 ``STARTUP``   pacing and window gain 2.77 until the bandwidth stops growing by 25 % for 3
               rounds, or a round with more than 2 % loss shows no growth.
 ``DRAIN``     pacing gain 0.75 until what is in flight fits one BDP.
-``PROBE_BW``  eight phases of one minimum RTT each: 1.25 (probe; "every 8 x min-RTT"),
-              0.75 (drain what the probe queued), then six at 1.0.  In the 1.0 phases the
-              reference's checks still apply: 0.75 on heavy RTT inflation, 0.90 on moderate
-              inflation or after a lossy round.  Inflation counts only beyond
-              ``RTT_INFLATION_MIN_EXCESS_NS`` so that event-loop jitter on a sub-millisecond
-              path is not mistaken for a queue.
+``PROBE_BW``  eight phases of one minimum RTT each: 1.25 (probe; "every 8 x min-RTT";
+              it runs on until 1.25 x BDP is in flight or a loss is seen, at most two
+              min RTTs), 0.75 (drain what the probe queued; ends early once in flight is
+              down to one BDP), then six at 1.0.  In the 1.0 phases the reference's checks
+              still apply: 0.75 on heavy RTT inflation, 0.90 on moderate inflation or after
+              a lossy round.  Inflation counts only beyond ``RTT_INFLATION_MIN_EXCESS_NS``
+              so that event-loop jitter on a sub-millisecond path is not taken for a queue.
 ``PROBE_RTT`` when the 10 s minimum RTT has expired (the estimator replaced it with a
               higher sample), keep at most ``MIN_CWND_DATAGRAMS`` in flight for 200 ms and a
               round, to measure the empty-queue RTT again.
 
 Loss: a lost datagram shrinks the window by its size (never below the floor), a loss
-during the 1.25 probe ends the probe, and lossy rounds lower the cruise gain to 0.90.  The
-bandwidth filter itself is not cut on loss (unlike the reference's ``bw_max * 0.95``):
-delivery-rate samples already shrink by the loss fraction, and cutting the filter as well
-makes the estimate shrink geometrically under random loss until the flow starves.
+during the 1.25 probe ends the probe after its first min RTT, lossy rounds (more than 2 %
+of the round's bytes lost) lower the cruise gain to 0.90, and a lossy round without
+bandwidth growth ends STARTUP.  The bandwidth filter itself is not cut on loss (unlike the
+reference's ``bw_max * 0.95`` per retransmission): delivery-rate samples already shrink by
+the loss fraction, and cutting the filter as well makes the estimate shrink geometrically
+under random loss until the flow starves (we measured exactly that in the simulation).
 
 Window: ``cwnd = gain * BDP + ack aggregation allowance + 3 datagrams``, at least
 ``MIN_CWND_DATAGRAMS`` (4) datagrams: enough to keep per-packet ACKs flowing and to
@@ -54,7 +57,13 @@ ACKs arrive in batches -- as they do from an event loop that reads many datagram
 wake-up -- while pacing, not the window, keeps the queue small.
 
 App-limited periods: samples taken while the sender had nothing to send only raise the
-filter, and rounds advance only with ACKs, so idle time never ages the estimate out.
+filter, and the filter ages only in rounds that produced a usable sample, so idle time and
+PROBE_RTT never push the estimate out.
+
+Measured in the seeded simulation of ``tests/test_congestion_bbr.py`` (100 Mbit/s, 40 ms,
+buffer 4 x BDP): full rate after about 1 s, steady queue about 0.25 x BDP, no drops; with
+20 % random loss it sends at about 0.9 of the link and delivers 0.72; with a 0.1 x BDP
+buffer it loses about 2 % in steady state.
 """
 
 from __future__ import annotations
@@ -101,6 +110,8 @@ CWND_GAIN_PCT = 200
 """Window gain outside STARTUP (BBR v1)."""
 PROBE_BW_GAIN_CYCLE_PCT = (125, 75, 100, 100, 100, 100, 100, 100)
 """PROBE_BW phases, one minimum RTT each: a probe every 8 x min-RTT (Go: ``probeMultiplier``)."""
+PROBE_UP_MAX_PHASES = 2
+"""The 1.25 probe lasts at most this many minimum RTTs."""
 PROBE_BW_FIRST_PHASE = 2
 """Enter PROBE_BW cruising (deterministic; BBR v1 picks a random phase)."""
 BW_FILTER_ROUNDS = 10
@@ -182,33 +193,44 @@ class Bbr:
     """BBR controller implementing :class:`~qotp.congestion.base.CongestionController`.
 
     ``rtt`` is the connection's estimator (the connection feeds it; BBR only reads it).
+
+    Per ACK, a fast path takes the delivery-rate sample, counts rounds, measures ACK
+    aggregation and grows the window toward a cached target.  The state machine, the
+    target window and the pacing rate are recomputed (slow path) only when an input changed:
+    a new round, a new bandwidth maximum, a new minimum RTT, the end of a PROBE_BW phase, or
+    the in-flight condition that DRAIN / PROBE_RTT wait for.
     """
 
     __slots__ = (
         "_ack_epoch_bytes",
         "_ack_epoch_start_ns",
+        "_bdp",
         "_bw_filter",
         "_cwnd",
         "_cwnd_gain_pct",
         "_cycle_index",
-        "_cycle_start_ns",
         "_extra_acked_filter",
         "_full_bw",
         "_full_bw_count",
         "_initial_cwnd",
-        "_lossy_round",
         "_loss_in_probe",
+        "_lossy_round",
         "_max_datagram",
         "_min_cwnd",
+        "_model_bw",
+        "_model_min_rtt_ns",
         "_next_round_delivered",
         "_pacing_from_bw",
         "_pacing_gain_pct",
+        "_phase_end_ns",
         "_probe_rtt_done_ns",
         "_probe_rtt_round",
         "_round_acked_bytes",
+        "_round_bw_max",
+        "_round_extra_acked_max",
         "_round_lost_bytes",
-        "_seen_min_rtt_ns",
         "_state",
+        "_target_cwnd",
         "filled_pipe",
         "lost_packets",
         "pacer",
@@ -227,16 +249,20 @@ class Bbr:
     ) -> None:
         self.rtt = rtt
         self.sampler = DeliveryRateSampler()
-        self.pacer = pacer if pacer is not None else Pacer(min_burst_bytes=2 * max_datagram_bytes)
         self._max_datagram = max(max_datagram_bytes, 1)
+        self.pacer = pacer if pacer is not None else Pacer(min_burst_bytes=2 * self._max_datagram)
         self._min_cwnd = MIN_CWND_DATAGRAMS * self._max_datagram
         self._initial_cwnd = max(initial_cwnd_datagrams * self._max_datagram, self._min_cwnd)
         self._cwnd = self._initial_cwnd
+        self._target_cwnd = self._initial_cwnd
+        self._bdp = self._initial_cwnd
         self._state = BbrState.STARTUP
         self._pacing_gain_pct = STARTUP_GAIN_PCT
         self._cwnd_gain_pct = STARTUP_GAIN_PCT
         self._bw_filter = _RoundMaxFilter(BW_FILTER_ROUNDS)
         self._extra_acked_filter = _RoundMaxFilter(BW_FILTER_ROUNDS)
+        self._model_bw = 0
+        self._model_min_rtt_ns = 0
         self._ack_epoch_start_ns = 0
         self._ack_epoch_bytes = 0
         self.round_count = 0
@@ -244,6 +270,8 @@ class Bbr:
         self._next_round_delivered = 0
         self._round_acked_bytes = 0
         self._round_lost_bytes = 0
+        self._round_bw_max = 0
+        self._round_extra_acked_max = 0
         self._lossy_round = False
         self._loss_in_probe = False
         self.filled_pipe = False
@@ -251,8 +279,7 @@ class Bbr:
         self._full_bw = 0
         self._full_bw_count = 0
         self._cycle_index = PROBE_BW_FIRST_PHASE
-        self._cycle_start_ns = 0
-        self._seen_min_rtt_ns = 0
+        self._phase_end_ns = 0
         self._probe_rtt_done_ns = 0
         self._probe_rtt_round = 0
         self._pacing_from_bw = False
@@ -304,9 +331,12 @@ class Bbr:
 
     def can_send(self, bytes_in_flight: int, size_bytes: int) -> bool:
         """Whether ``size_bytes`` more fit the window (always, if nothing is in flight)."""
-        return bytes_in_flight <= 0 or bytes_in_flight + size_bytes <= (
-            self.congestion_window_bytes
-        )
+        if bytes_in_flight <= 0:
+            return True
+        cwnd = self._cwnd
+        if self._state is BbrState.PROBE_RTT and cwnd > self._min_cwnd:
+            cwnd = self._min_cwnd
+        return bytes_in_flight + size_bytes <= cwnd
 
     def next_send_time(self, now: int, size_bytes: int) -> int:
         """Earliest time the pacer lets a datagram of ``size_bytes`` leave."""
@@ -328,45 +358,114 @@ class Bbr:
         size = sample.size_bytes
         self.lost_packets += 1
         self._round_lost_bytes += size
-        self._cwnd = max(self._cwnd - size, self._min_cwnd)
+        cwnd = self._cwnd - size
+        self._cwnd = cwnd if cwnd > self._min_cwnd else self._min_cwnd
         if self._state is BbrState.PROBE_BW and self._cycle_index == 0:
             self._loss_in_probe = True
 
     def on_packet_acked(self, now: int, sample: SendSample, bytes_in_flight: int) -> None:
-        """Take a delivery-rate sample and run the BBR state machine."""
-        rtt = self.rtt
+        """Take a delivery-rate sample, grow the window, run the state machine if needed."""
         sampler = self.sampler
         acked = sample.size_bytes
-        rate = sampler.on_acked(now, sample, rtt.min_rtt_ns)
+        min_rtt = self.rtt.min_rtt_ns
+        rate = sampler.on_acked(now, sample, min_rtt)
 
+        slow = min_rtt != self._model_min_rtt_ns or self._model_bw == 0
+        bw_filter = self._bw_filter
         round_start = False
         if sample.delivered_bytes >= self._next_round_delivered:
+            # A round ends: fold its maxima into the windowed filters (which age only when
+            # a round had a usable sample) and judge its loss.
+            finished = self.round_count
+            if self._round_bw_max:
+                bw_filter.update(self._round_bw_max, finished)
+                self._round_bw_max = 0
+            if self._round_extra_acked_max:
+                self._extra_acked_filter.update(self._round_extra_acked_max, finished)
+                self._round_extra_acked_max = 0
             self._next_round_delivered = sampler.delivered_bytes
-            self.round_count += 1
-            round_start = True
-            self._end_round()
+            self.round_count = finished + 1
+            round_start = slow = True
+            lost = self._round_lost_bytes
+            total = lost + self._round_acked_bytes
+            self._lossy_round = lost > 0 and lost * 100 > total * LOSS_THRESHOLD_PCT
+            self._round_lost_bytes = 0
+            self._round_acked_bytes = 0
         self._round_acked_bytes += acked
 
-        bw_filter = self._bw_filter
-        if rate > 0 and (not sampler.last_is_app_limited or rate >= bw_filter.value):
-            bw_filter.update(rate, self.round_count)
+        bw = bw_filter.value
+        if rate > self._round_bw_max and (not sampler.last_is_app_limited or rate >= bw):
+            self._round_bw_max = rate
+            if rate > bw:  # a new maximum counts at once
+                bw_filter.update(rate, self.round_count)
+                bw = rate
+        if bw != self._model_bw:
+            slow = True
 
-        self._update_ack_aggregation(now, acked)
+        # ACK aggregation (BBR v1 "extra_acked"): bytes ACKed beyond bw * elapsed in this
+        # epoch; a new epoch starts whenever the ACKs fall behind the estimated rate.
+        if bw:
+            elapsed = now - self._ack_epoch_start_ns
+            expected = bw * elapsed // SECOND_NS if elapsed > 0 else 0
+            epoch_bytes = self._ack_epoch_bytes
+            if epoch_bytes <= expected:
+                epoch_bytes = 0
+                self._ack_epoch_start_ns = now
+                expected = 0
+            epoch_bytes += acked
+            self._ack_epoch_bytes = epoch_bytes
+            extra = epoch_bytes - expected
+            if extra > self._round_extra_acked_max:
+                cap = bw * EXTRA_ACKED_MAX_NS // SECOND_NS
+                if cap > self._cwnd:
+                    cap = self._cwnd
+                self._round_extra_acked_max = extra if extra < cap else cap
+
+        state = self._state
+        if not slow:
+            if state is BbrState.PROBE_BW:
+                slow = now >= self._phase_end_ns or (
+                    self._cycle_index == 1 and bytes_in_flight <= self._bdp
+                )
+            elif state is not BbrState.STARTUP:
+                slow = True  # DRAIN and PROBE_RTT wait for in-flight conditions
+        if slow:
+            self._slow_path(now, bytes_in_flight, round_start)
+
+        cwnd = self._cwnd
+        target = self._target_cwnd
+        if self.filled_pipe:
+            if cwnd != target:
+                cwnd = cwnd + acked if cwnd + acked < target else target
+        elif cwnd < target or sampler.delivered_bytes < self._initial_cwnd:
+            # STARTUP grows like slow start; pacing at 2.77 x bw keeps the bursts in check.
+            cwnd += acked
+        self._cwnd = cwnd if cwnd > self._min_cwnd else self._min_cwnd
+
+    # -- slow path ---------------------------------------------------------------------
+
+    def _slow_path(self, now: int, bytes_in_flight: int, round_start: bool) -> None:
+        min_rtt = self.rtt.min_rtt_ns
+        seen_min_rtt = self._model_min_rtt_ns
+        self._model_min_rtt_ns = min_rtt
+        bw = self._model_bw = self._bw_filter.value
+        if bw and min_rtt:
+            self._bdp = bw * min_rtt // SECOND_NS
+        else:
+            self._bdp = self._initial_cwnd
+
+        # PROBE_RTT entry: the estimator replaced an expired minimum by a higher sample.
+        if self._state is not BbrState.PROBE_RTT and 0 < seen_min_rtt < min_rtt:
+            self._state = BbrState.PROBE_RTT
+            self._pacing_gain_pct = CRUISE_GAIN_PCT
+            self._probe_rtt_done_ns = 0
+            logger.debug("bbr: min RTT expired, entering probe_rtt")
 
         if round_start:
             self._check_full_pipe()
-        self._update_state(now, bytes_in_flight)
-        self._update_cwnd(acked)
+        self._update_state(now, bytes_in_flight, min_rtt)
+        self._update_target_cwnd()
         self._update_pacing_rate()
-
-    # -- internals -----------------------------------------------------------------------
-
-    def _end_round(self) -> None:
-        lost = self._round_lost_bytes
-        total = lost + self._round_acked_bytes
-        self._lossy_round = lost > 0 and lost * 100 > total * LOSS_THRESHOLD_PCT
-        self._round_lost_bytes = 0
-        self._round_acked_bytes = 0
 
     def _check_full_pipe(self) -> None:
         if self.filled_pipe or self.sampler.last_is_app_limited:
@@ -382,78 +481,54 @@ class Bbr:
             self.filled_pipe = True
             logger.debug("bbr: pipe full at %d B/s after %d rounds", bw, self.round_count)
 
-    def _update_ack_aggregation(self, now: int, acked: int) -> None:
-        # BBR v1 "extra_acked": how far ACKed bytes ran ahead of bw * elapsed in this epoch.
-        bw = self._bw_filter.value
-        if bw == 0:
-            return
-        elapsed = now - self._ack_epoch_start_ns
-        expected = bw * elapsed // SECOND_NS if elapsed > 0 else 0
-        if self._ack_epoch_bytes <= expected:
-            self._ack_epoch_bytes = 0
-            self._ack_epoch_start_ns = now
-            expected = 0
-        self._ack_epoch_bytes += acked
-        extra = self._ack_epoch_bytes - expected
-        cap = min(self._cwnd, bw * EXTRA_ACKED_MAX_NS // SECOND_NS)
-        self._extra_acked_filter.update(extra if extra < cap else cap, self.round_count)
-
-    def _enter_probe_bw(self, now: int) -> None:
+    def _enter_probe_bw(self, now: int, min_rtt: int) -> None:
         self._state = BbrState.PROBE_BW
         self._cwnd_gain_pct = CWND_GAIN_PCT
         self._cycle_index = PROBE_BW_FIRST_PHASE
-        self._cycle_start_ns = now
+        self._phase_end_ns = now + (min_rtt if min_rtt > 0 else NOMINAL_RTT_NS)
         self._loss_in_probe = False
+        self._pacing_gain_pct = self._cruise_gain(min_rtt)
 
-    def _update_state(self, now: int, bytes_in_flight: int) -> None:
+    def _update_state(self, now: int, bytes_in_flight: int, min_rtt: int) -> None:
         state = self._state
-        min_rtt = self.rtt.min_rtt_ns
-
-        # PROBE_RTT entry: the estimator replaced an expired minimum by a higher sample.
-        seen = self._seen_min_rtt_ns
-        self._seen_min_rtt_ns = min_rtt
-        if state is not BbrState.PROBE_RTT and 0 < seen < min_rtt:
-            self._state = state = BbrState.PROBE_RTT
-            self._pacing_gain_pct = CRUISE_GAIN_PCT
-            self._probe_rtt_done_ns = 0
-            logger.debug("bbr: min RTT expired, entering probe_rtt")
-        if state is BbrState.PROBE_RTT:
-            # The low delivery rate of this mode says nothing about the path (Linux BBR).
-            self.sampler.on_app_limited(bytes_in_flight)
-
         if state is BbrState.STARTUP:
             if self.filled_pipe:
                 self._state = state = BbrState.DRAIN
                 self._pacing_gain_pct = DRAIN_GAIN_PCT
                 self._cwnd_gain_pct = STARTUP_GAIN_PCT
         if state is BbrState.DRAIN:
-            if bytes_in_flight <= self.bdp_bytes():
-                self._enter_probe_bw(now)
-                state = BbrState.PROBE_BW
-        if state is BbrState.PROBE_BW:
+            if bytes_in_flight <= self._bdp:
+                self._enter_probe_bw(now, min_rtt)
+        elif state is BbrState.PROBE_BW:
             self._advance_cycle(now, bytes_in_flight, min_rtt)
         elif state is BbrState.PROBE_RTT:
-            self._update_probe_rtt(now, bytes_in_flight)
+            # The low delivery rate of this mode says nothing about the path (Linux BBR).
+            self.sampler.on_app_limited(bytes_in_flight)
+            self._update_probe_rtt(now, bytes_in_flight, min_rtt)
 
     def _advance_cycle(self, now: int, bytes_in_flight: int, min_rtt: int) -> None:
         phase_ns = min_rtt if min_rtt > 0 else NOMINAL_RTT_NS
-        elapsed = now - self._cycle_start_ns
-        full_length = elapsed > phase_ns or elapsed < 0
+        phase_end = self._phase_end_ns
+        full_length = now >= phase_end or phase_end - now > phase_ns
         gain = PROBE_BW_GAIN_CYCLE_PCT[self._cycle_index]
         if gain > CRUISE_GAIN_PCT:
             # BBR v1: probe for at least one min RTT, then until the queue is built or
             # losses show that the extra rate does not fit.  Ending at the first loss would
-            # starve the flow under random (non-congestive) loss.
+            # starve the flow under random (non-congestive) loss.  Unlike BBR v1 the probe
+            # also ends after PROBE_UP_MAX_PHASES min RTTs: a flow held back by the peer's
+            # window or the application never builds the queue and would probe forever.
             advance = full_length and (
-                self._loss_in_probe or bytes_in_flight >= self.bdp_bytes(gain)
+                self._loss_in_probe
+                or bytes_in_flight * 100 >= self._bdp * gain
+                or now >= phase_end + (PROBE_UP_MAX_PHASES - 1) * phase_ns
             )
         elif gain < CRUISE_GAIN_PCT:
-            advance = full_length or bytes_in_flight <= self.bdp_bytes()
+            advance = full_length or bytes_in_flight <= self._bdp
         else:
             advance = full_length
         if advance:
             self._cycle_index = (self._cycle_index + 1) % len(PROBE_BW_GAIN_CYCLE_PCT)
-            self._cycle_start_ns = now
+            self._phase_end_ns = now + phase_ns
             self._loss_in_probe = False
             gain = PROBE_BW_GAIN_CYCLE_PCT[self._cycle_index]
         if gain == CRUISE_GAIN_PCT:
@@ -472,7 +547,7 @@ class Bbr:
             return LOSS_CRUISE_GAIN_PCT
         return CRUISE_GAIN_PCT
 
-    def _update_probe_rtt(self, now: int, bytes_in_flight: int) -> None:
+    def _update_probe_rtt(self, now: int, bytes_in_flight: int, min_rtt: int) -> None:
         if self._probe_rtt_done_ns == 0:
             if bytes_in_flight <= self._min_cwnd:
                 self._probe_rtt_done_ns = now + PROBE_RTT_DURATION_NS
@@ -481,43 +556,38 @@ class Bbr:
         if self.round_count > self._probe_rtt_round and now >= self._probe_rtt_done_ns:
             self._probe_rtt_done_ns = 0
             if self.filled_pipe:
-                self._enter_probe_bw(now)
-                self._pacing_gain_pct = CRUISE_GAIN_PCT
+                self._enter_probe_bw(now, min_rtt)
             else:
                 self._state = BbrState.STARTUP
                 self._pacing_gain_pct = STARTUP_GAIN_PCT
                 self._cwnd_gain_pct = STARTUP_GAIN_PCT
 
-    def _update_cwnd(self, acked: int) -> None:
-        if self._bw_filter.value == 0 or self.rtt.min_rtt_ns == 0:
+    def _update_target_cwnd(self) -> None:
+        if self._model_bw == 0 or self._model_min_rtt_ns == 0:
             target = self._initial_cwnd
         else:
             target = (
-                self.bdp_bytes(self._cwnd_gain_pct)
-                + self._extra_acked_filter.value
+                self._bdp * self._cwnd_gain_pct // 100
+                + max(self._extra_acked_filter.value, self._round_extra_acked_max)
                 + WINDOW_HEADROOM_DATAGRAMS * self._max_datagram
             )
-        cwnd = self._cwnd
-        if self.filled_pipe:
-            cwnd = min(cwnd + acked, target) if cwnd < target else target
-        elif cwnd < target or self.sampler.delivered_bytes < self._initial_cwnd:
-            # STARTUP grows like slow start; pacing at 2.77 x bw keeps the bursts in check.
-            cwnd += acked
-        self._cwnd = cwnd if cwnd > self._min_cwnd else self._min_cwnd
+        self._target_cwnd = target if target > self._min_cwnd else self._min_cwnd
 
     def _update_pacing_rate(self) -> None:
         bw = self._bw_filter.value
         if bw == 0:
             if self._pacing_from_bw:
                 return
+            # Initial rate (Linux BBR): the window per RTT at the startup gain.
             srtt = self.rtt.srtt_ns
             rtt = srtt if srtt > 0 else NOMINAL_RTT_NS
             rate = self._cwnd * STARTUP_GAIN_PCT * SECOND_NS // (100 * rtt)
         else:
+            self._pacing_from_bw = True
             rate = bw * self._pacing_gain_pct // 100
-            if self._pacing_from_bw and not self.filled_pipe:
-                # Before the pipe is full, never slow down (early samples are tiny).
+            if not self.filled_pipe:
+                # Before the pipe is full, never slow down: the first delivery-rate samples
+                # cover a single initial window and are far below the path's rate.
                 current = self.pacer.rate_bytes_per_s
                 rate = rate if rate > current else current
-            self._pacing_from_bw = True
         self.pacer.set_rate(rate if rate > 1 else 1)

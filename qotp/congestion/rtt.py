@@ -181,12 +181,22 @@ class RttEstimator:
             attempt = MAX_RETRANSMISSIONS
         return self.base_rto_ns() << (attempt - 1)  # x RTO_BACKOFF_FACTOR per attempt
 
-    def retransmit_time_ns(self, last_sent_ns: int, transmissions: int) -> int:
+    def retransmit_time_ns(
+        self, last_sent_ns: int, transmissions: int, latest_ack_ns: int = 0
+    ) -> int:
         """Earliest time at which a packet last sent at ``last_sent_ns`` is due again.
 
         The reference retransmits when ``now - last_sent > rto`` (strictly), hence ``+ 1``.
+        Pass ``latest_ack_ns`` (when the connection last received an ACK for new data) to
+        count from the later of the two, as RFC 6298 section 5.3 restarts the timer on
+        every ACK: per-packet RTT samples shrink RTTVAR to almost nothing on a steady path,
+        so an RTO counted from the send alone fires spuriously as soon as the RTT drifts up
+        by a fraction of a millisecond (observed in our simulation at the end of STARTUP:
+        every packet in flight "lost").  For a peer that answers nothing, the latest ACK is
+        older than the sends and the reference's schedule is unchanged.
         """
-        return last_sent_ns + self.rto_ns(transmissions) + 1
+        start = last_sent_ns if last_sent_ns > latest_ack_ns else latest_ack_ns
+        return start + self.rto_ns(transmissions) + 1
 
     def loss_delay_ns(self) -> int:
         """Time threshold for loss detection: ``9/8 * max(srtt, latest_rtt)``, at least 1 ms.
