@@ -312,6 +312,7 @@ class Connection:
         data = payload.data
         self.bytes_received += len(data)
         receive = self.receive_buffer
+        readable_before = receive.readable(stream_id)
         result = receive.insert(
             stream_id, payload.stream_offset, data, is_close=payload.is_close, now=now
         )
@@ -332,13 +333,17 @@ class Connection:
             close_offset = receive.close_offset(stream_id)
             if close_offset is not None:
                 state.on_peer_close(close_offset, now)
-        if result is InsertResult.ACCEPTED and (
-            receive.readable(stream_id) or receive.at_eof(stream_id)
-        ):
-            self._events.append(
-                StreamDataAvailable(connection_id=self.connection_id, stream_id=stream_id)
-            )
-        self._maybe_finish_receive(stream_id, now)
+        if result is InsertResult.ACCEPTED:
+            # Edge-triggered: readers are told when a stream *becomes* readable
+            # (or reaches its end), not once per packet.
+            if (not readable_before and receive.readable(stream_id)) or (
+                state.recv_close_offset is not None and receive.at_eof(stream_id)
+            ):
+                self._events.append(
+                    StreamDataAvailable(connection_id=self.connection_id, stream_id=stream_id)
+                )
+        if state.recv_close_offset is not None:
+            self._maybe_finish_receive(stream_id, now)
 
     def _on_ack(self, ack: Ack, now: int) -> None:
         send = self.send_buffer
@@ -395,12 +400,19 @@ class Connection:
         if self._terminated:
             return []
         protection = self.protection
-        datagrams = protection.datagrams_to_send(now)
-        if protection.failure is not None:
-            self._terminate(f"handshake failed: {protection.failure}", error=True)
-            return datagrams
-        if not protection.can_carry_payload:
-            return datagrams
+        datagrams: list[bytes] = []
+        if protection.can_carry_payload:
+            self._transport_datagrams(now, datagrams)
+        # The protection's own datagrams go last: a 0-RTT hello is only needed
+        # when the transport had nothing to put in the first packet.
+        if not self._terminated:
+            datagrams.extend(protection.datagrams_to_send(now))
+            if protection.failure is not None:
+                self._terminate(f"handshake failed: {protection.failure}", error=True)
+        return datagrams
+
+    def _transport_datagrams(self, now: int, datagrams: list[bytes]) -> None:
+        protection = self.protection
         config = self.configuration
         mtu = config.mtu
         limit = config.max_datagrams_per_call
@@ -438,7 +450,7 @@ class Connection:
                         if self._give_up_on(error, now):
                             continue
                         self._terminate("retransmission limit reached", error=True)
-                        return datagrams
+                        return
                     if packet is None:
                         data_allowed = False
                         if allow_new and not send.has_new_work():
@@ -479,7 +491,6 @@ class Connection:
                     now, size, self._datagram_bytes_in_flight
                 )
                 self._datagram_bytes_in_flight += size
-        return datagrams
 
     def _give_up_on(self, error: RetryLimitExceeded, now: int) -> bool:
         """A bare CLOSE the peer never acknowledges ends its stream, not the connection.

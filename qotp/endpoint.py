@@ -58,6 +58,7 @@ class QotpEndpoint:
         self._ready: OrderedDict[int, None] = OrderedDict()
         self._timers: list[tuple[int, int]] = []
         self._timer_of: dict[int, int] = {}
+        self._touched: dict[int, Connection] = {}
 
     @property
     def public_key(self) -> bytes:
@@ -93,6 +94,7 @@ class QotpEndpoint:
     def mark_ready(self, connection: Connection) -> None:
         """Tell the endpoint that a connection may have something to send (after a command)."""
         self._ready[connection.connection_id] = None
+        self._touched[connection.connection_id] = connection
 
     # -- receiving ------------------------------------------------------------
 
@@ -124,12 +126,14 @@ class QotpEndpoint:
         connection.receive_datagram(data, address, now)
         if connection.dropped_datagrams != before:
             self.drops["unauthenticated"] += 1
-        self._after(connection)
+        # Settled once per batch, not per datagram (see _settle).
+        self._touched[connection.connection_id] = connection
 
     # -- sending --------------------------------------------------------------
 
     def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
         """Datagrams of every connection with work, round-robin over connections."""
+        self._settle()
         output: list[tuple[bytes, Address]] = []
         ready = self._ready
         self._ready = OrderedDict()
@@ -150,6 +154,7 @@ class QotpEndpoint:
 
     def get_timer(self) -> int | None:
         """The earliest deadline over all connections (ns), or None."""
+        self._settle()
         timers = self._timers
         timer_of = self._timer_of
         while timers:
@@ -161,6 +166,7 @@ class QotpEndpoint:
 
     def handle_timer(self, now: int) -> None:
         """Run every connection whose deadline passed; they become ready to send."""
+        self._settle()
         timers = self._timers
         timer_of = self._timer_of
         due: list[Connection] = []
@@ -183,7 +189,16 @@ class QotpEndpoint:
 
     def next_event(self) -> Event | None:
         """The oldest event of any connection, or None."""
+        if self._touched:
+            self._settle()
         return self._events.popleft() if self._events else None
+
+    def _settle(self) -> None:
+        """Collect events and re-arm timers of connections that received datagrams."""
+        if self._touched:
+            touched, self._touched = self._touched, {}
+            for connection in touched.values():
+                self._after(connection)
 
     # -- bookkeeping ----------------------------------------------------------
 

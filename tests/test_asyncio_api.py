@@ -1,0 +1,122 @@
+"""The asyncio API over real UDP loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+from qotp.asyncio import QotpListener, listen
+from qotp.asyncio.api import ConnectionClosedError
+from qotp.tool import run_client, serve_connection
+
+
+async def echo_server(listener: QotpListener) -> None:
+    async for connection in listener:
+        asyncio.create_task(serve_connection(connection, "echo"))
+
+
+def run(coroutine: object) -> object:
+    return asyncio.run(asyncio.wait_for(coroutine, 60))  # type: ignore[arg-type]
+
+
+def test_dial_stream_echo_half_close() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            task = asyncio.create_task(echo_server(server))
+            connection = await client.dial(server.local_address)
+            assert connection.peer_public_key == server.public_key
+            stream = connection.stream(3)
+            data = os.urandom(300_000)
+            stream.write(data)
+            await stream.drain()
+            stream.close()  # half-close: we still read the echo
+            echoed = await stream.read()
+            assert echoed == data
+            assert stream.at_eof()
+            stats = connection.statistics()
+            assert stats.bytes_sent == len(data) and stats.smoothed_rtt_ns > 0
+            task.cancel()
+
+    run(main())
+
+
+@pytest.mark.parametrize("mode", ["digest", "echo"])
+@pytest.mark.parametrize("zero_rtt", [False, True])
+def test_test_protocol_many_streams(mode: str, zero_rtt: bool) -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+
+            async def serve() -> None:
+                async for connection in server:
+                    asyncio.create_task(serve_connection(connection, mode))
+
+            task = asyncio.create_task(serve())
+            result = await run_client(
+                client,
+                server.local_address,
+                streams=5,
+                size=100_000,
+                mode=mode,
+                peer_public_key=server.public_key if zero_rtt else None,
+                timeout=30,
+            )
+            assert result.ok, result.error
+            assert result.total_bytes == 500_000
+            task.cancel()
+
+    run(main())
+
+
+def test_accept_stream_and_readexactly() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            connection = await client.dial(server.local_address)
+            outgoing = connection.stream(9)
+            outgoing.write(b"0123456789")
+            await outgoing.drain()
+            incoming_connection = await server.accept()
+            incoming = await incoming_connection.accept_stream()
+            assert incoming.stream_id == 9
+            assert await incoming.readexactly(4) == b"0123"
+            assert await incoming.readexactly(6) == b"456789"
+            outgoing.close()
+            with pytest.raises(asyncio.IncompleteReadError):
+                await incoming.readexactly(1)
+
+    run(main())
+
+
+def test_dial_to_nobody_fails_with_timeout() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as client:
+            with pytest.raises((TimeoutError, ConnectionClosedError)):
+                await client.dial(("127.0.0.1", 9), timeout=0.5)
+
+    run(main())
+
+
+def test_garbage_on_the_socket_does_not_disturb_a_transfer() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            task = asyncio.create_task(echo_server(server))
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=server.local_address
+            )
+            for size in (0, 1, 38, 39, 100, 1400, 2000):
+                transport.sendto(os.urandom(size))
+            connection = await client.dial(server.local_address)
+            stream = connection.stream(0)
+            data = os.urandom(100_000)
+            stream.write(data)
+            stream.close()
+            assert hashlib.sha256(await stream.read()).digest() == hashlib.sha256(data).digest()
+            transport.close()
+            stats = server.statistics()
+            assert sum(v for k, v in stats.items() if k.startswith("dropped_")) >= 6
+            task.cancel()
+
+    run(main())
