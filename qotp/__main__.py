@@ -10,25 +10,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qotp.decrypt import decrypt_packet, describe_payload
-from qotp.envelope import (
-    DEFAULT_MTU,
-    MessageType,
-    PacketCipher,
-    SequenceCounter,
-    decode_envelope_header,
-    encode_init_snd,
-    open_packet,
-    seal_data,
-    seal_init_rcv,
-)
+from qotp.decrypt import decrypt_packet
 from qotp.keys import KeyPair
-from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
 
 __all__ = ["main"]
 
@@ -87,106 +74,9 @@ def _decrypt_request(line: str) -> dict[str, Any]:
 
 
 def _command_demo(arguments: argparse.Namespace) -> int:
-    """An in-band handshake and one request/response, sealed and sent over UDP loopback."""
-    initiator_identity = KeyPair.generate()
-    initiator_ephemeral = KeyPair.generate()
-    responder_identity = KeyPair.generate()
-    responder_ephemeral = KeyPair.generate()
-    initiator_counter = SequenceCounter()
-    responder_counter = SequenceCounter()
+    from qotp.demo import run_demo
 
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as initiator_socket,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as responder_socket,
-    ):
-        initiator_socket.bind(("127.0.0.1", 0))
-        responder_socket.bind(("127.0.0.1", 0))
-        initiator_socket.settimeout(2.0)
-        responder_socket.settimeout(2.0)
-        responder_address = responder_socket.getsockname()
-        initiator_address = initiator_socket.getsockname()
-
-        def trace(direction: str, datagram: bytes, payload: Payload | None) -> None:
-            header = decode_envelope_header(datagram, mtu=0)
-            description = describe_payload(payload) if payload is not None else None
-            data = (
-                payload.data.decode(errors="replace")
-                if payload is not None and payload.data
-                else ""
-            )
-            print(
-                f"{direction} {header.message_type.name:<15} {len(datagram):5d} bytes "
-                f"conn={header.connection_id:016x} "
-                + (
-                    f"kind={description['kind']} close={description['is_close']} "
-                    if description
-                    else ""
-                )
-                + (f"data={data!r}" if data else "")
-            )
-
-        # 1. InitSnd: cleartext keys, padded to the MTU.
-        initiator_counter.take()
-        init_snd = encode_init_snd(initiator_ephemeral.public_key, initiator_identity.public_key)
-        initiator_socket.sendto(init_snd, responder_address)
-        received, _ = responder_socket.recvfrom(65535)
-        header = decode_envelope_header(received, mtu=DEFAULT_MTU)
-        assert header.message_type is MessageType.INIT_SND and header.ephemeral_public_key
-        trace("initiator -> responder", received, None)
-
-        # 2. InitRcv: the responder's keys, sealed under the ephemeral-ephemeral secret.
-        responder_cipher = PacketCipher(responder_ephemeral.exchange(header.ephemeral_public_key))
-        sequence_number, epoch = responder_counter.take()
-        reply = encode_payload(Payload(PayloadKind.ACK_ONLY, ack=Ack(0, 0, 0, 16 << 20)))
-        init_rcv = seal_init_rcv(
-            responder_cipher,
-            connection_id=header.connection_id,
-            ephemeral_public_key=responder_ephemeral.public_key,
-            identity_public_key=responder_identity.public_key,
-            sequence_number=sequence_number,
-            epoch=epoch,
-            payload=reply,
-        )
-        responder_socket.sendto(init_rcv, initiator_address)
-        received, _ = initiator_socket.recvfrom(65535)
-        header = decode_envelope_header(received)
-        assert header.ephemeral_public_key is not None
-        initiator_cipher = PacketCipher(initiator_ephemeral.exchange(header.ephemeral_public_key))
-        opened = open_packet(received, header, initiator_cipher)
-        trace("responder -> initiator", received, decode_payload(opened.payload))
-
-        # 3. Data both ways.
-        connection_id = header.connection_id
-        for sender_is_initiator, text in ((True, b"hello qotp"), (False, b"hi there")):
-            counter = initiator_counter if sender_is_initiator else responder_counter
-            cipher = initiator_cipher if sender_is_initiator else responder_cipher
-            sequence_number, epoch = counter.take()
-            datagram = seal_data(
-                cipher,
-                connection_id=connection_id,
-                sequence_number=sequence_number,
-                epoch=epoch,
-                sent_by_initiator=sender_is_initiator,
-                payload=encode_payload(Payload(PayloadKind.DATA, 0, 0, text)),
-            )
-            source, target = (
-                (initiator_socket, responder_socket)
-                if sender_is_initiator
-                else (responder_socket, initiator_socket)
-            )
-            source.sendto(datagram, target.getsockname())
-            received, _ = target.recvfrom(65535)
-            header = decode_envelope_header(received)
-            receiver_cipher = responder_cipher if sender_is_initiator else initiator_cipher
-            opened = open_packet(
-                received, header, receiver_cipher, sent_by_initiator=sender_is_initiator
-            )
-            payload = decode_payload(opened.payload)
-            assert payload.data == text
-            arrow = "initiator -> responder" if sender_is_initiator else "responder -> initiator"
-            trace(arrow, received, payload)
-    print("ok: handshake and data sealed, sent over 127.0.0.1, opened and verified")
-    return 0
+    return run_demo()
 
 
 KEY_LOG_ENVIRONMENT_VARIABLE = "QOTP_KEYLOGFILE"
