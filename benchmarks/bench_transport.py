@@ -52,8 +52,8 @@ def throughput(size: int) -> float:
     process, address, _ = _serve_process("digest")
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "qotp", "send", address, "--bytes", str(size), "--mode", "digest",
-             "--timeout", "300"],
+            [sys.executable, "-m", "qotp", "send", address, "--bytes", str(size),
+             "--mode", "digest", "--timeout", "300"],
             capture_output=True, text=True, timeout=400, check=False,
         )  # fmt: skip
         report = json.loads(done.stdout)
@@ -171,7 +171,10 @@ def main() -> None:
     reference = go_reference_throughput(10 * MB)
     line = f"throughput: Python<->Python one stream {size // MB} MB: {ours:.1f} MB/s (target >= 60)"
     if reference:
-        line += f"; Go reference with itself: {reference:.1f} MB/s; ratio {ours / reference:.1f}x (target >= 5)"
+        line += (
+            f"; Go reference with itself: {reference:.1f} MB/s; "
+            f"ratio {ours / reference:.1f}x (target >= 5)"
+        )
     else:
         line += "; Go reference with itself: not available on this machine"
     print(line)
@@ -190,7 +193,7 @@ def main() -> None:
     count = 1000 if arguments.quick else 10_000
     elapsed = asyncio.run(many_connections(count))
     print(
-        f"{count} concurrent connections on one listener over loopback: established in {elapsed:.1f} s"
+        f"{count} concurrent connections on one listener (loopback): established in {elapsed:.1f} s"
     )
 
 
