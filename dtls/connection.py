@@ -603,13 +603,18 @@ class DTLSConnection:
         for fragment in hs.decode_handshake_fragments(payload):
             if self._state is HandshakeState.CLOSED:
                 return
+            if (
+                self._state is HandshakeState.SERVER_WAIT_HELLO
+                and fragment.msg_type == HandshakeType.client_hello
+                and fragment.message_seq != self._reassembler.next_seq
+            ):
+                # Before the cookie checks out we keep no handshake state: take the hello's
+                # numbering as it comes (a repeat after a lost HelloVerifyRequest, or the
+                # second hello when an endpoint did the stateless exchange for us).
+                self._reassembler = HandshakeReassembler(fragment.message_seq)
             if fragment.message_seq < self._reassembler.next_seq:
-                if self._state is HandshakeState.SERVER_WAIT_HELLO:
-                    # Our HelloVerifyRequest was lost and the hello repeated: answer again.
-                    self._reassembler = HandshakeReassembler(fragment.message_seq)
-                else:
-                    self._resend_on_peer_repeat()
-                    continue
+                self._resend_on_peer_repeat()
+                continue
             if self._state is HandshakeState.ESTABLISHED:
                 # A new handshake after ours finished: renegotiation, which we refuse.
                 if fragment.msg_type in (HandshakeType.client_hello, HandshakeType.hello_request):
@@ -1185,8 +1190,13 @@ class DTLSConnection:
                 if key_exchange is KeyExchange.ECDHE_ECDSA
                 else rsa.RSAPrivateKey
             )
-            preferred = certificates.select(self.server_name)
-            candidates = ([preferred] if preferred is not None else []) + certificates.all_entries()
+            # A certificate registered for the requested name is the only candidate;
+            # otherwise any certificate we hold (default first) may serve.
+            named = certificates.select(self.server_name) if self.server_name else None
+            if named is not None and named is not certificates.select(None):
+                candidates = [named]
+            else:
+                candidates = certificates.all_entries()
             for entry in candidates:
                 if isinstance(entry[1], wanted) or (
                     key_exchange is KeyExchange.ECDHE_ECDSA
