@@ -214,6 +214,7 @@ class DTLSConnection:
         self._issue_ticket = False
         self._resuming = False
         self._offered_session_id = b""
+        self._current_record_sequence = 0
         self._selected_certificate: (
             tuple[tuple[x509.Certificate, ...], CertificatePrivateKey] | None
         ) = None
@@ -425,6 +426,7 @@ class DTLSConnection:
                 self.dropped_records += 1
                 return
         window.mark(record.sequence_number)
+        self._current_record_sequence = record.sequence_number
         if protection is not None and addr != self.address and self.local_connection_id:
             # RFC 9146 6: an authenticated CID record from a new address moves the peer.
             logger.debug("peer %d moved from %r to %r", self.peer_id, self.address, addr)
@@ -992,6 +994,9 @@ class DTLSConnection:
         if 0 not in hello.compression_methods:
             raise AlertError(AlertDescription.illegal_parameter, "no null compression")
         self._send_message_seq = message.message_seq
+        # RFC 6347 4.2.1: continue the record numbering of the hello, so our flight does not
+        # look like a replay of the stateless HelloVerifyRequest (which reused that number).
+        self._send_sequence[0] = max(self._send_sequence[0], self._current_record_sequence)
         self.client_random = hello.random
         self.server_random = os.urandom(32)
         extensions = hello.extensions
