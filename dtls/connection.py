@@ -437,6 +437,11 @@ class DTLSConnection:
             elif content_type == ContentType.application_data:
                 self._handle_application_data(payload, epoch)
             elif content_type == ContentType.alert:
+                if protection is None and self._state is HandshakeState.ESTABLISHED:
+                    # A plaintext alert after the handshake is unauthenticated: anyone on the
+                    # path could forge it, so it may not end a protected session.
+                    self.dropped_records += 1
+                    return
                 self._handle_alert(payload)
             elif content_type == ContentType.change_cipher_spec:
                 if payload != b"\x01":
@@ -602,7 +607,12 @@ class DTLSConnection:
     # ------------------------------------------------------------------ handshake dispatch
 
     def _handle_handshake_record(self, payload: bytes, epoch: int, now: int) -> None:
-        for fragment in hs.decode_handshake_fragments(payload):
+        try:
+            fragments = hs.decode_handshake_fragments(payload)
+        except DecodeError:
+            self.dropped_records += 1  # framing is not authenticated in epoch 0: just drop
+            return
+        for fragment in fragments:
             if self._state is HandshakeState.CLOSED:
                 return
             if (
@@ -626,7 +636,12 @@ class DTLSConnection:
             if is_finished != (epoch > 0):
                 self.dropped_records += 1  # Finished must be protected, nothing else may be
                 continue
-            if not self._reassembler.add(fragment):
+            try:
+                if not self._reassembler.add(fragment):
+                    continue
+            except DecodeError:
+                # Contradicts earlier fragments or exceeds our bounds: drop this one only.
+                self.dropped_records += 1
                 continue
             for message in self._reassembler.pop_ready():
                 if self._is_closed():

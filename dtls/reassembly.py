@@ -1,9 +1,10 @@
 """Reassembly of fragmented handshake messages (RFC 6347 4.2.3).
 
 Fragments may arrive out of order, overlap, repeat, or belong to messages a
-few steps ahead.  Memory is bounded two ways: we only buffer messages within
-``MAX_MESSAGES_AHEAD`` of the next expected sequence number, and each message
-may be at most ``MAX_HANDSHAKE_MESSAGE_BYTES`` long.  A fragment that
+few steps ahead.  Memory is bounded three ways: we only buffer messages within
+``MAX_MESSAGES_AHEAD`` of the next expected sequence number, each message may
+be at most ``MAX_HANDSHAKE_MESSAGE_BYTES`` long, and all partial messages
+together at most ``MAX_BUFFERED_BYTES``.  A fragment that
 contradicts what we already hold (other type or length for the same
 message_seq) is rejected with :class:`DecodeError`; the caller drops it.
 """
@@ -17,6 +18,7 @@ from .handshake import HandshakeFragment
 
 __all__ = [
     "MAX_HANDSHAKE_MESSAGE_BYTES",
+    "MAX_BUFFERED_BYTES",
     "MAX_MESSAGES_AHEAD",
     "HandshakeMessage",
     "HandshakeReassembler",
@@ -24,6 +26,8 @@ __all__ = [
 
 MAX_HANDSHAKE_MESSAGE_BYTES = 64 * 1024
 MAX_MESSAGES_AHEAD = 8
+# All partial messages of one connection together (a certificate chain fits easily).
+MAX_BUFFERED_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +88,8 @@ class HandshakeReassembler:
             raise DecodeError("handshake message too large")
         partial = self._partial.get(seq)
         if partial is None:
+            if self.buffered_bytes() + fragment.length > MAX_BUFFERED_BYTES:
+                raise DecodeError("too many handshake bytes buffered")
             partial = _PartialMessage(fragment.msg_type, fragment.length)
             self._partial[seq] = partial
         elif partial.msg_type != fragment.msg_type or partial.length != fragment.length:

@@ -162,7 +162,10 @@ class ReplayWindow:
         """Record an authenticated sequence number as seen."""
         if sequence_number > self._highest:
             shift = sequence_number - self._highest
-            self._bitmap = ((self._bitmap << shift) | 1) & ((1 << REPLAY_WINDOW_SIZE) - 1)
+            if shift >= REPLAY_WINDOW_SIZE:
+                self._bitmap = 1  # never shift by a huge peer-chosen amount
+            else:
+                self._bitmap = ((self._bitmap << shift) | 1) & ((1 << REPLAY_WINDOW_SIZE) - 1)
             self._highest = sequence_number
         else:
             self._bitmap |= 1 << (self._highest - sequence_number)

@@ -80,3 +80,25 @@ def test_contradicting_fragment_rejected() -> None:
                 msg_type=12, length=10, message_seq=0, fragment_offset=2, body=b"c"
             )
         )
+
+
+def test_total_buffered_bytes_bounded() -> None:
+    from dtls.reassembly import MAX_BUFFERED_BYTES
+
+    reassembler = HandshakeReassembler()
+    accepted = 0
+    for seq in range(MAX_MESSAGES_AHEAD):
+        fragment = hs.HandshakeFragment(
+            msg_type=11,
+            length=MAX_HANDSHAKE_MESSAGE_BYTES,
+            message_seq=seq,
+            fragment_offset=0,
+            body=b"x",
+        )
+        try:
+            reassembler.add(fragment)
+            accepted += 1
+        except DecodeError:
+            pass
+    assert reassembler.buffered_bytes() <= MAX_BUFFERED_BYTES
+    assert accepted == MAX_BUFFERED_BYTES // MAX_HANDSHAKE_MESSAGE_BYTES
