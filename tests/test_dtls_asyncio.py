@@ -91,3 +91,22 @@ def test_blocking_wrapper_against_asyncio_server() -> None:
         assert connection.recv(timeout=10) == b"BLOCKING HELLO"
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_handshake_timeout_raises_handshake_timeout() -> None:
+    import socket
+
+    from dtls.errors import HandshakeTimeout
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound but never answers: no ICMP, just silence
+        port = silent.getsockname()[1]
+        configuration = DTLSConfiguration(
+            is_client=True, verify_peer=False, handshake_timeout_ns=2_000_000_000
+        )
+
+        async def main() -> None:
+            with pytest.raises(HandshakeTimeout):
+                await asyncio.wait_for(dtls_asyncio.connect("127.0.0.1", port, configuration), 10)
+
+        asyncio.run(main())

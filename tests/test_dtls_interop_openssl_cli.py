@@ -356,7 +356,8 @@ def test_mutual_authentication_both_directions(files: dict[str, str]) -> None:
     assert connection.peer_certificates[0] == chain[0]
 
 
-def test_s_client_reconnect_resumes_with_our_server(files: dict[str, str]) -> None:
+@pytest.mark.parametrize("tickets", [False, True])
+def test_s_client_reconnect_resumes_with_our_server(files: dict[str, str], tickets: bool) -> None:
     async def run() -> bytes:
         async with dtls_asyncio.serve("127.0.0.1", 0, _server_config(files, "p256")) as server:
             _, port = server.local_address
@@ -366,7 +367,7 @@ def test_s_client_reconnect_resumes_with_our_server(files: dict[str, str]) -> No
                 "-connect",
                 f"127.0.0.1:{port}",
                 "-reconnect",
-                "-no_ticket",
+                *(() if tickets else ("-no_ticket",)),
             ) as client:
                 assert client.stdout is not None and client.stdin is not None
                 resumed = []

@@ -15,7 +15,7 @@ from cryptography import x509
 from ..config import DTLSConfiguration
 from ..connection import Address, DTLSConnection
 from ..endpoint import DTLSEndpoint
-from ..errors import LocalProtocolError
+from ..errors import HandshakeTimeout, LocalProtocolError
 from ..events import (
     ApplicationDataReceived,
     ConnectionAccepted,
@@ -48,7 +48,12 @@ class AsyncDTLSConnection:
                 self._handshake_done.set_result(None)
         elif isinstance(event, ConnectionTerminated):
             if not self._handshake_done.done():
-                self._handshake_done.set_exception(ConnectionError(event.reason))
+                error: Exception = (
+                    HandshakeTimeout(event.reason)
+                    if event.reason.startswith("handshake timeout")
+                    else ConnectionError(event.reason)
+                )
+                self._handshake_done.set_exception(error)
                 self._handshake_done.exception()  # mark retrieved: callers may never await
             self._readable.set()
         elif isinstance(event, ApplicationDataReceived | PeerClosedWrite):
@@ -56,7 +61,11 @@ class AsyncDTLSConnection:
 
     # -- API
     async def handshake(self) -> None:
-        """Wait until the handshake completed (raises ConnectionError if it failed)."""
+        """Wait until the handshake completed.
+
+        Raises :class:`HandshakeTimeout` when it timed out and ``ConnectionError``
+        when it failed otherwise (the reason names the alert).
+        """
         await asyncio.shield(self._handshake_done)
 
     async def send(self, data: bytes) -> None:
@@ -145,11 +154,45 @@ class AsyncDTLSConnection:
         """The peer's certificate chain, leaf first."""
         return self.connection.peer_certificates
 
+    @property
+    def peer_certificate_errors(self) -> tuple[str, ...]:
+        """What validation found wrong with the peer chain (seen by the verify callback)."""
+        return self.connection.peer_certificate_errors
+
+    @property
+    def client_random(self) -> bytes:
+        """ClientHello.random."""
+        return self.connection.client_random
+
+    @property
+    def server_random(self) -> bytes:
+        """ServerHello.random."""
+        return self.connection.server_random
+
+    @property
+    def connection_id(self) -> bytes:
+        """The RFC 9146 connection id the peer puts on records to us (b"" when none)."""
+        return self.connection.local_connection_id
+
+    @property
+    def peer_connection_id(self) -> bytes:
+        """The connection id we put on records to the peer (b"" when none)."""
+        return self.connection.peer_connection_id
+
+    @property
+    def session_resumed(self) -> bool:
+        """Whether the handshake was abbreviated (session id or ticket)."""
+        return self.connection.session_resumed
+
     def export_keying_material(
         self, label: bytes | str, context: bytes | None, length: int
     ) -> bytes:
         """RFC 5705 exporter."""
         return self.connection.export_keying_material(label, context, length)
+
+    def channel_binding(self, binding_type: str = "tls-exporter") -> bytes:
+        """Channel-binding data (``tls-exporter`` or ``tls-unique``)."""
+        return self.connection.channel_binding(binding_type)
 
 
 class EndpointProtocol(asyncio.DatagramProtocol):
