@@ -141,6 +141,7 @@ class DTLSConfiguration:
     session_tickets: bool = True
     session: Session | None = None
     require_close_notify: bool = True
+    idle_timeout_ns: int | None = None
     application_queue_datagrams: int = APPLICATION_QUEUE_DATAGRAMS
 
     def __post_init__(self) -> None:
@@ -148,6 +149,8 @@ class DTLSConfiguration:
             raise LocalProtocolError("handshake timeout must be between 2 and 120 seconds")
         if self.mtu < MIN_MTU_BYTES:
             raise LocalProtocolError(f"mtu must be at least {MIN_MTU_BYTES} bytes")
+        if self.idle_timeout_ns is not None and self.idle_timeout_ns <= 0:
+            raise LocalProtocolError("idle timeout must be positive")
         if self.connection_id is not None and len(self.connection_id) > 255:
             raise LocalProtocolError("connection id longer than 255 bytes")
         if (self.certificate_chain == ()) != (self.private_key is None):

@@ -215,6 +215,7 @@ class DTLSConnection:
         self._resuming = False
         self._offered_session_id = b""
         self._current_record_sequence = 0
+        self._last_receive_ns = 0
         self._selected_certificate: (
             tuple[tuple[x509.Certificate, ...], CertificatePrivateKey] | None
         ) = None
@@ -284,6 +285,7 @@ class DTLSConnection:
             return
         if self._handshake_deadline is None and not self.is_client:
             self._handshake_deadline = now + self.configuration.handshake_timeout_ns
+        self._last_receive_ns = now
         records, junk = decode_datagram(data, len(self.local_connection_id))
         if junk:
             self.dropped_records += 1
@@ -301,14 +303,22 @@ class DTLSConnection:
 
     def get_timer(self) -> int | None:
         """Absolute deadline (ns) at which ``handle_timer`` must be called, or None."""
-        if self._state in (HandshakeState.ESTABLISHED, HandshakeState.CLOSED):
+        if self._state is HandshakeState.ESTABLISHED:
+            idle = self.configuration.idle_timeout_ns
+            return None if idle is None else self._last_receive_ns + idle
+        if self._state is HandshakeState.CLOSED:
             return None
         candidates = [t for t in (self._retransmit_deadline, self._handshake_deadline) if t]
         return min(candidates) if candidates else None
 
     def handle_timer(self, now: int) -> None:
         """Retransmit the flight or give up, as the deadlines say."""
-        if self._state in (HandshakeState.ESTABLISHED, HandshakeState.CLOSED):
+        if self._state is HandshakeState.ESTABLISHED:
+            idle = self.configuration.idle_timeout_ns
+            if idle is not None and now >= self._last_receive_ns + idle:
+                self._terminate("idle timeout")
+            return
+        if self._state is HandshakeState.CLOSED:
             return
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._terminate("handshake timeout")
@@ -366,6 +376,10 @@ class DTLSConnection:
             self._write_closed and (self._read_closed or self.peer_closed)
         ):
             self._terminate("closed")
+
+    def abort(self, reason: str = "aborted") -> None:
+        """End the connection at once, sending nothing (no close_notify)."""
+        self._terminate(reason)
 
     def export_keying_material(
         self, label: bytes | str, context: bytes | None, length: int

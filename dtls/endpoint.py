@@ -135,7 +135,7 @@ class DTLSEndpoint:
         except Exception:  # noqa: BLE001  (a bug of ours must not take other peers down)
             self.internal_errors += 1
             logger.exception("internal error in connection %d", connection.peer_id)
-            connection._terminate("internal error")
+            connection.abort("internal error")
         if connection.address != addr and self._by_address.get(addr) != connection.peer_id:
             self._readdress(connection)
         self._collect(connection)

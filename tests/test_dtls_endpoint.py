@@ -53,7 +53,7 @@ class Network:
             if (timer := self.endpoint.get_timer()) is not None:
                 timers.append(timer)
             candidates = timers + [item[0] for item in self.queue]
-            if not candidates:
+            if not candidates or min(candidates) > until_ns:
                 return
             self.now = max(self.now, min(candidates))
             self.queue.sort(key=lambda item: (item[0], item[1]))
@@ -208,3 +208,18 @@ def test_handshake_that_never_finishes_is_reclaimed() -> None:
         endpoint.handle_timer(timer)
     assert endpoint.connections == {}
     assert any(isinstance(e, ConnectionTerminated) for e in _events(endpoint))
+
+
+def test_idle_established_peers_are_reclaimed() -> None:
+    client_config, server_config, _ = configs()
+    endpoint = DTLSEndpoint(dataclasses.replace(server_config, idle_timeout_ns=30 * SECOND_NS))
+    network = Network(endpoint)
+    network.add_client(("10.7.0.1", 1), client_config)
+    network.run(until_ns=10 * SECOND_NS)
+    connection = endpoint.accept()
+    assert connection is not None and connection.is_established
+    deadline = endpoint.get_timer()
+    assert deadline is not None and deadline - network.now <= 30 * SECOND_NS
+    endpoint.handle_timer(deadline)
+    assert endpoint.connections == {}
+    assert connection.terminated_reason == "idle timeout"

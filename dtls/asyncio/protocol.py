@@ -225,7 +225,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
         for wrapper in self._wrappers.values():
-            wrapper.connection._terminate("socket closed")
+            wrapper.connection.abort("socket closed")
             wrapper._on_event(ConnectionTerminated(peer=0, reason="socket closed"))
         if not self.closed.done():
             self.closed.set_result(None)
