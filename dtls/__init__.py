@@ -1,5 +1,66 @@
-"""DTLS 1.2 in pure Python on ``cryptography`` (sans-IO engine; see the DTLS issue)."""
+"""DTLS 1.2 in pure Python on ``cryptography`` (sans-IO engine, asyncio adapter, CLI).
+
+The engine (:class:`DTLSConnection`, :class:`DTLSEndpoint`) never touches
+sockets or clocks: feed it datagrams and ``now`` (monotonic ns) and send what
+``datagrams_to_send`` returns.  See SPEC-DTLS.md for the protocol details.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .config import (
+    DTLSConfiguration,
+    ServerCertificates,
+    load_certificate_chain,
+    load_private_key,
+)
+from .connection import DTLSConnection, HandshakeState, ServerContext
+from .errors import (
+    AlertDescription,
+    AlertError,
+    AlertLevel,
+    DecodeError,
+    DecryptError,
+    DTLSError,
+    HandshakeTimeout,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from .events import (
+    ApplicationDataReceived,
+    ConnectionAccepted,
+    ConnectionTerminated,
+    Event,
+    HandshakeCompleted,
+    PeerClosedWrite,
+)
+from .sessions import Session
+from .suites import CipherSuite, NamedGroup, SrtpProfile
+
+__all__ = [
+    "AlertDescription",
+    "AlertError",
+    "AlertLevel",
+    "ApplicationDataReceived",
+    "CipherSuite",
+    "ConnectionAccepted",
+    "ConnectionTerminated",
+    "DTLSConfiguration",
+    "DTLSConnection",
+    "DTLSError",
+    "DecodeError",
+    "DecryptError",
+    "Event",
+    "HandshakeCompleted",
+    "HandshakeState",
+    "HandshakeTimeout",
+    "LocalProtocolError",
+    "NamedGroup",
+    "PeerClosedWrite",
+    "RemoteProtocolError",
+    "ServerCertificates",
+    "ServerContext",
+    "Session",
+    "SrtpProfile",
+    "load_certificate_chain",
+    "load_private_key",
+]

@@ -1,0 +1,263 @@
+"""``python -m dtls``: a small DTLS 1.2 server and client (like ``openssl s_server -dtls1_2``).
+
+server: prints (or with ``--echo`` sends back) every datagram a peer sends;
+answers a peer's close_notify with its own.  client: sends stdin line by line
+(one datagram per line), prints what comes back, sends close_notify at end of
+input and exits 0 after a clean close.  Diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import ssl
+import sys
+from pathlib import Path
+
+from cryptography import x509
+
+from . import asyncio as dtls_asyncio
+from .config import (
+    DTLSConfiguration,
+    ServerCertificates,
+    load_certificate_chain,
+    load_private_key,
+)
+from .errors import DTLSError
+from .suites import CipherSuite, SrtpProfile
+
+SECOND_NS = 1_000_000_000
+CLOSE_WAIT_SECONDS = 3.0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(",") if part)
+
+
+def _load_cas(path: str | None) -> tuple[x509.Certificate, ...] | None:
+    if path is None:
+        return None
+    return tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+
+
+def _system_cas() -> tuple[x509.Certificate, ...]:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).is_file():
+            try:
+                return tuple(x509.load_pem_x509_certificates(Path(candidate).read_bytes()))
+            except ValueError:
+                continue
+    return ()
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alpn", type=_csv, default=(), help="ALPN protocols, comma separated")
+    parser.add_argument("--mtu", type=int, default=1200, help="datagram size (default 1200)")
+    parser.add_argument("--psk", help="pre-shared key in hex (selects PSK cipher suites)")
+    parser.add_argument(
+        "--srtp", type=_csv, default=(), help="SRTP profiles, e.g. SRTP_AES128_CM_SHA1_80"
+    )
+    parser.add_argument("--cipher", type=_csv, default=(), help="IANA cipher suite name(s)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="handshake timeout, seconds")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _suites(names: tuple[str, ...]) -> dict[str, object]:
+    if not names:
+        return {}
+    try:
+        return {"cipher_suites": tuple(CipherSuite[name] for name in names)}
+    except KeyError as error:
+        raise SystemExit(f"unknown cipher suite {error}") from None
+
+
+def _srtp(names: tuple[str, ...]) -> dict[str, object]:
+    if not names:
+        return {}
+    try:
+        return {"srtp_profiles": tuple(SrtpProfile[name] for name in names)}
+    except KeyError as error:
+        raise SystemExit(f"unknown SRTP profile {error}") from None
+
+
+async def _serve(arguments: argparse.Namespace) -> int:
+    certificates = ServerCertificates()
+    if arguments.cert:
+        chain = load_certificate_chain(Path(arguments.cert).read_bytes())
+        key = load_private_key(Path(arguments.key or arguments.cert).read_bytes())
+        certificates.add(chain, key)
+    elif not arguments.psk:
+        raise SystemExit("server needs --cert/--key or --psk")
+    cas = _load_cas(arguments.cafile)
+    psk = bytes.fromhex(arguments.psk) if arguments.psk else None
+    options: dict[str, object] = {**_suites(arguments.cipher), **_srtp(arguments.srtp)}
+    configuration = DTLSConfiguration(
+        is_client=False,
+        server_certificates=certificates,
+        ca_certificates=cas,
+        require_client_certificate=cas is not None,
+        alpn_protocols=arguments.alpn,
+        mtu=arguments.mtu,
+        psk_lookup=(lambda identity: psk) if psk is not None else None,
+        psk_identity_hint=arguments.psk_hint.encode(),
+        handshake_timeout_ns=int(arguments.timeout * SECOND_NS),
+        **options,  # type: ignore[arg-type]
+    )
+    listen_host, listen_port = arguments.listen
+    async with dtls_asyncio.serve(
+        listen_host, listen_port, configuration, connection_id_bytes=arguments.cid
+    ) as server:
+        host, port = server.local_address
+        print(f"listening on {host}:{port}", file=sys.stderr, flush=True)
+        served = 0
+        tasks: set[asyncio.Task[None]] = set()
+        while arguments.naccept == 0 or served < arguments.naccept:
+            connection = await server.accept()
+            served += 1
+            task = asyncio.create_task(_serve_peer(connection, arguments.echo))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+    return 0
+
+
+async def _serve_peer(connection: dtls_asyncio.AsyncDTLSConnection, echo: bool) -> None:
+    peer = connection.peer_address
+    print(
+        f"peer {peer} connected: {connection.cipher_suite}"
+        + (f" alpn={connection.alpn_protocol}" if connection.alpn_protocol else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        while data := await connection.recv():
+            if echo:
+                await connection.send(data)
+            else:
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+    except (ConnectionError, DTLSError) as error:
+        print(f"peer {peer}: {error}", file=sys.stderr, flush=True)
+        return
+    connection.close()
+    print(f"peer {peer} closed", file=sys.stderr, flush=True)
+
+
+async def _client(arguments: argparse.Namespace) -> int:
+    host, port = arguments.address
+    chain: tuple[x509.Certificate, ...] = ()
+    key = None
+    if arguments.cert:
+        chain = load_certificate_chain(Path(arguments.cert).read_bytes())
+        key = load_private_key(Path(arguments.key or arguments.cert).read_bytes())
+    cas = _load_cas(arguments.cafile)
+    if cas is None and not arguments.insecure and not arguments.psk:
+        cas = _system_cas()
+    options: dict[str, object] = {**_suites(arguments.cipher), **_srtp(arguments.srtp)}
+    configuration = DTLSConfiguration(
+        is_client=True,
+        ca_certificates=cas,
+        verify_peer=not arguments.insecure,
+        server_name=arguments.servername or host,
+        certificate_chain=chain,
+        private_key=key,
+        alpn_protocols=arguments.alpn,
+        mtu=arguments.mtu,
+        psk=bytes.fromhex(arguments.psk) if arguments.psk else None,
+        psk_identity=arguments.psk_identity.encode(),
+        handshake_timeout_ns=int(arguments.timeout * SECOND_NS),
+        connection_id=b"" if arguments.cid else None,
+        **options,  # type: ignore[arg-type]
+    )
+    try:
+        connection = await dtls_asyncio.connect(host, port, configuration)
+    except (ConnectionError, DTLSError, OSError) as error:
+        print(f"handshake failed: {error}", file=sys.stderr, flush=True)
+        return 1
+    print(
+        f"connected: {connection.negotiated_version} {connection.cipher_suite}"
+        + (f" alpn={connection.alpn_protocol}" if connection.alpn_protocol else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    clean = asyncio.Event()
+
+    async def printer() -> None:
+        try:
+            while data := await connection.recv():
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+            clean.set()
+        except ConnectionError as error:
+            print(f"connection ended: {error}", file=sys.stderr, flush=True)
+
+    reader = asyncio.create_task(printer())
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
+        if reader.done():
+            break
+        await connection.send(line)
+    if not reader.done():
+        connection.shutdown(read=False, write=True)
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), CLOSE_WAIT_SECONDS)
+        except TimeoutError:
+            pass  # the peer did not answer close_notify; ours went out, which is a clean close
+    connection.close()
+    await connection.__aexit__(None, None, None)
+    reader.cancel()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m dtls``."""
+    parser = argparse.ArgumentParser(prog="python -m dtls", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    server = commands.add_parser("server", help="run a DTLS server")
+    server.add_argument("--listen", type=_host_port, required=True, help="HOST:PORT")
+    server.add_argument("--cert", help="PEM certificate chain")
+    server.add_argument("--key", help="PEM private key")
+    server.add_argument("--cafile", help="require client certificates issued by these CAs")
+    server.add_argument("--echo", action="store_true", help="send every datagram back")
+    server.add_argument("--psk-hint", default="", help="PSK identity hint")
+    server.add_argument("--naccept", type=int, default=0, help="exit after N peers (0: never)")
+    server.add_argument("--cid", type=int, default=0, help="connection-id bytes to hand out")
+    _common(server)
+    client = commands.add_parser("client", help="connect to a DTLS server")
+    client.add_argument("address", type=_host_port, help="HOST:PORT")
+    trust = client.add_mutually_exclusive_group()
+    trust.add_argument("--cafile", help="trusted CAs (PEM); default: the system store")
+    trust.add_argument("--insecure", action="store_true", help="accept any certificate")
+    client.add_argument("--servername", help="SNI and name to verify (default: HOST)")
+    client.add_argument("--cert", help="client certificate chain (PEM)")
+    client.add_argument("--key", help="client private key (PEM)")
+    client.add_argument("--psk-identity", default="Client_identity", help="PSK identity")
+    client.add_argument("--cid", action="store_true", help="ask for an RFC 9146 connection id")
+    _common(client)
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if arguments.verbose else logging.WARNING, stream=sys.stderr
+    )
+    try:
+        if arguments.command == "server":
+            return asyncio.run(_serve(arguments))
+        return asyncio.run(_client(arguments))
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, DTLSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

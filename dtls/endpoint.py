@@ -1,0 +1,284 @@
+"""Many DTLS peers on one datagram socket, sans-IO.
+
+Routing: an established RFC 9146 connection id wins (so a peer that changes
+address keeps its session); otherwise the source address picks the
+connection.  A datagram from an unknown address is answered statelessly: it
+must hold one epoch-0 record with a whole ClientHello; without a valid cookie
+we send a HelloVerifyRequest and forget it (nothing is allocated), with one we
+create the connection.  Connections that terminate are dropped from the maps
+once their last datagrams and events have been collected.
+
+An exception escaping one connection (which would be a bug of ours) is logged,
+counted in ``internal_errors``, and ends only that connection: other peers on
+the socket are never affected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import deque
+
+from . import handshake as hs
+from .config import CertificatePrivateKey, DTLSConfiguration
+from .connection import Address, DTLSConnection, ServerContext, encode_hello_verify_datagram
+from .errors import DTLSError, LocalProtocolError
+from .events import ConnectionAccepted, ConnectionTerminated, Event, HandshakeCompleted
+from .handshake import HandshakeType
+from .records import ContentType, decode_datagram
+
+__all__ = ["DEFAULT_CONNECTION_ID_BYTES", "MAX_CONNECTIONS", "DTLSEndpoint"]
+
+logger = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 10_000
+DEFAULT_CONNECTION_ID_BYTES = 8
+_CID_OFFSET = 11  # type(1) version(2) epoch(2) sequence(6)
+
+
+class DTLSEndpoint:
+    """A DTLS endpoint (server, client, or both) multiplexing peers on one socket."""
+
+    def __init__(
+        self,
+        configuration: DTLSConfiguration,
+        *,
+        server_context: ServerContext | None = None,
+        connection_id_bytes: int = 0,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        """``connection_id_bytes`` > 0 makes server connections offer RFC 9146 ids of that size."""
+        if configuration.server_certificates is None and not configuration.is_client:
+            configuration = dataclasses.replace(
+                configuration, server_certificates=configuration.certificates()
+            )
+        self.configuration = configuration
+        self.server_context = server_context or ServerContext()
+        self.connection_id_bytes = connection_id_bytes
+        self.max_connections = max_connections
+        self.connections: dict[int, DTLSConnection] = {}
+        self._by_address: dict[Address, int] = {}
+        self._by_connection_id: dict[bytes, int] = {}
+        self._next_peer_id = 1
+        self._events: deque[Event] = deque()
+        self._accept_queue: deque[DTLSConnection] = deque()
+        self._outgoing: list[tuple[bytes, Address]] = []
+        self.hello_verify_requests_sent = 0
+        self.dropped_datagrams = 0
+        self.internal_errors = 0
+
+    # ------------------------------------------------------------------ commands
+
+    def add_certificate(
+        self,
+        chain: tuple[object, ...] | list[object],
+        private_key: CertificatePrivateKey,
+        server_name: str | None = None,
+    ) -> None:
+        """Serve ``chain`` for ``server_name`` (SNI) from now on."""
+        store = self.configuration.server_certificates
+        if store is None:
+            raise LocalProtocolError("this endpoint has no server certificate store")
+        store.add(tuple(chain), private_key, server_name)  # type: ignore[arg-type]
+
+    def connect(
+        self, address: Address, now: int, configuration: DTLSConfiguration | None = None
+    ) -> DTLSConnection:
+        """Start a client handshake with ``address`` from this endpoint's socket."""
+        config = configuration or self.configuration
+        if not config.is_client:
+            config = dataclasses.replace(config, is_client=True)
+        if address in self._by_address:
+            raise LocalProtocolError(f"already connected to {address!r}")
+        connection = self._new_connection(config, address)
+        connection.start_handshake(now)
+        self._collect(connection)
+        return connection
+
+    def accept(self) -> DTLSConnection | None:
+        """The next server connection whose handshake completed, or None."""
+        return self._accept_queue.popleft() if self._accept_queue else None
+
+    def connection(self, peer_id: int) -> DTLSConnection | None:
+        """The connection with that peer id (None once it is gone)."""
+        return self.connections.get(peer_id)
+
+    # ------------------------------------------------------------------ driving surface
+
+    def receive_datagram(self, data: bytes, addr: Address, now: int) -> None:
+        """Route one datagram to its connection, or answer a new client statelessly."""
+        connection = self._route(data, addr)
+        if (
+            connection is not None
+            and connection.is_established
+            and not connection.is_client
+            and _starts_with_initial_hello(data)
+        ):
+            # RFC 6347 4.2.8: a new epoch-0 ClientHello on a live association is a client
+            # that lost its state; check its cookie statelessly and, once valid, start over.
+            replacement = self._stateless_hello(data, addr, now, replacing=connection)
+            if replacement is None:
+                return
+            self._forget(connection)
+            self._by_address[addr] = replacement.peer_id
+            connection = replacement
+        if connection is None:
+            if self.configuration.is_client:
+                self.dropped_datagrams += 1
+                return
+            connection = self._stateless_hello(data, addr, now)
+            if connection is None:
+                return
+        try:
+            connection.receive_datagram(data, addr, now)
+        except Exception:  # noqa: BLE001  (a bug of ours must not take other peers down)
+            self.internal_errors += 1
+            logger.exception("internal error in connection %d", connection.peer_id)
+            connection.abort("internal error")
+        if connection.address != addr and self._by_address.get(addr) != connection.peer_id:
+            self._readdress(connection)
+        self._collect(connection)
+
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
+        """Everything every connection wants to send."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def get_timer(self) -> int | None:
+        """Earliest deadline of any connection."""
+        timers = [t for c in self.connections.values() if (t := c.get_timer()) is not None]
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: int) -> None:
+        """Run every expired connection timer."""
+        for connection in list(self.connections.values()):
+            timer = connection.get_timer()
+            if timer is not None and timer <= now:
+                connection.handle_timer(now)
+                self._collect(connection)
+
+    def next_event(self) -> Event | None:
+        """Next event of any connection (each carries its ``peer`` id)."""
+        return self._events.popleft() if self._events else None
+
+    def collect(self, connection: DTLSConnection) -> None:
+        """Pick up datagrams and events after calling a command on a connection directly."""
+        self._collect(connection)
+
+    # ------------------------------------------------------------------ internals
+
+    def _route(self, data: bytes, addr: Address) -> DTLSConnection | None:
+        if (
+            self.connection_id_bytes
+            and len(data) > _CID_OFFSET + self.connection_id_bytes
+            and data[0] == ContentType.tls12_cid
+        ):
+            cid = bytes(data[_CID_OFFSET : _CID_OFFSET + self.connection_id_bytes])
+            peer_id = self._by_connection_id.get(cid)
+            if peer_id is not None:
+                return self.connections.get(peer_id)
+        peer_id = self._by_address.get(addr)
+        return None if peer_id is None else self.connections.get(peer_id)
+
+    def _stateless_hello(
+        self, data: bytes, addr: Address, now: int, replacing: DTLSConnection | None = None
+    ) -> DTLSConnection | None:
+        records, _ = decode_datagram(data)
+        if not records:
+            self.dropped_datagrams += 1
+            return None
+        record = records[0]
+        if record.content_type != ContentType.handshake or record.epoch != 0:
+            self.dropped_datagrams += 1
+            return None
+        try:
+            fragment, _ = hs.decode_handshake_fragment(record.payload)
+            if (
+                fragment.msg_type != HandshakeType.client_hello
+                or fragment.fragment_offset != 0
+                or len(fragment.body) != fragment.length
+            ):
+                raise DTLSError("not a whole ClientHello")
+            hello = hs.decode_client_hello(fragment.body)
+        except DTLSError:
+            self.dropped_datagrams += 1
+            return None
+        if replacing is not None and hello.random == replacing.client_random:
+            # A late copy of the hello that built the live connection: old news.
+            self.dropped_datagrams += 1
+            return None
+        cookies = self.server_context.cookies
+        if self.configuration.cookie_exchange and not cookies.verify(addr, hello, now):
+            cookie = cookies.make(addr, hello, now)
+            self._outgoing.append(
+                (
+                    encode_hello_verify_datagram(
+                        cookie,
+                        message_seq=fragment.message_seq,
+                        record_sequence=record.sequence_number,
+                    ),
+                    addr,
+                )
+            )
+            self.hello_verify_requests_sent += 1
+            return None
+        if len(self.connections) >= self.max_connections:
+            self.dropped_datagrams += 1
+            return None
+        config = self.configuration
+        if self.connection_id_bytes:
+            config = dataclasses.replace(config, connection_id=self._fresh_connection_id())
+        return self._new_connection(config, addr)
+
+    def _fresh_connection_id(self) -> bytes:
+        while True:
+            cid = os.urandom(self.connection_id_bytes)
+            if cid not in self._by_connection_id:
+                return cid
+
+    def _new_connection(self, config: DTLSConfiguration, addr: Address) -> DTLSConnection:
+        peer_id = self._next_peer_id
+        self._next_peer_id += 1
+        connection = DTLSConnection(
+            config, address=addr, peer_id=peer_id, server_context=self.server_context
+        )
+        self.connections[peer_id] = connection
+        self._by_address[addr] = peer_id
+        if config.connection_id:
+            self._by_connection_id[config.connection_id] = peer_id
+        return connection
+
+    def _readdress(self, connection: DTLSConnection) -> None:
+        for address, peer_id in list(self._by_address.items()):
+            if peer_id == connection.peer_id:
+                del self._by_address[address]
+        self._by_address[connection.address] = connection.peer_id
+
+    def _collect(self, connection: DTLSConnection) -> None:
+        self._outgoing.extend(connection.datagrams_to_send(0))
+        while (event := connection.next_event()) is not None:
+            self._events.append(event)
+            if isinstance(event, HandshakeCompleted) and not connection.is_client:
+                self._accept_queue.append(connection)
+                self._events.append(ConnectionAccepted(peer=connection.peer_id))
+            elif isinstance(event, ConnectionTerminated):
+                self._forget(connection)
+
+    def _forget(self, connection: DTLSConnection) -> None:
+        self.connections.pop(connection.peer_id, None)
+        for address, peer_id in list(self._by_address.items()):
+            if peer_id == connection.peer_id:
+                del self._by_address[address]
+        if connection.local_connection_id:
+            self._by_connection_id.pop(connection.local_connection_id, None)
+
+
+def _starts_with_initial_hello(data: bytes) -> bool:
+    """Cheap test: the datagram starts with an epoch-0 record carrying a ClientHello."""
+    return (
+        len(data) >= 25
+        and data[0] == ContentType.handshake
+        and data[3:5] == b"\0\0"
+        and data[13] == HandshakeType.client_hello
+    )

@@ -1,0 +1,142 @@
+"""AEAD record protection for one epoch and one direction.
+
+Nonces: AES-GCM uses a 4-byte implicit salt from the key block plus an 8-byte
+explicit nonce carried in front of the ciphertext (RFC 5288 3); we send the
+record's epoch and sequence number as that explicit part, which is unique per
+key.  ChaCha20-Poly1305 XORs the 64-bit epoch||sequence into the 12-byte IV
+and sends no explicit nonce (RFC 7905 2).
+
+Additional data is epoch||sequence, type, version, plaintext length (RFC 6347
+4.1.2.1).  With a connection id (RFC 9146 5) the record type on the wire is
+``tls12_cid``, the plaintext is ``content || real type`` and the additional
+data starts with eight 0xff bytes and repeats the CID and its length.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from .errors import DecryptError
+from .records import (
+    ContentType,
+    Record,
+    encode_cid_record_header,
+    encode_record_header,
+)
+from .suites import AeadKind
+
+__all__ = ["AEAD_TAG_BYTES", "RecordProtection"]
+
+AEAD_TAG_BYTES = 16
+_SEQUENCE = struct.Struct("!HHI")  # epoch, seq_hi16, seq_lo32 == 8 bytes
+_CID_AAD_PLACEHOLDER = b"\xff" * 8
+
+
+class RecordProtection:
+    """Seals or opens records of one epoch in one direction.
+
+    The AEAD object is built once per key, as STYLE.md asks for speed.
+    """
+
+    __slots__ = ("_aead", "_explicit_nonce_bytes", "_fixed_iv", "_is_chacha", "epoch")
+
+    def __init__(self, aead_kind: AeadKind, key: bytes, fixed_iv: bytes, epoch: int) -> None:
+        self._is_chacha = aead_kind is AeadKind.CHACHA20_POLY1305
+        self._aead: AESGCM | ChaCha20Poly1305 = (
+            ChaCha20Poly1305(key) if self._is_chacha else AESGCM(key)
+        )
+        self._fixed_iv = fixed_iv
+        self._explicit_nonce_bytes = 0 if self._is_chacha else 8
+        self.epoch = epoch
+
+    @property
+    def overhead(self) -> int:
+        """Bytes a record's payload grows by when sealed (explicit nonce + tag)."""
+        return self._explicit_nonce_bytes + AEAD_TAG_BYTES
+
+    def _nonce(self, explicit: bytes) -> bytes:
+        if self._is_chacha:
+            padded = int.from_bytes(explicit, "big")
+            return (int.from_bytes(self._fixed_iv, "big") ^ padded).to_bytes(12, "big")
+        return self._fixed_iv + explicit
+
+    def seal(
+        self,
+        content_type: int,
+        version: int,
+        sequence_number: int,
+        plaintext: bytes,
+        connection_id: bytes = b"",
+    ) -> bytes:
+        """Return a complete protected record (header included)."""
+        explicit = _SEQUENCE.pack(self.epoch, sequence_number >> 32, sequence_number & 0xFFFFFFFF)
+        nonce = self._nonce(explicit)
+        prefix = explicit if self._explicit_nonce_bytes else b""
+        if connection_id:
+            inner = plaintext + bytes((content_type,))
+            cid_length = len(connection_id)
+            aad = (
+                _CID_AAD_PLACEHOLDER
+                + bytes((ContentType.tls12_cid, cid_length, ContentType.tls12_cid))
+                + version.to_bytes(2, "big")
+                + explicit
+                + connection_id
+                + len(inner).to_bytes(2, "big")
+            )
+            body = prefix + self._aead.encrypt(nonce, inner, aad)
+            header = encode_cid_record_header(
+                version, self.epoch, sequence_number, connection_id, len(body)
+            )
+            return header + body
+        aad = explicit + struct.pack("!BHH", content_type, version, len(plaintext))
+        body = prefix + self._aead.encrypt(nonce, plaintext, aad)
+        return (
+            encode_record_header(content_type, version, self.epoch, sequence_number, len(body))
+            + body
+        )
+
+    def open(self, record: Record) -> tuple[int, bytes]:
+        """Authenticate and decrypt; return (real content type, plaintext).
+
+        Raises only :class:`DecryptError`.
+        """
+        payload = record.payload
+        explicit_bytes = self._explicit_nonce_bytes
+        if len(payload) < explicit_bytes + AEAD_TAG_BYTES:
+            raise DecryptError("record too short for its AEAD")
+        sequence = _SEQUENCE.pack(
+            record.epoch, record.sequence_number >> 32, record.sequence_number & 0xFFFFFFFF
+        )
+        explicit = payload[:explicit_bytes] if explicit_bytes else sequence
+        ciphertext = payload[explicit_bytes:]
+        plaintext_length = len(ciphertext) - AEAD_TAG_BYTES
+        if record.content_type == ContentType.tls12_cid:
+            cid = record.connection_id
+            aad = (
+                _CID_AAD_PLACEHOLDER
+                + bytes((ContentType.tls12_cid, len(cid), ContentType.tls12_cid))
+                + record.version.to_bytes(2, "big")
+                + sequence
+                + cid
+                + plaintext_length.to_bytes(2, "big")
+            )
+        else:
+            aad = sequence + struct.pack(
+                "!BHH", record.content_type, record.version, plaintext_length
+            )
+        try:
+            plaintext = self._aead.decrypt(self._nonce(explicit), ciphertext, aad)
+        except InvalidTag:
+            raise DecryptError("record failed authentication") from None
+        if record.content_type != ContentType.tls12_cid:
+            return record.content_type, plaintext
+        # DTLSInnerPlaintext: content, real type, zero padding (RFC 9146 4).
+        end = len(plaintext)
+        while end > 0 and plaintext[end - 1] == 0:
+            end -= 1
+        if end == 0:
+            raise DecryptError("connection-id record without a content type")
+        return plaintext[end - 1], plaintext[: end - 1]

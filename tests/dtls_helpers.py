@@ -1,0 +1,237 @@
+"""Test helpers for the DTLS suite: certificates made at test time and an in-memory pair driver."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import random
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from dtls.config import CertificatePrivateKey, DTLSConfiguration
+from dtls.connection import DTLSConnection
+
+SECOND_NS = 1_000_000_000
+CLIENT_ADDRESS = ("10.0.0.1", 5000)
+SERVER_ADDRESS = ("10.0.0.2", 4433)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_key(kind: str) -> CertificatePrivateKey:
+    """kind: 'p256' | 'p384' | 'rsa'."""
+    if kind == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@dataclass
+class Pki:
+    """A CA and certificates it issued (leaf first chains)."""
+
+    ca_key: CertificatePrivateKey
+    ca_certificate: x509.Certificate
+    leaves: dict[str, tuple[tuple[x509.Certificate, ...], CertificatePrivateKey]] = field(
+        default_factory=dict
+    )
+
+    def issue(
+        self,
+        name: str,
+        kind: str = "p256",
+        *,
+        client: bool = False,
+        not_after_days: int = 30,
+        sans: tuple[str, ...] = (),
+    ) -> tuple[tuple[x509.Certificate, ...], CertificatePrivateKey]:
+        key = make_key(kind)
+        now = datetime.datetime.now(datetime.UTC)
+        alt_names: list[x509.GeneralName] = []
+        for entry in (name, *sans):
+            try:
+                alt_names.append(x509.IPAddress(ipaddress.ip_address(entry)))
+            except ValueError:
+                alt_names.append(x509.DNSName(entry))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(self.ca_certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=not_after_days))
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self.ca_key.public_key()  # type: ignore[arg-type]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        )
+        certificate = builder.sign(self.ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        chain = (certificate,)
+        self.leaves[name] = (chain, key)
+        return chain, key
+
+
+def make_pki(kind: str = "p256") -> Pki:
+    key = make_key(kind)
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name("dtls test CA"))
+        .issuer_name(_name("dtls test CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return Pki(ca_key=key, ca_certificate=certificate)
+
+
+def pem_chain(chain: tuple[x509.Certificate, ...]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+
+
+def pem_key(key: CertificatePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass
+class Link:
+    """A seeded lossy link: loss, duplication, reordering, corruption; delay in ns."""
+
+    seed: int = 1
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    corrupt: float = 0.0
+    delay_ns: int = 10_000_000
+
+    def __post_init__(self) -> None:
+        self.random = random.Random(self.seed)
+
+    def transmit(self, datagram: bytes, now: int) -> list[tuple[int, bytes]]:
+        """Deliveries (arrival time, bytes) for one sent datagram."""
+        if self.random.random() < self.loss:
+            return []
+        copies = 2 if self.random.random() < self.duplicate else 1
+        out = []
+        for _ in range(copies):
+            data = datagram
+            if self.random.random() < self.corrupt and data:
+                mutable = bytearray(data)
+                position = self.random.randrange(len(mutable))
+                mutable[position] ^= 1 << self.random.randrange(8)
+                data = bytes(mutable)
+            extra = (
+                self.random.randrange(3 * self.delay_ns)
+                if self.random.random() < self.reorder
+                else 0
+            )
+            out.append((now + self.delay_ns + extra, data))
+        return out
+
+
+def run_pair(
+    client: DTLSConnection,
+    server: DTLSConnection,
+    *,
+    link: Link | None = None,
+    until_ns: int = 120 * SECOND_NS,
+    stop_when_established: bool = True,
+    start_ns: int = 0,
+) -> int:
+    """Drive a client and a server over a simulated link until both are established (or idle).
+
+    Returns the virtual time reached.  The server connection receives every
+    datagram the client sends (this helper stands in for an endpoint).
+    """
+    link = link or Link()
+    now = start_ns
+    in_flight: list[tuple[int, int, DTLSConnection, bytes, object]] = []
+    counter = 0
+    client.start_handshake(now)
+    while now <= until_ns:
+        for sender, receiver, source in (
+            (client, server, CLIENT_ADDRESS),
+            (server, client, SERVER_ADDRESS),
+        ):
+            for datagram, _ in sender.datagrams_to_send(now):
+                for arrival, data in link.transmit(datagram, now):
+                    counter += 1
+                    in_flight.append((arrival, counter, receiver, data, source))
+        if stop_when_established and client.is_established and server.is_established:
+            return now
+        if client.state.value == "closed" and server.state.value == "closed":
+            return now
+        timers = [t for t in (client.get_timer(), server.get_timer()) if t is not None]
+        arrivals = [item[0] for item in in_flight]
+        candidates = timers + arrivals
+        if not candidates:
+            return now
+        now = max(now, min(candidates))
+        in_flight.sort(key=lambda item: (item[0], item[1]))
+        while in_flight and in_flight[0][0] <= now:
+            _, _, receiver, data, source = in_flight.pop(0)
+            receiver.receive_datagram(data, source, now)
+        for connection in (client, server):
+            timer = connection.get_timer()
+            if timer is not None and timer <= now:
+                connection.handle_timer(now)
+    return now
+
+
+def configs(
+    kind: str = "p256", **client_options: object
+) -> tuple[DTLSConfiguration, DTLSConfiguration, Pki]:
+    pki = make_pki()
+    chain, key = pki.issue("server.test", kind)
+    server = DTLSConfiguration(is_client=False, certificate_chain=chain, private_key=key)
+    options: dict[str, object] = {"server_name": "server.test"}
+    options.update(client_options)
+    client = DTLSConfiguration(
+        is_client=True,
+        ca_certificates=(pki.ca_certificate,),
+        **options,  # type: ignore[arg-type]
+    )
+    return client, server, pki

@@ -1,0 +1,225 @@
+"""One endpoint, many peers, one (simulated) socket."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from dtls_helpers import SECOND_NS, Link, configs
+
+from dtls.config import DTLSConfiguration, ServerCertificates
+from dtls.connection import DTLSConnection
+from dtls.endpoint import DTLSEndpoint
+from dtls.events import ConnectionAccepted, ConnectionTerminated
+
+SERVER = ("192.0.2.1", 4433)
+
+
+class Network:
+    """An endpoint and several client connections over a seeded link."""
+
+    def __init__(self, endpoint: DTLSEndpoint, link: Link | None = None) -> None:
+        self.endpoint = endpoint
+        self.link = link or Link()
+        self.clients: dict[object, DTLSConnection] = {}
+        self.now = 0
+        self.queue: list[tuple[int, int, object, bytes, object]] = []
+        self.counter = 0
+
+    def add_client(self, address: object, config: DTLSConfiguration) -> DTLSConnection:
+        client = DTLSConnection(config, address=SERVER)
+        self.clients[address] = client
+        client.start_handshake(self.now)
+        return client
+
+    def inject(self, data: bytes, source: object) -> None:
+        self.endpoint.receive_datagram(data, source, self.now)
+
+    def _send_all(self) -> None:
+        for address, client in self.clients.items():
+            for datagram, _ in client.datagrams_to_send(self.now):
+                for arrival, data in self.link.transmit(datagram, self.now):
+                    self.counter += 1
+                    self.queue.append((arrival, self.counter, SERVER, data, address))
+        for datagram, destination in self.endpoint.datagrams_to_send(self.now):
+            for arrival, data in self.link.transmit(datagram, self.now):
+                self.counter += 1
+                self.queue.append((arrival, self.counter, destination, data, SERVER))
+
+    def run(self, until_ns: int = 90 * SECOND_NS) -> None:
+        while self.now <= until_ns:
+            self._send_all()
+            timers = [t for c in self.clients.values() if (t := c.get_timer()) is not None]
+            if (timer := self.endpoint.get_timer()) is not None:
+                timers.append(timer)
+            candidates = timers + [item[0] for item in self.queue]
+            if not candidates or min(candidates) > until_ns:
+                return
+            self.now = max(self.now, min(candidates))
+            self.queue.sort(key=lambda item: (item[0], item[1]))
+            while self.queue and self.queue[0][0] <= self.now:
+                _, _, destination, data, source = self.queue.pop(0)
+                if destination == SERVER:
+                    self.endpoint.receive_datagram(data, source, self.now)
+                elif destination in self.clients:
+                    self.clients[destination].receive_datagram(data, SERVER, self.now)
+            for client in self.clients.values():
+                if (timer := client.get_timer()) is not None and timer <= self.now:
+                    client.handle_timer(self.now)
+            self.endpoint.handle_timer(self.now)
+
+
+def _events(endpoint: DTLSEndpoint) -> list[object]:
+    out = []
+    while (event := endpoint.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_many_peers_on_one_endpoint_over_lossy_link() -> None:
+    client_config, server_config, _ = configs()
+    endpoint = DTLSEndpoint(server_config)
+    network = Network(endpoint, Link(seed=7, loss=0.15, reorder=0.2, duplicate=0.05))
+    clients = [network.add_client(("10.1.0.1", 1000 + i), client_config) for i in range(12)]
+    network.run()
+    assert all(c.is_established for c in clients)
+    accepted = []
+    while (connection := endpoint.accept()) is not None:
+        accepted.append(connection)
+    assert len(accepted) == 12
+    assert sum(isinstance(e, ConnectionAccepted) for e in _events(endpoint)) == 12
+    # Each peer's data lands in its own connection.
+    for index, client in enumerate(clients):
+        client.send(f"peer {index}".encode())
+    network.link = Link()
+    network.run()
+    by_address = {c.address: c.receive() for c in accepted}
+    for index in range(12):
+        assert by_address[("10.1.0.1", 1000 + index)] == f"peer {index}".encode()
+
+
+def test_no_state_before_cookie() -> None:
+    client_config, server_config, _ = configs()
+    endpoint = DTLSEndpoint(server_config)
+    for index in range(200):
+        client = DTLSConnection(client_config, address=SERVER)
+        client.start_handshake(0)
+        ((hello, _),) = client.datagrams_to_send(0)
+        endpoint.receive_datagram(hello, ("198.51.100.7", index), 0)
+    assert endpoint.connections == {}
+    assert endpoint.hello_verify_requests_sent == 200
+    assert endpoint.get_timer() is None
+    replies = endpoint.datagrams_to_send(0)
+    assert len(replies) == 200
+    assert all(len(datagram) < 100 for datagram, _ in replies)  # no amplification
+
+
+def test_sni_certificate_added_at_run_time() -> None:
+    client_config, server_config, pki = configs()
+    store = ServerCertificates()
+    store.add(server_config.certificate_chain, server_config.private_key)  # type: ignore[arg-type]
+    endpoint = DTLSEndpoint(
+        dataclasses.replace(
+            server_config, certificate_chain=(), private_key=None, server_certificates=store
+        )
+    )
+    chain, key = pki.issue("late.test", "rsa")
+    endpoint.add_certificate(chain, key, "late.test")
+    network = Network(endpoint)
+    late = network.add_client(
+        ("10.2.0.1", 1), dataclasses.replace(client_config, server_name="late.test")
+    )
+    default = network.add_client(("10.2.0.2", 1), client_config)
+    network.run()
+    assert late.is_established and default.is_established
+    assert late.peer_certificates == chain
+    assert default.peer_certificates == server_config.certificate_chain
+
+
+def test_connection_id_routes_after_address_change() -> None:
+    client_config, server_config, _ = configs(connection_id=b"")
+    endpoint = DTLSEndpoint(server_config, connection_id_bytes=6)
+    network = Network(endpoint)
+    client = network.add_client(("10.3.0.1", 1), client_config)
+    network.run()
+    assert client.is_established and len(client.peer_connection_id) == 6
+    server_side = endpoint.accept()
+    assert server_side is not None
+    client.send(b"after NAT rebinding")
+    ((datagram, _),) = client.datagrams_to_send(network.now)
+    endpoint.receive_datagram(datagram, ("10.3.0.99", 7), network.now)
+    assert server_side.receive() == b"after NAT rebinding"
+    server_side.send(b"reply")
+    endpoint.collect(server_side)
+    ((_, destination),) = endpoint.datagrams_to_send(network.now)
+    assert destination == ("10.3.0.99", 7)
+
+
+def test_garbage_from_one_peer_does_not_disturb_others() -> None:
+    client_config, server_config, _ = configs()
+    endpoint = DTLSEndpoint(server_config)
+    network = Network(endpoint)
+    good = network.add_client(("10.4.0.1", 1), client_config)
+    network.run()
+    rng = random.Random(5)
+    for _ in range(500):
+        size = rng.randrange(0, 300)
+        junk = bytes(rng.randrange(256) for _ in range(size))
+        if rng.random() < 0.5 and size > 13:
+            junk = b"\x16\xfe\xfd" + junk[3:]  # looks like a handshake record
+        endpoint.receive_datagram(junk, ("10.4.0.1", 1), network.now)  # the good peer's address
+        endpoint.receive_datagram(junk, ("10.4.0.66", 66), network.now)
+    assert endpoint.internal_errors == 0
+    assert good.is_established
+    good.send(b"still here")
+    network.run()
+    server_side = endpoint.accept()
+    assert server_side is not None and server_side.receive() == b"still here"
+
+
+def test_client_restart_on_same_address_replaces_connection() -> None:
+    client_config, server_config, _ = configs()
+    endpoint = DTLSEndpoint(server_config)
+    network = Network(endpoint)
+    network.add_client(("10.5.0.1", 1), client_config)
+    network.run()
+    first = endpoint.accept()
+    restarted = network.add_client(("10.5.0.1", 1), client_config)
+    network.run()
+    assert restarted.is_established
+    second = endpoint.accept()
+    assert first is not None and second is not None and first is not second
+    assert len(endpoint.connections) == 1
+
+
+def test_handshake_that_never_finishes_is_reclaimed() -> None:
+    client_config, server_config, _ = configs()
+    endpoint = DTLSEndpoint(dataclasses.replace(server_config, handshake_timeout_ns=10 * SECOND_NS))
+    client = DTLSConnection(client_config, address=SERVER)
+    client.start_handshake(0)
+    # Deliver the client's first two flights (hello, hello + cookie), then go silent.
+    for _ in range(2):
+        for datagram, _ in client.datagrams_to_send(0):
+            endpoint.receive_datagram(datagram, ("10.6.0.1", 1), 0)
+        for datagram, _ in endpoint.datagrams_to_send(0):
+            client.receive_datagram(datagram, SERVER, 0)
+    assert len(endpoint.connections) == 1
+    while (timer := endpoint.get_timer()) is not None:
+        endpoint.handle_timer(timer)
+    assert endpoint.connections == {}
+    assert any(isinstance(e, ConnectionTerminated) for e in _events(endpoint))
+
+
+def test_idle_established_peers_are_reclaimed() -> None:
+    client_config, server_config, _ = configs()
+    endpoint = DTLSEndpoint(dataclasses.replace(server_config, idle_timeout_ns=30 * SECOND_NS))
+    network = Network(endpoint)
+    network.add_client(("10.7.0.1", 1), client_config)
+    network.run(until_ns=10 * SECOND_NS)
+    connection = endpoint.accept()
+    assert connection is not None and connection.is_established
+    deadline = endpoint.get_timer()
+    assert deadline is not None and deadline - network.now <= 30 * SECOND_NS
+    endpoint.handle_timer(deadline)
+    assert endpoint.connections == {}
+    assert connection.terminated_reason == "idle timeout"
