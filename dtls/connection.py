@@ -445,21 +445,25 @@ class DTLSConnection:
             # RFC 9146 6: an authenticated CID record from a new address moves the peer.
             logger.debug("peer %d moved from %r to %r", self.peer_id, self.address, addr)
             self.address = addr
+        if protection is None and self._state is HandshakeState.ESTABLISHED and (
+            content_type != ContentType.handshake
+        ):
+            # After the handshake, plaintext records other than a repeated handshake flight
+            # are unauthenticated noise: they may not touch the protected session.
+            self.dropped_records += 1
+            return
         try:
             if content_type == ContentType.handshake:
                 self._handle_handshake_record(payload, epoch, now)
             elif content_type == ContentType.application_data:
                 self._handle_application_data(payload, epoch)
             elif content_type == ContentType.alert:
-                if protection is None and self._state is HandshakeState.ESTABLISHED:
-                    # A plaintext alert after the handshake is unauthenticated: anyone on the
-                    # path could forge it, so it may not end a protected session.
-                    self.dropped_records += 1
-                    return
                 self._handle_alert(payload)
             elif content_type == ContentType.change_cipher_spec:
+                # Keys switch on our own schedule (section 2 of SPEC-DTLS.md), so the record
+                # carries no decision; a malformed one is only counted.
                 if payload != b"\x01":
-                    raise AlertError(AlertDescription.decode_error, "bad ChangeCipherSpec")
+                    self.dropped_records += 1
             else:
                 self.dropped_records += 1
         except AlertError as error:
@@ -550,6 +554,10 @@ class DTLSConnection:
 
     def _resend_on_peer_repeat(self) -> None:
         # RFC 6347 4.2.4: a repeated peer flight means our answer was lost; send it again.
+        # Once established, only the side that sent the handshake's last flight answers:
+        # the other side answering too would make two finished peers ping-pong forever.
+        if self._state is HandshakeState.ESTABLISHED and self._flight_expects_reply:
+            return
         if self._flight and not self._resent_this_datagram:
             self._resent_this_datagram = True
             logger.debug("peer repeated its flight; resending ours")
