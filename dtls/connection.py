@@ -445,8 +445,10 @@ class DTLSConnection:
             # RFC 9146 6: an authenticated CID record from a new address moves the peer.
             logger.debug("peer %d moved from %r to %r", self.peer_id, self.address, addr)
             self.address = addr
-        if protection is None and self._state is HandshakeState.ESTABLISHED and (
-            content_type != ContentType.handshake
+        if (
+            protection is None
+            and self._state is HandshakeState.ESTABLISHED
+            and (content_type != ContentType.handshake)
         ):
             # After the handshake, plaintext records other than a repeated handshake flight
             # are unauthenticated noise: they may not touch the protected session.
