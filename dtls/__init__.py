@@ -12,6 +12,7 @@ from .config import (
     ServerCertificates,
     load_certificate_chain,
     load_private_key,
+    system_ca_certificates,
 )
 from .connection import DTLSConnection, HandshakeState, ServerContext
 from .errors import (
@@ -63,4 +64,5 @@ __all__ = [
     "SrtpProfile",
     "load_certificate_chain",
     "load_private_key",
+    "system_ca_certificates",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import ssl
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from .config import (
     ServerCertificates,
     load_certificate_chain,
     load_private_key,
+    system_ca_certificates,
 )
 from .errors import DTLSError
 from .suites import CipherSuite, SrtpProfile
@@ -46,17 +46,6 @@ def _load_cas(path: str | None) -> tuple[x509.Certificate, ...] | None:
     if path is None:
         return None
     return tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
-
-
-def _system_cas() -> tuple[x509.Certificate, ...]:
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and Path(candidate).is_file():
-            try:
-                return tuple(x509.load_pem_x509_certificates(Path(candidate).read_bytes()))
-            except ValueError:
-                continue
-    return ()
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +151,7 @@ async def _client(arguments: argparse.Namespace) -> int:
         key = load_private_key(Path(arguments.key or arguments.cert).read_bytes())
     cas = _load_cas(arguments.cafile)
     if cas is None and not arguments.insecure and not arguments.psk:
-        cas = _system_cas()
+        cas = system_ca_certificates()
     options: dict[str, object] = {**_suites(arguments.cipher), **_srtp(arguments.srtp)}
     configuration = DTLSConfiguration(
         is_client=True,

@@ -7,12 +7,16 @@ certificate for a new server name while running (SNI).
 
 from __future__ import annotations
 
+import ssl
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 
 from .errors import LocalProtocolError
 from .sessions import Session
@@ -28,6 +32,7 @@ __all__ = [
     "VerifyCallback",
     "load_certificate_chain",
     "load_private_key",
+    "system_ca_certificates",
 ]
 
 DEFAULT_MTU_BYTES = 1200
@@ -179,3 +184,22 @@ def load_private_key(pem: bytes, password: bytes | None = None) -> CertificatePr
     ):
         raise LocalProtocolError("unsupported private key type")
     return key
+
+
+def system_ca_certificates() -> tuple[x509.Certificate, ...]:
+    """The platform's trust store (OpenSSL's default CA file), for ``ca_certificates``.
+
+    Reads a file, so call it once when building a configuration, not per handshake.
+    Returns an empty tuple when no store can be found.
+    """
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).is_file():
+            try:
+                with warnings.catch_warnings():
+                    # Some stores carry old roots with odd serial numbers; they still load.
+                    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                    return tuple(x509.load_pem_x509_certificates(Path(candidate).read_bytes()))
+            except ValueError:
+                continue
+    return ()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ from .suites import (
 __all__ = ["Address", "DTLSConnection", "HandshakeState", "ServerContext"]
 
 logger = logging.getLogger(__name__)
+
+_RECORD_HEADER = struct.Struct("!BHHHIH")  # type, version, epoch, seq_hi16, seq_lo32, length
 
 Address = Hashable
 MAX_PARKED_RECORDS = 16
@@ -286,6 +289,14 @@ class DTLSConnection:
         if self._handshake_deadline is None and not self.is_client:
             self._handshake_deadline = now + self.configuration.handshake_timeout_ns
         self._last_receive_ns = now
+        if (
+            self._state is HandshakeState.ESTABLISHED
+            and not self.local_connection_id
+            and len(data) > RECORD_HEADER_BYTES
+            and data[0] == ContentType.application_data
+            and self._receive_application_fast(data, now)
+        ):
+            return
         records, junk = decode_datagram(data, len(self.local_connection_id))
         if junk:
             self.dropped_records += 1
@@ -294,6 +305,37 @@ class DTLSConnection:
             if self._is_closed():
                 break
             self._handle_record(record, addr, now)
+
+    def _receive_application_fast(self, data: bytes, now: int) -> bool:
+        """One protected application-data record filling the datagram: the bulk case.
+
+        Returns False to fall back to the general path (anything unusual).
+        """
+        _, version, epoch, sequence_hi, sequence_lo, length = _RECORD_HEADER.unpack_from(data)
+        if length != len(data) - RECORD_HEADER_BYTES or version >> 8 != 0xFE:
+            return False
+        protection = self._read.get(epoch)
+        if protection is None:
+            return False
+        sequence_number = (sequence_hi << 32) | sequence_lo
+        window = self._replay[epoch]
+        if not window.is_fresh(sequence_number):
+            self.dropped_records += 1
+            return True
+        try:
+            plaintext = protection.open_plain(
+                ContentType.application_data,
+                version,
+                epoch,
+                sequence_number,
+                data[RECORD_HEADER_BYTES:],
+            )
+        except DecryptError:
+            self.dropped_records += 1
+            return True
+        window.mark(sequence_number)
+        self._handle_application_data(plaintext, epoch)
+        return True
 
     def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
         """Datagrams to put on the wire now, with their destination."""
@@ -445,21 +487,27 @@ class DTLSConnection:
             # RFC 9146 6: an authenticated CID record from a new address moves the peer.
             logger.debug("peer %d moved from %r to %r", self.peer_id, self.address, addr)
             self.address = addr
+        if (
+            protection is None
+            and self._state is HandshakeState.ESTABLISHED
+            and (content_type != ContentType.handshake)
+        ):
+            # After the handshake, plaintext records other than a repeated handshake flight
+            # are unauthenticated noise: they may not touch the protected session.
+            self.dropped_records += 1
+            return
         try:
             if content_type == ContentType.handshake:
                 self._handle_handshake_record(payload, epoch, now)
             elif content_type == ContentType.application_data:
                 self._handle_application_data(payload, epoch)
             elif content_type == ContentType.alert:
-                if protection is None and self._state is HandshakeState.ESTABLISHED:
-                    # A plaintext alert after the handshake is unauthenticated: anyone on the
-                    # path could forge it, so it may not end a protected session.
-                    self.dropped_records += 1
-                    return
                 self._handle_alert(payload)
             elif content_type == ContentType.change_cipher_spec:
+                # Keys switch on our own schedule (section 2 of SPEC-DTLS.md), so the record
+                # carries no decision; a malformed one is only counted.
                 if payload != b"\x01":
-                    raise AlertError(AlertDescription.decode_error, "bad ChangeCipherSpec")
+                    self.dropped_records += 1
             else:
                 self.dropped_records += 1
         except AlertError as error:
@@ -550,6 +598,10 @@ class DTLSConnection:
 
     def _resend_on_peer_repeat(self) -> None:
         # RFC 6347 4.2.4: a repeated peer flight means our answer was lost; send it again.
+        # Once established, only the side that sent the handshake's last flight answers:
+        # the other side answering too would make two finished peers ping-pong forever.
+        if self._state is HandshakeState.ESTABLISHED and self._flight_expects_reply:
+            return
         if self._flight and not self._resent_this_datagram:
             self._resent_this_datagram = True
             logger.debug("peer repeated its flight; resending ours")

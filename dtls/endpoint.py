@@ -16,6 +16,7 @@ the socket are never affected.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import os
 from collections import deque
@@ -60,6 +61,9 @@ class DTLSEndpoint:
         self.connections: dict[int, DTLSConnection] = {}
         self._by_address: dict[Address, int] = {}
         self._by_connection_id: dict[bytes, int] = {}
+        self._address_of: dict[int, Address] = {}
+        self._scheduled: dict[int, int] = {}  # peer id -> its current deadline
+        self._timer_heap: list[tuple[int, int]] = []  # (deadline, peer id), may hold stale ones
         self._next_peer_id = 1
         self._events: deque[Event] = deque()
         self._accept_queue: deque[DTLSConnection] = deque()
@@ -122,6 +126,7 @@ class DTLSEndpoint:
                 return
             self._forget(connection)
             self._by_address[addr] = replacement.peer_id
+            self._address_of[replacement.peer_id] = addr
             connection = replacement
         if connection is None:
             if self.configuration.is_client:
@@ -147,14 +152,22 @@ class DTLSEndpoint:
 
     def get_timer(self) -> int | None:
         """Earliest deadline of any connection."""
-        timers = [t for c in self.connections.values() if (t := c.get_timer()) is not None]
-        return min(timers) if timers else None
+        heap = self._timer_heap
+        scheduled = self._scheduled
+        while heap and scheduled.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # stale: that connection's deadline moved or it is gone
+        return heap[0][0] if heap else None
 
     def handle_timer(self, now: int) -> None:
         """Run every expired connection timer."""
-        for connection in list(self.connections.values()):
-            timer = connection.get_timer()
-            if timer is not None and timer <= now:
+        heap = self._timer_heap
+        while heap and heap[0][0] <= now:
+            deadline, peer_id = heapq.heappop(heap)
+            if self._scheduled.get(peer_id) != deadline:
+                continue
+            del self._scheduled[peer_id]
+            connection = self.connections.get(peer_id)
+            if connection is not None:
                 connection.handle_timer(now)
                 self._collect(connection)
 
@@ -245,15 +258,33 @@ class DTLSEndpoint:
         )
         self.connections[peer_id] = connection
         self._by_address[addr] = peer_id
+        self._address_of[peer_id] = addr
         if config.connection_id:
             self._by_connection_id[config.connection_id] = peer_id
         return connection
 
     def _readdress(self, connection: DTLSConnection) -> None:
-        for address, peer_id in list(self._by_address.items()):
-            if peer_id == connection.peer_id:
-                del self._by_address[address]
-        self._by_address[connection.address] = connection.peer_id
+        peer_id = connection.peer_id
+        previous = self._address_of.get(peer_id)
+        if previous is not None and self._by_address.get(previous) == peer_id:
+            del self._by_address[previous]
+        self._by_address[connection.address] = peer_id
+        self._address_of[peer_id] = connection.address
+
+    def _schedule(self, connection: DTLSConnection) -> None:
+        peer_id = connection.peer_id
+        deadline = connection.get_timer() if peer_id in self.connections else None
+        if deadline == self._scheduled.get(peer_id):
+            return
+        if deadline is None:
+            del self._scheduled[peer_id]
+            return
+        self._scheduled[peer_id] = deadline
+        heapq.heappush(self._timer_heap, (deadline, peer_id))
+        if len(self._timer_heap) > 4 * len(self._scheduled) + 64:
+            # Deadlines that moved leave stale entries behind; rebuild before they pile up.
+            self._timer_heap = [(t, p) for p, t in self._scheduled.items()]
+            heapq.heapify(self._timer_heap)
 
     def _collect(self, connection: DTLSConnection) -> None:
         self._outgoing.extend(connection.datagrams_to_send(0))
@@ -264,12 +295,15 @@ class DTLSEndpoint:
                 self._events.append(ConnectionAccepted(peer=connection.peer_id))
             elif isinstance(event, ConnectionTerminated):
                 self._forget(connection)
+        self._schedule(connection)
 
     def _forget(self, connection: DTLSConnection) -> None:
-        self.connections.pop(connection.peer_id, None)
-        for address, peer_id in list(self._by_address.items()):
-            if peer_id == connection.peer_id:
-                del self._by_address[address]
+        peer_id = connection.peer_id
+        self.connections.pop(peer_id, None)
+        self._scheduled.pop(peer_id, None)
+        address = self._address_of.pop(peer_id, None)
+        if address is not None and self._by_address.get(address) == peer_id:
+            del self._by_address[address]
         if connection.local_connection_id:
             self._by_connection_id.pop(connection.local_connection_id, None)
 

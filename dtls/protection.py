@@ -20,12 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .errors import DecryptError
-from .records import (
-    ContentType,
-    Record,
-    encode_cid_record_header,
-    encode_record_header,
-)
+from .records import ContentType, Record, encode_cid_record_header
 from .suites import AeadKind
 
 __all__ = ["AEAD_TAG_BYTES", "RecordProtection"]
@@ -33,6 +28,8 @@ __all__ = ["AEAD_TAG_BYTES", "RecordProtection"]
 AEAD_TAG_BYTES = 16
 _SEQUENCE = struct.Struct("!HHI")  # epoch, seq_hi16, seq_lo32 == 8 bytes
 _CID_AAD_PLACEHOLDER = b"\xff" * 8
+_AAD_TAIL = struct.Struct("!BHH")  # type, version, plaintext length
+_HEADER = struct.Struct("!BHHHIH")  # type, version, epoch, seq_hi16, seq_lo32, length
 
 
 class RecordProtection:
@@ -41,7 +38,7 @@ class RecordProtection:
     The AEAD object is built once per key, as STYLE.md asks for speed.
     """
 
-    __slots__ = ("_aead", "_explicit_nonce_bytes", "_fixed_iv", "_is_chacha", "epoch")
+    __slots__ = ("_aead", "_explicit_nonce_bytes", "_fixed_iv", "_is_chacha", "_iv_int", "epoch")
 
     def __init__(self, aead_kind: AeadKind, key: bytes, fixed_iv: bytes, epoch: int) -> None:
         self._is_chacha = aead_kind is AeadKind.CHACHA20_POLY1305
@@ -49,6 +46,7 @@ class RecordProtection:
             ChaCha20Poly1305(key) if self._is_chacha else AESGCM(key)
         )
         self._fixed_iv = fixed_iv
+        self._iv_int = int.from_bytes(fixed_iv, "big")
         self._explicit_nonce_bytes = 0 if self._is_chacha else 8
         self.epoch = epoch
 
@@ -59,8 +57,7 @@ class RecordProtection:
 
     def _nonce(self, explicit: bytes) -> bytes:
         if self._is_chacha:
-            padded = int.from_bytes(explicit, "big")
-            return (int.from_bytes(self._fixed_iv, "big") ^ padded).to_bytes(12, "big")
+            return (self._iv_int ^ int.from_bytes(explicit, "big")).to_bytes(12, "big")
         return self._fixed_iv + explicit
 
     def seal(
@@ -91,18 +88,57 @@ class RecordProtection:
                 version, self.epoch, sequence_number, connection_id, len(body)
             )
             return header + body
-        aad = explicit + struct.pack("!BHH", content_type, version, len(plaintext))
-        body = prefix + self._aead.encrypt(nonce, plaintext, aad)
+        aad = explicit + _AAD_TAIL.pack(content_type, version, len(plaintext))
+        sealed = self._aead.encrypt(nonce, plaintext, aad)
         return (
-            encode_record_header(content_type, version, self.epoch, sequence_number, len(body))
-            + body
+            _HEADER.pack(
+                content_type,
+                version,
+                self.epoch,
+                sequence_number >> 32,
+                sequence_number & 0xFFFFFFFF,
+                len(prefix) + len(sealed),
+            )
+            + prefix
+            + sealed
         )
+
+    def open_plain(
+        self, content_type: int, version: int, epoch: int, sequence_number: int, payload: bytes
+    ) -> bytes:
+        """Open a record without a connection id, given its header fields.
+
+        The receive fast path calls this directly; raises only :class:`DecryptError`.
+        """
+        explicit_bytes = self._explicit_nonce_bytes
+        if len(payload) < explicit_bytes + AEAD_TAG_BYTES:
+            raise DecryptError("record too short for its AEAD")
+        sequence = _SEQUENCE.pack(epoch, sequence_number >> 32, sequence_number & 0xFFFFFFFF)
+        if explicit_bytes:
+            nonce = self._fixed_iv + payload[:explicit_bytes]
+            ciphertext = payload[explicit_bytes:]
+        else:
+            nonce = (self._iv_int ^ int.from_bytes(sequence, "big")).to_bytes(12, "big")
+            ciphertext = payload
+        aad = sequence + _AAD_TAIL.pack(content_type, version, len(ciphertext) - AEAD_TAG_BYTES)
+        try:
+            return self._aead.decrypt(nonce, ciphertext, aad)
+        except InvalidTag:
+            raise DecryptError("record failed authentication") from None
 
     def open(self, record: Record) -> tuple[int, bytes]:
         """Authenticate and decrypt; return (real content type, plaintext).
 
         Raises only :class:`DecryptError`.
         """
+        if record.content_type != ContentType.tls12_cid:
+            return record.content_type, self.open_plain(
+                record.content_type,
+                record.version,
+                record.epoch,
+                record.sequence_number,
+                record.payload,
+            )
         payload = record.payload
         explicit_bytes = self._explicit_nonce_bytes
         if len(payload) < explicit_bytes + AEAD_TAG_BYTES:
@@ -113,26 +149,19 @@ class RecordProtection:
         explicit = payload[:explicit_bytes] if explicit_bytes else sequence
         ciphertext = payload[explicit_bytes:]
         plaintext_length = len(ciphertext) - AEAD_TAG_BYTES
-        if record.content_type == ContentType.tls12_cid:
-            cid = record.connection_id
-            aad = (
-                _CID_AAD_PLACEHOLDER
-                + bytes((ContentType.tls12_cid, len(cid), ContentType.tls12_cid))
-                + record.version.to_bytes(2, "big")
-                + sequence
-                + cid
-                + plaintext_length.to_bytes(2, "big")
-            )
-        else:
-            aad = sequence + struct.pack(
-                "!BHH", record.content_type, record.version, plaintext_length
-            )
+        cid = record.connection_id
+        aad = (
+            _CID_AAD_PLACEHOLDER
+            + bytes((ContentType.tls12_cid, len(cid), ContentType.tls12_cid))
+            + record.version.to_bytes(2, "big")
+            + sequence
+            + cid
+            + plaintext_length.to_bytes(2, "big")
+        )
         try:
             plaintext = self._aead.decrypt(self._nonce(explicit), ciphertext, aad)
         except InvalidTag:
             raise DecryptError("record failed authentication") from None
-        if record.content_type != ContentType.tls12_cid:
-            return record.content_type, plaintext
         # DTLSInnerPlaintext: content, real type, zero padding (RFC 9146 4).
         end = len(plaintext)
         while end > 0 and plaintext[end - 1] == 0:

@@ -417,3 +417,25 @@ def test_replayed_application_record_dropped() -> None:
 
 def test_pki_helper_makes_distinct_cas() -> None:
     assert make_pki().ca_certificate != make_pki().ca_certificate
+
+
+def test_finished_peers_do_not_ping_pong_on_duplicates() -> None:
+    client_config, server_config, _ = configs()
+    client, server = _pair(client_config, server_config)
+    client.start_handshake(0)
+    server_final: list[bytes] = []
+    for _ in range(6):
+        for datagram, _ in client.datagrams_to_send(0):
+            server.receive_datagram(datagram, CLIENT_ADDRESS, 0)
+        out = [d for d, _ in server.datagrams_to_send(0)]
+        if server.is_established and not server_final:
+            server_final = out
+        for datagram in out:
+            client.receive_datagram(datagram, SERVER_ADDRESS, 0)
+    assert client.is_established and server.is_established and server_final
+    # A late retransmission of the server's final flight (fresh record numbers, as after a
+    # spurious repeat): the finished client must stay quiet, or the two would ping-pong.
+    server._emit_flight()
+    for datagram, _ in server.datagrams_to_send(0):
+        client.receive_datagram(datagram, SERVER_ADDRESS, 0)
+    assert client.datagrams_to_send(0) == []

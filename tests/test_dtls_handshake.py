@@ -124,3 +124,25 @@ def test_mutated_client_hello_only_decode_error(position: int, data: st.DataObje
         hs.decode_client_hello(bytes(encoded[:cut]))
     except DecodeError:
         pass
+
+
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.binary(max_size=32),
+    st.binary(max_size=255),
+    st.lists(st.integers(min_value=0, max_value=0xFFFF), min_size=1, max_size=20),
+    st.dictionaries(st.integers(min_value=0, max_value=0xFFFF), st.binary(max_size=40), max_size=6),
+)
+def test_client_hello_round_trip_property(
+    random: bytes, session_id: bytes, cookie: bytes, suites: list[int], extensions: dict[int, bytes]
+) -> None:
+    hello = hs.ClientHello(
+        client_version=0xFEFD,
+        random=random,
+        session_id=session_id,
+        cookie=cookie,
+        cipher_suites=suites,
+        compression_methods=b"\x00",
+        extensions=list(extensions.items()),
+    )
+    assert hs.decode_client_hello(hs.encode_client_hello(hello)) == hello
