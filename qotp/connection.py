@@ -275,7 +275,9 @@ class Connection:
                     connection_id=self.connection_id, old_address=old, new_address=address
                 )
             )
-        if not self._established and self.protection.handshake_complete:
+        if not self._established and (self.protection.handshake_complete or not self.is_initiator):
+            # The responder holds the final keys from the first authenticated packet
+            # on; the initiator once the reply opened.
             self._on_established()
         if raw is None:
             return

@@ -33,6 +33,7 @@ from enum import Enum
 
 from qotp.envelope import (
     DEFAULT_MTU,
+    MAX_SEQUENCE_NUMBER,
     MessageType,
     OpenedPacket,
     PacketCipher,
@@ -71,6 +72,7 @@ HANDSHAKE_MAX_SENDS = 6
 _INIT_SND_AS_PING = encode_payload(Payload(PayloadKind.PING, 0, 0))
 """What the reference's responder makes of an InitSnd: a PING on stream 0 at offset 0."""
 _DATA_HEADER_SIZE = header_size(MessageType.DATA)
+_LAST_SEQUENCE_NUMBER = MAX_SEQUENCE_NUMBER
 
 
 class Role(Enum):
@@ -100,6 +102,7 @@ class NativeProtection:
         "_hello_sends",
         "_identity",
         "_init_cipher",
+        "_is_initiator",
         "_key_log",
         "_mtu",
         "_sealed_anything",
@@ -124,6 +127,7 @@ class NativeProtection:
         peer_ephemeral_public_key: bytes | None = None,
     ) -> None:
         self.role = role
+        self._is_initiator = role is Role.INITIATOR
         self.zero_rtt = zero_rtt
         self.connection_id = connection_id
         self.peer_identity_public_key = peer_identity_public_key
@@ -215,6 +219,17 @@ class NativeProtection:
 
     def seal(self, payload: bytes, now: int) -> bytes:
         """Seal with the envelope the handshake state calls for."""
+        if self._handshake_complete:  # the per-packet path: Data under the session key
+            counter = self._counter
+            sequence_number = counter.sequence_number
+            if sequence_number < _LAST_SEQUENCE_NUMBER:
+                counter.sequence_number = sequence_number + 1
+                epoch = counter.epoch
+            else:
+                sequence_number, epoch = counter.take()
+            return self._cipher.seal(  # type: ignore[union-attr]
+                self._data_header, sequence_number, epoch, self._is_initiator, payload
+            )
         message_type = self._next_message_type()
         sequence_number, epoch = self._counter.take()
         self._sealed_anything = True
