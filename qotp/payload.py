@@ -164,20 +164,22 @@ _WINDOW_DECODE_TABLE = tuple(decode_receive_window(code) for code in range(256))
 # --------------------------------------------------------------------------
 #
 # encode_payload and decode_payload run once per packet in each direction, so
-# the common shapes (24-bit offsets: DATA with and without an ACK, ACK-only)
-# each get a straight-line path: one precompiled struct call for the whole
-# fixed header, then one concatenation or slice for the data.  Everything else
-# (48-bit offsets, errors, the rare types) goes through the general code below,
-# which is the plain transcription of the layout.
+# the common shapes (DATA and PING with or without an ACK, ACK-only; 24- and
+# 48-bit offsets, since a stream passes 16 MiB in well under a second) each get
+# a straight-line path: one precompiled struct call for the whole fixed header,
+# then one concatenation or slice for the data.  Everything else (errors, the
+# CLOSE types on decode) goes through the general functions further down, which
+# spell the layout out field by field.  tests/test_payload.py holds both to a
+# plain reference codec.
 
 _ACK_STREAM_24 = struct.Struct("<BIHBHBIHB")
 """Header, ACK section and stream section of a payload with an ACK, 24-bit offsets.
 
 A 24-bit offset travels as a u16 (low bits) and a u8 (high bits), a 48-bit one
 as a u32 and a u16: one struct call then writes (and range-checks, in C) the
-whole header, which costs less than ``int.to_bytes`` per offset.  A value out
-of range raises ``struct.error``, which the encoder answers by taking the
-general path: it raises the proper :class:`LocalProtocolError`."""
+whole header, which costs less than ``int.to_bytes`` per offset.  A negative
+or too wide value raises ``struct.error``, which the encoder answers by taking
+the general path: it raises the proper :class:`LocalProtocolError`."""
 _ACK_STREAM_48 = struct.Struct("<BIIHHBIIH")
 _ACK_24 = struct.Struct("<BIHBHB")
 """Header and ACK section of an ACK-only payload, 24-bit offset."""
@@ -205,9 +207,10 @@ _ACK_ONLY = PayloadKind.ACK_ONLY
 # object.__setattr__ call per field: about 0.7 us for a Payload, as much again
 # as the rest of decoding.  The decoder instead fills a plain slotted twin with
 # the same slot layout (ordinary attribute stores, a fraction of the cost) and
-# then relabels it as the real class.  The result is an ordinary Payload/Ack in
-# every respect: same type, fields, equality, hash and immutability.  The check
-# below keeps the twins in step with the dataclasses if a field is ever added.
+# then relabels it as the real class (allowed because the slot layouts are
+# identical).  The result is an ordinary Payload/Ack in every respect: same
+# type, fields, equality, hash and immutability.  The check below stops the
+# import if a field is added without teaching _new_ack/_new_payload about it.
 
 
 class _AckSlots:
@@ -232,10 +235,20 @@ class _PayloadSlots:
     is_close: bool
 
 
-if Payload.__slots__ != tuple(field.name for field in fields(Payload)) or Ack.__slots__ != tuple(
-    field.name for field in fields(Ack)
+if tuple(field.name for field in fields(Payload)) != (
+    "kind",
+    "stream_id",
+    "stream_offset",
+    "data",
+    "ack",
+    "is_close",
+) or tuple(field.name for field in fields(Ack)) != (
+    "stream_id",
+    "offset",
+    "length",
+    "receive_window",
 ):  # pragma: no cover - a guard for future edits
-    raise ImportError("qotp.payload: the slot twins no longer match the dataclasses")
+    raise ImportError("qotp.payload: _new_ack/_new_payload do not set every field")
 
 
 def _new_ack(stream_id: int, offset: int, length: int, receive_window: int) -> Ack:
@@ -467,6 +480,7 @@ def decode_payload(buffer: bytes | bytearray | memoryview) -> Payload:
     if size >= MIN_PAYLOAD_SIZE:
         header = buffer[0]
         if header == _HEADER_DATA_ACK:
+            # 18 bytes is both the full 24-bit header and _ACK_ONLY_THRESHOLD.
             if size >= _ACK_DATA_START_24:
                 (
                     _,
