@@ -23,7 +23,7 @@ has no stream section.  Our API names the three shapes with
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 
 from qotp.errors import DecodeError, LocalProtocolError
@@ -160,6 +160,129 @@ _WINDOW_DECODE_TABLE = tuple(decode_receive_window(code) for code in range(256))
 
 
 # --------------------------------------------------------------------------
+# Hot-path helpers
+# --------------------------------------------------------------------------
+#
+# encode_payload and decode_payload run once per packet in each direction, so
+# the common shapes (DATA and PING with or without an ACK, ACK-only; 24- and
+# 48-bit offsets, since a stream passes 16 MiB in well under a second) each get
+# a straight-line path: one precompiled struct call for the whole fixed header,
+# then one concatenation or slice for the data.  Everything else (errors, the
+# CLOSE types on decode) goes through the general functions further down, which
+# spell the layout out field by field.  tests/test_payload.py holds both to a
+# plain reference codec.
+
+_ACK_STREAM_24 = struct.Struct("<BIHBHBIHB")
+"""Header, ACK section and stream section of a payload with an ACK, 24-bit offsets.
+
+A 24-bit offset travels as a u16 (low bits) and a u8 (high bits), a 48-bit one
+as a u32 and a u16: one struct call then writes (and range-checks, in C) the
+whole header, which costs less than ``int.to_bytes`` per offset.  A negative
+or too wide value raises ``struct.error``, which the encoder answers by taking
+the general path: it raises the proper :class:`LocalProtocolError`."""
+_ACK_STREAM_48 = struct.Struct("<BIIHHBIIH")
+_ACK_24 = struct.Struct("<BIHBHB")
+"""Header and ACK section of an ACK-only payload, 24-bit offset."""
+_ACK_48 = struct.Struct("<BIIHHB")
+_STREAM_24 = struct.Struct("<BIHB")
+"""Header and stream section of a payload without an ACK, 24-bit offset."""
+_STREAM_48 = struct.Struct("<BIIH")
+
+_HEADER_DATA_ACK = _TYPE_DATA_ACK << _TYPE_SHIFT | PAYLOAD_VERSION
+_HEADER_CLOSE_ACK = _TYPE_CLOSE_ACK << _TYPE_SHIFT | PAYLOAD_VERSION
+_HEADER_DATA = _TYPE_DATA << _TYPE_SHIFT | PAYLOAD_VERSION
+_HEADER_CLOSE = _TYPE_CLOSE << _TYPE_SHIFT | PAYLOAD_VERSION
+_HEADER_DATA_ACK_48 = _HEADER_DATA_ACK | _EXTENDED_FLAG
+_HEADER_DATA_48 = _HEADER_DATA | _EXTENDED_FLAG
+_DATA_START_24 = 1 + _STREAM_SECTION_24
+_DATA_START_48 = 1 + _STREAM_SECTION_48
+_ACK_DATA_START_24 = ACK_ONLY_SIZE_24 + _STREAM_SECTION_24
+_ACK_DATA_START_48 = ACK_ONLY_SIZE_48 + _STREAM_SECTION_48
+
+_DATA = PayloadKind.DATA
+_PING = PayloadKind.PING
+_ACK_ONLY = PayloadKind.ACK_ONLY
+
+# Building a frozen dataclass through its generated __init__ costs one
+# object.__setattr__ call per field: about 0.7 us for a Payload, as much again
+# as the rest of decoding.  The decoder instead fills a plain slotted twin with
+# the same slot layout (ordinary attribute stores, a fraction of the cost) and
+# then relabels it as the real class (allowed because the slot layouts are
+# identical).  The result is an ordinary Payload/Ack in every respect: same
+# type, fields, equality, hash and immutability.  The check below stops the
+# import if a field is added without teaching _new_ack/_new_payload about it.
+
+
+class _AckSlots:
+    """Writable stand-in with exactly :class:`Ack`'s slots (see above)."""
+
+    __slots__ = Ack.__slots__
+    stream_id: int
+    offset: int
+    length: int
+    receive_window: int
+
+
+class _PayloadSlots:
+    """Writable stand-in with exactly :class:`Payload`'s slots (see above)."""
+
+    __slots__ = Payload.__slots__
+    kind: PayloadKind
+    stream_id: int
+    stream_offset: int
+    data: bytes
+    ack: Ack | None
+    is_close: bool
+
+
+if tuple(field.name for field in fields(Payload)) != (
+    "kind",
+    "stream_id",
+    "stream_offset",
+    "data",
+    "ack",
+    "is_close",
+) or tuple(field.name for field in fields(Ack)) != (
+    "stream_id",
+    "offset",
+    "length",
+    "receive_window",
+):  # pragma: no cover - a guard for future edits
+    raise ImportError("qotp.payload: _new_ack/_new_payload do not set every field")
+
+
+def _new_ack(stream_id: int, offset: int, length: int, receive_window: int) -> Ack:
+    """Same as ``Ack(stream_id, offset, length, receive_window)``, cheaper."""
+    ack = _AckSlots()
+    ack.stream_id = stream_id
+    ack.offset = offset
+    ack.length = length
+    ack.receive_window = receive_window
+    ack.__class__ = Ack  # type: ignore[assignment]
+    return ack  # type: ignore[return-value]
+
+
+def _new_payload(
+    kind: PayloadKind,
+    stream_id: int,
+    stream_offset: int,
+    data: bytes,
+    ack: Ack | None,
+    is_close: bool,
+) -> Payload:
+    """Same as ``Payload(kind, stream_id, stream_offset, data, ack, is_close)``, cheaper."""
+    payload = _PayloadSlots()
+    payload.kind = kind
+    payload.stream_id = stream_id
+    payload.stream_offset = stream_offset
+    payload.data = data
+    payload.ack = ack
+    payload.is_close = is_close
+    payload.__class__ = Payload  # type: ignore[assignment]
+    return payload  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------
 # Encoding
 # --------------------------------------------------------------------------
 
@@ -183,6 +306,110 @@ def encode_payload(payload: Payload) -> bytes:
     Raises :class:`LocalProtocolError` for payloads the wire cannot express
     (ACK-only without an ACK or with the close flag, out-of-range fields).
     """
+    kind = payload.kind
+    ack = payload.ack
+    try:
+        if kind is not _ACK_ONLY:
+            data = payload.data
+            is_close = payload.is_close
+            if data or is_close:
+                if kind is not _DATA:
+                    return _encode_general(payload)  # a PING with data: raises
+            elif kind is not _PING:
+                return _encode_general(payload)  # empty DATA: raises
+            offset = payload.stream_offset
+            if ack is None:
+                if offset <= MAX_OFFSET_24:
+                    return (
+                        _STREAM_24.pack(
+                            _HEADER_CLOSE if is_close else _HEADER_DATA,
+                            payload.stream_id,
+                            offset & 0xFFFF,
+                            offset >> 16,
+                        )
+                        + data
+                    )
+                return (
+                    _STREAM_48.pack(
+                        (_HEADER_CLOSE if is_close else _HEADER_DATA) | _EXTENDED_FLAG,
+                        payload.stream_id,
+                        offset & 0xFFFF_FFFF,
+                        offset >> 32,
+                    )
+                    + data
+                )
+            window = ack.receive_window
+            if window >= 256:  # encode_receive_window, inlined
+                step = window.bit_length() - 9
+                window_code = 8 * step - 6 + (window >> (step + 5))
+                if window_code > MAX_RECEIVE_WINDOW_CODE:
+                    window_code = MAX_RECEIVE_WINDOW_CODE
+            else:
+                window_code = 1 if window > 0 else 0
+            ack_offset = ack.offset
+            if offset <= MAX_OFFSET_24 and ack_offset <= MAX_OFFSET_24:
+                return (
+                    _ACK_STREAM_24.pack(
+                        _HEADER_CLOSE_ACK if is_close else _HEADER_DATA_ACK,
+                        ack.stream_id,
+                        ack_offset & 0xFFFF,
+                        ack_offset >> 16,
+                        ack.length,
+                        window_code,
+                        payload.stream_id,
+                        offset & 0xFFFF,
+                        offset >> 16,
+                    )
+                    + data
+                )
+            return (
+                _ACK_STREAM_48.pack(
+                    (_HEADER_CLOSE_ACK if is_close else _HEADER_DATA_ACK) | _EXTENDED_FLAG,
+                    ack.stream_id,
+                    ack_offset & 0xFFFF_FFFF,
+                    ack_offset >> 32,
+                    ack.length,
+                    window_code,
+                    payload.stream_id,
+                    offset & 0xFFFF_FFFF,
+                    offset >> 32,
+                )
+                + data
+            )
+        if ack is not None and not payload.is_close and not payload.data:
+            window = ack.receive_window
+            if window >= 256:  # encode_receive_window, inlined
+                step = window.bit_length() - 9
+                window_code = 8 * step - 6 + (window >> (step + 5))
+                if window_code > MAX_RECEIVE_WINDOW_CODE:
+                    window_code = MAX_RECEIVE_WINDOW_CODE
+            else:
+                window_code = 1 if window > 0 else 0
+            ack_offset = ack.offset
+            if ack_offset <= MAX_OFFSET_24:
+                return _ACK_24.pack(
+                    _HEADER_DATA_ACK,
+                    ack.stream_id,
+                    ack_offset & 0xFFFF,
+                    ack_offset >> 16,
+                    ack.length,
+                    window_code,
+                )
+            return _ACK_48.pack(
+                _HEADER_DATA_ACK_48,
+                ack.stream_id,
+                ack_offset & 0xFFFF_FFFF,
+                ack_offset >> 32,
+                ack.length,
+                window_code,
+            )
+    except struct.error:
+        pass  # a field is out of range (negative, or too wide even for 48 bits)
+    return _encode_general(payload)
+
+
+def _encode_general(payload: Payload) -> bytes:
+    """Every shape, with every check; the fast paths above must agree with it."""
     ack = payload.ack
     kind = payload.kind
     data = payload.data
@@ -249,10 +476,139 @@ def decode_payload(buffer: bytes | bytearray | memoryview) -> Payload:
     Follows the reference decoder's length rules exactly, including its
     quirks (see the module docstring and SPEC.md).
     """
-    view = memoryview(buffer)
-    size = len(view)
+    size = len(buffer)
+    if size >= MIN_PAYLOAD_SIZE:
+        header = buffer[0]
+        if header == _HEADER_DATA_ACK:
+            # 18 bytes is both the full 24-bit header and _ACK_ONLY_THRESHOLD.
+            if size >= _ACK_DATA_START_24:
+                (
+                    _,
+                    ack_stream_id,
+                    ack_offset_low,
+                    ack_offset_high,
+                    ack_length,
+                    window_code,
+                    stream_id,
+                    offset_low,
+                    offset_high,
+                ) = _ACK_STREAM_24.unpack_from(buffer)
+                data = buffer[_ACK_DATA_START_24:]
+                if data.__class__ is not bytes:
+                    data = bytes(data)
+                ack = _new_ack(
+                    ack_stream_id,
+                    ack_offset_high << 16 | ack_offset_low,
+                    ack_length,
+                    _WINDOW_DECODE_TABLE[window_code],
+                )
+                return _new_payload(
+                    _DATA if data else _PING,
+                    stream_id,
+                    offset_high << 16 | offset_low,
+                    data,
+                    ack,
+                    False,
+                )
+            if size >= ACK_ONLY_SIZE_24:
+                # Below _ACK_ONLY_THRESHOLD: no stream section, trailing bytes ignored.
+                (
+                    _,
+                    ack_stream_id,
+                    ack_offset_low,
+                    ack_offset_high,
+                    ack_length,
+                    window_code,
+                ) = _ACK_24.unpack_from(buffer)
+                ack = _new_ack(
+                    ack_stream_id,
+                    ack_offset_high << 16 | ack_offset_low,
+                    ack_length,
+                    _WINDOW_DECODE_TABLE[window_code],
+                )
+                return _new_payload(_ACK_ONLY, 0, 0, b"", ack, False)
+        elif header == _HEADER_DATA:
+            # MIN_PAYLOAD_SIZE covers the header and the 24-bit stream section.
+            _, stream_id, offset_low, offset_high = _STREAM_24.unpack_from(buffer)
+            data = buffer[_DATA_START_24:]
+            if data.__class__ is not bytes:
+                data = bytes(data)
+            return _new_payload(
+                _DATA if data else _PING,
+                stream_id,
+                offset_high << 16 | offset_low,
+                data,
+                None,
+                False,
+            )
+        elif header == _HEADER_DATA_ACK_48:
+            # Past 16 MiB of a stream every offset is 48-bit: as hot as the above.
+            if size >= _ACK_DATA_START_48:
+                (
+                    _,
+                    ack_stream_id,
+                    ack_offset_low,
+                    ack_offset_high,
+                    ack_length,
+                    window_code,
+                    stream_id,
+                    offset_low,
+                    offset_high,
+                ) = _ACK_STREAM_48.unpack_from(buffer)
+                data = buffer[_ACK_DATA_START_48:]
+                if data.__class__ is not bytes:
+                    data = bytes(data)
+                ack = _new_ack(
+                    ack_stream_id,
+                    ack_offset_high << 32 | ack_offset_low,
+                    ack_length,
+                    _WINDOW_DECODE_TABLE[window_code],
+                )
+                return _new_payload(
+                    _DATA if data else _PING,
+                    stream_id,
+                    offset_high << 32 | offset_low,
+                    data,
+                    ack,
+                    False,
+                )
+            if ACK_ONLY_SIZE_48 <= size < _ACK_ONLY_THRESHOLD:
+                (
+                    _,
+                    ack_stream_id,
+                    ack_offset_low,
+                    ack_offset_high,
+                    ack_length,
+                    window_code,
+                ) = _ACK_48.unpack_from(buffer)
+                ack = _new_ack(
+                    ack_stream_id,
+                    ack_offset_high << 32 | ack_offset_low,
+                    ack_length,
+                    _WINDOW_DECODE_TABLE[window_code],
+                )
+                return _new_payload(_ACK_ONLY, 0, 0, b"", ack, False)
+        elif header == _HEADER_DATA_48 and size >= _DATA_START_48:
+            _, stream_id, offset_low, offset_high = _STREAM_48.unpack_from(buffer)
+            data = buffer[_DATA_START_48:]
+            if data.__class__ is not bytes:
+                data = bytes(data)
+            return _new_payload(
+                _DATA if data else _PING,
+                stream_id,
+                offset_high << 32 | offset_low,
+                data,
+                None,
+                False,
+            )
+    return _decode_general(buffer, size)
+
+
+def _decode_general(buffer: bytes | bytearray | memoryview, size: int) -> Payload:
+    """Every shape and every error; the fast path above must agree with it."""
     if size < MIN_PAYLOAD_SIZE:
         raise DecodeError(f"payload of {size} bytes is below the minimum of {MIN_PAYLOAD_SIZE}")
+    view = memoryview(buffer)
     header = view[0]
     if header & _VERSION_MASK != PAYLOAD_VERSION:
         raise DecodeError(f"unsupported payload version {header & _VERSION_MASK}")
@@ -273,10 +629,10 @@ def decode_payload(buffer: bytes | bytearray | memoryview) -> Payload:
         ack_length = _U16.unpack_from(view, position)[0]
         window_code = view[position + 2]
         position += 3
-        ack = Ack(ack_stream_id, ack_offset, ack_length, _WINDOW_DECODE_TABLE[window_code])
+        ack = _new_ack(ack_stream_id, ack_offset, ack_length, _WINDOW_DECODE_TABLE[window_code])
         if size < _ACK_ONLY_THRESHOLD:
             # Trailing bytes after the ACK section are ignored, as in the reference.
-            return Payload(PayloadKind.ACK_ONLY, 0, 0, b"", ack, is_close)
+            return _new_payload(_ACK_ONLY, 0, 0, b"", ack, is_close)
 
     stream_size = _STREAM_SECTION_48 if extended else _STREAM_SECTION_24
     if size < position + stream_size:
@@ -284,8 +640,5 @@ def decode_payload(buffer: bytes | bytearray | memoryview) -> Payload:
     stream_id = _U32.unpack_from(view, position)[0]
     stream_offset = int.from_bytes(view[position + 4 : position + stream_size], "little")
     data = bytes(view[position + stream_size :])
-    if data or is_close:
-        kind = PayloadKind.DATA
-    else:
-        kind = PayloadKind.PING
-    return Payload(kind, stream_id, stream_offset, data, ack, is_close)
+    kind = _DATA if data or is_close else _PING
+    return _new_payload(kind, stream_id, stream_offset, data, ack, is_close)

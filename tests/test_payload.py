@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from vectors import load, payload_from_decoded, payload_from_input
 
@@ -157,3 +157,161 @@ def test_decode_mutated_payload_raises_only_decode_error(
         decode_payload(bytes(encoded[:cut]))
     except DecodeError:
         pass
+
+
+# --------------------------------------------------------------------------
+# The fast paths against a plain reference codec
+# --------------------------------------------------------------------------
+#
+# qotp.payload takes straight-line paths for the common shapes and builds the
+# decoded objects without their __init__.  The functions below are the layout
+# written out field by field, with the ordinary constructors; the hot code must
+# agree with them on every input, errors included.
+
+
+def reference_encode(payload: Payload) -> bytes:
+    """The wire layout, one field at a time (module docstring of qotp.payload)."""
+    kind, ack, data, is_close = payload.kind, payload.ack, payload.data, payload.is_close
+    if kind is PayloadKind.ACK_ONLY and (ack is None or is_close or data):
+        raise LocalProtocolError("not an expressible ACK-only payload")
+    if kind is PayloadKind.PING and (data or is_close):
+        raise LocalProtocolError("not an expressible PING")
+    if kind is PayloadKind.DATA and not (data or is_close):
+        raise LocalProtocolError("not an expressible DATA")
+    has_stream = kind is not PayloadKind.ACK_ONLY
+    fields_to_check = []
+    if has_stream:
+        fields_to_check += [(payload.stream_id, 2**32), (payload.stream_offset, 2**48)]
+    if ack is not None:
+        fields_to_check += [(ack.stream_id, 2**32), (ack.offset, 2**48), (ack.length, 2**16)]
+    if any(not 0 <= value < limit for value, limit in fields_to_check):
+        raise LocalProtocolError("field out of range")
+    extended = (has_stream and payload.stream_offset >= 2**24) or (
+        ack is not None and ack.offset >= 2**24
+    )
+    offset_size = 6 if extended else 3
+    type_bits = (0 if ack is not None else 1) + (2 if is_close else 0)
+    out = bytearray([type_bits << 5 | (0x80 if extended else 0)])
+    if ack is not None:
+        out += ack.stream_id.to_bytes(4, "little")
+        out += ack.offset.to_bytes(offset_size, "little")
+        out += ack.length.to_bytes(2, "little")
+        out.append(encode_receive_window(ack.receive_window))
+    if has_stream:
+        out += payload.stream_id.to_bytes(4, "little")
+        out += payload.stream_offset.to_bytes(offset_size, "little")
+        out += data
+    return bytes(out)
+
+
+def reference_decode(raw: bytes) -> Payload:
+    """The reference decoder's length rules, one field at a time."""
+    if len(raw) < 8:
+        raise DecodeError("too short")
+    header = raw[0]
+    if header & 0x1F:
+        raise DecodeError("bad version")
+    type_bits = header >> 5 & 3
+    offset_size = 6 if header & 0x80 else 3
+    is_close = type_bits >= 2
+    position = 1
+    ack = None
+    if type_bits in (0, 2):
+        if len(raw) < 1 + 4 + offset_size + 2 + 1:
+            raise DecodeError("too short for the ACK")
+        ack = Ack(
+            int.from_bytes(raw[1:5], "little"),
+            int.from_bytes(raw[5 : 5 + offset_size], "little"),
+            int.from_bytes(raw[5 + offset_size : 7 + offset_size], "little"),
+            decode_receive_window(raw[7 + offset_size]),
+        )
+        position = 8 + offset_size
+        if len(raw) < 18:
+            return Payload(PayloadKind.ACK_ONLY, 0, 0, b"", ack, is_close)
+    if len(raw) < position + 4 + offset_size:
+        raise DecodeError("too short for the stream header")
+    stream_id = int.from_bytes(raw[position : position + 4], "little")
+    offset = int.from_bytes(raw[position + 4 : position + 4 + offset_size], "little")
+    data = raw[position + 4 + offset_size :]
+    kind = PayloadKind.DATA if data or is_close else PayloadKind.PING
+    return Payload(kind, stream_id, offset, data, ack, is_close)
+
+
+def edges(*values: int) -> st.SearchStrategy[int]:
+    return st.sampled_from(values)
+
+
+any_stream_ids = edges(-1, 0, 1, 2**32 - 1, 2**32) | st.integers(0, 2**32 - 1)
+any_offsets = edges(-1, 0, 0xFFFFFF, 0x1000000, MAX_OFFSET_48, MAX_OFFSET_48 + 1) | st.integers(
+    0, MAX_OFFSET_48
+)
+any_lengths = edges(-1, 0, 1350, 0xFFFF, 0x10000) | st.integers(0, 0xFFFF)
+any_windows = edges(-1, 0, 1, 255, 256, 257, 2**20, 2**40) | st.integers(0, 2**64)
+any_acks = st.none() | st.builds(Ack, any_stream_ids, any_offsets, any_lengths, any_windows)
+any_payloads = st.builds(
+    Payload,
+    st.sampled_from(PayloadKind),
+    any_stream_ids,
+    any_offsets,
+    st.binary(max_size=40),
+    any_acks,
+    st.booleans(),
+)
+
+
+@given(any_payloads)
+def test_encode_matches_reference(payload: Payload) -> None:
+    try:
+        expected = reference_encode(payload)
+    except LocalProtocolError:
+        with pytest.raises(LocalProtocolError):
+            encode_payload(payload)
+        return
+    assert encode_payload(payload) == expected
+
+
+def assert_decodes_like_reference(raw: bytes) -> None:
+    try:
+        expected = reference_decode(raw)
+    except DecodeError:
+        for buffer in (raw, bytearray(raw), memoryview(raw)):
+            with pytest.raises(DecodeError):
+                decode_payload(buffer)
+        return
+    for buffer in (raw, bytearray(raw), memoryview(raw)):
+        decoded = decode_payload(buffer)
+        assert decoded == expected
+        assert type(decoded.data) is bytes
+
+
+# Every type with both offset widths; the fast paths key on these headers.
+VERSION_0_HEADERS = [type_bits << 5 | extended for type_bits in range(4) for extended in (0, 0x80)]
+
+
+def test_decode_length_rules_match_reference_for_every_size() -> None:
+    """Each version-0 header at every length around the thresholds (8, 11, 14, 18, 24)."""
+    for header in VERSION_0_HEADERS:
+        for size in range(0, 32):
+            assert_decodes_like_reference(bytes([header]) + bytes(range(251, 251 - size, -1)))
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(VERSION_0_HEADERS) | st.integers(0, 255),
+    st.integers(0, 40).flatmap(lambda size: st.binary(min_size=size, max_size=size)),
+)
+def test_decode_matches_reference(header: int, tail: bytes) -> None:
+    assert_decodes_like_reference(bytes([header]) + tail)
+
+
+def test_decoded_objects_are_ordinary_frozen_dataclasses() -> None:
+    ack = Ack(7, 0x123456, 1350, 16384)
+    original = Payload(PayloadKind.DATA, 3, 0x654321, b"abc", ack)
+    decoded = decode_payload(encode_payload(original))
+    assert type(decoded) is Payload and type(decoded.ack) is Ack
+    assert decoded == original and hash(decoded) == hash(original)
+    assert repr(decoded) == repr(original)
+    with pytest.raises(AttributeError):
+        decoded.stream_id = 4  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        decoded.ack.offset = 4  # type: ignore[misc, union-attr]
