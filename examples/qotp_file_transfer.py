@@ -90,7 +90,9 @@ async def self_test(size: int, streams: int) -> None:
 
             accepting = asyncio.create_task(accept())
             started = time.perf_counter()
-            connection = await sender.dial(receiver.local_address, peer_public_key=receiver.public_key)
+            connection = await sender.dial(
+                receiver.local_address, peer_public_key=receiver.public_key
+            )
             await send_file(connection, source, streams)
             received = await accepting
             elapsed = time.perf_counter() - started

@@ -18,6 +18,7 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,12 +37,11 @@ class Nat(asyncio.DatagramProtocol):
         self.outside: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.inside = transport
+        self.inside = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, address: tuple[str, int]) -> None:
         self.inside_client = address
-        if self.outside is not None:
+        if self.outside is not None and not self.outside.is_closing():
             self.outside.sendto(data, self.outside_peer)
 
     async def open_mapping(self) -> tuple[str, int]:
@@ -53,8 +53,9 @@ class Nat(asyncio.DatagramProtocol):
 
         class Outside(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, address: tuple[str, int]) -> None:
-                if nat.inside is not None and nat.inside_client is not None:
-                    nat.inside.sendto(data, nat.inside_client)
+                inside = nat.inside
+                if inside is not None and not inside.is_closing() and nat.inside_client:
+                    inside.sendto(data, nat.inside_client)
 
         transport, _ = await loop.create_datagram_endpoint(Outside, local_addr=("127.0.0.1", 0))
         self.outside = transport
@@ -98,7 +99,9 @@ async def main() -> None:
 
         serving = asyncio.create_task(serve())
         nat_address = inside.get_extra_info("sockname")
-        connection = await peer_b.dial((nat_address[0], nat_address[1]), peer_public_key=peer_a.public_key)
+        connection = await peer_b.dial(
+            (nat_address[0], nat_address[1]), peer_public_key=peer_a.public_key
+        )
         stream = connection.stream(1)
         data = os.urandom(4_000_000)
         received = bytearray()
@@ -119,10 +122,14 @@ async def main() -> None:
         await stream.drain()
         await asyncio.wait_for(reading, 60)
         ok = hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
+        if not ok:
+            print("debug", len(received), len(data), connection.close_reason, connection.statistics())
         print(f"NAT rebinding: public port {first_port[1]} -> {second_port[1]}; "
               f"A saw {len(moves)} address change(s); 4 MB echoed intact: {ok}")  # fmt: skip
         serving.cancel()
         inside.close()
+        if nat.outside is not None:
+            nat.outside.close()
         if not ok or not moves:
             raise SystemExit("FAILED")
     print("ok")

@@ -23,8 +23,8 @@ has no stream section.  Our API names the three shapes with
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, fields
 from enum import Enum
+from typing import NamedTuple
 
 from qotp.errors import DecodeError, LocalProtocolError
 
@@ -89,8 +89,7 @@ class PayloadKind(Enum):
     """An ACK section and nothing else (no stream section)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(NamedTuple):
     """Acknowledges exactly one received packet by its (stream, offset, length) key.
 
     ``receive_window`` is the sender's free receive buffer in bytes, as decoded
@@ -104,9 +103,11 @@ class Ack:
     receive_window: int
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
+class Payload(NamedTuple):
     """One decoded (or to-be-encoded) transport payload.
+
+    A NamedTuple rather than a frozen dataclass: one is built per packet in
+    each direction, and tuple construction is several times cheaper.
 
     For :attr:`PayloadKind.ACK_ONLY` the stream fields are 0 and ``data`` is empty.
     """
@@ -203,63 +204,14 @@ _DATA = PayloadKind.DATA
 _PING = PayloadKind.PING
 _ACK_ONLY = PayloadKind.ACK_ONLY
 
-# Building a frozen dataclass through its generated __init__ costs one
-# object.__setattr__ call per field: about 0.7 us for a Payload, as much again
-# as the rest of decoding.  The decoder instead fills a plain slotted twin with
-# the same slot layout (ordinary attribute stores, a fraction of the cost) and
-# then relabels it as the real class (allowed because the slot layouts are
-# identical).  The result is an ordinary Payload/Ack in every respect: same
-# type, fields, equality, hash and immutability.  The check below stops the
-# import if a field is added without teaching _new_ack/_new_payload about it.
-
-
-class _AckSlots:
-    """Writable stand-in with exactly :class:`Ack`'s slots (see above)."""
-
-    __slots__ = Ack.__slots__
-    stream_id: int
-    offset: int
-    length: int
-    receive_window: int
-
-
-class _PayloadSlots:
-    """Writable stand-in with exactly :class:`Payload`'s slots (see above)."""
-
-    __slots__ = Payload.__slots__
-    kind: PayloadKind
-    stream_id: int
-    stream_offset: int
-    data: bytes
-    ack: Ack | None
-    is_close: bool
-
-
-if tuple(field.name for field in fields(Payload)) != (
-    "kind",
-    "stream_id",
-    "stream_offset",
-    "data",
-    "ack",
-    "is_close",
-) or tuple(field.name for field in fields(Ack)) != (
-    "stream_id",
-    "offset",
-    "length",
-    "receive_window",
-):  # pragma: no cover - a guard for future edits
-    raise ImportError("qotp.payload: _new_ack/_new_payload do not set every field")
+# Payload and Ack are NamedTuples, so the decoder builds them with one
+# tuple.__new__ call each (no per-field __setattr__ as a frozen dataclass needs).
+_tuple_new = tuple.__new__
 
 
 def _new_ack(stream_id: int, offset: int, length: int, receive_window: int) -> Ack:
     """Same as ``Ack(stream_id, offset, length, receive_window)``, cheaper."""
-    ack = _AckSlots()
-    ack.stream_id = stream_id
-    ack.offset = offset
-    ack.length = length
-    ack.receive_window = receive_window
-    ack.__class__ = Ack  # type: ignore[assignment]
-    return ack  # type: ignore[return-value]
+    return _tuple_new(Ack, (stream_id, offset, length, receive_window))
 
 
 def _new_payload(
@@ -271,15 +223,7 @@ def _new_payload(
     is_close: bool,
 ) -> Payload:
     """Same as ``Payload(kind, stream_id, stream_offset, data, ack, is_close)``, cheaper."""
-    payload = _PayloadSlots()
-    payload.kind = kind
-    payload.stream_id = stream_id
-    payload.stream_offset = stream_offset
-    payload.data = data
-    payload.ack = ack
-    payload.is_close = is_close
-    payload.__class__ = Payload  # type: ignore[assignment]
-    return payload  # type: ignore[return-value]
+    return _tuple_new(Payload, (kind, stream_id, stream_offset, data, ack, is_close))
 
 
 # --------------------------------------------------------------------------
