@@ -336,14 +336,25 @@ def test_initial_state() -> None:
     assert not cc.can_send(10 * DATAGRAM, 1)
 
 
-def test_loss_shrinks_the_window_but_not_below_the_floor() -> None:
-    rtt = RttEstimator()
-    cc = Bbr(rtt)
+def test_loss_shrinks_the_window_after_startup_but_not_below_the_floor() -> None:
+    cc = Bbr(RttEstimator())
     samples = [cc.on_packet_sent(0, DATAGRAM, i * DATAGRAM) for i in range(10)]
     for number, sample in enumerate(samples):
         cc.on_packet_lost(200 * MS, sample, (9 - number) * DATAGRAM)
-    assert cc.congestion_window_bytes == MIN_CWND_DATAGRAMS * DATAGRAM
+    assert cc.state is BbrState.STARTUP
+    assert cc.congestion_window_bytes == 10 * DATAGRAM  # STARTUP ends instead of shrinking
     assert cc.lost_packets == 10
+
+    run = simulate(bbr, duration_ns=2 * S)
+    cruising = run.controller
+    assert cruising.state_name == "probe_bw"
+    window = cruising.congestion_window_bytes
+    lost = SendSample(2 * S, DATAGRAM, 0, 0, 0, False)
+    cruising.on_packet_lost(2 * S, lost, 0)
+    assert cruising.congestion_window_bytes == window - DATAGRAM
+    for _ in range(2000):
+        cruising.on_packet_lost(2 * S, lost, 0)
+    assert cruising.congestion_window_bytes == MIN_CWND_DATAGRAMS * DATAGRAM
 
 
 def test_plateau_ends_startup_then_drain_then_probe_bw() -> None:

@@ -27,7 +27,7 @@ maximum over ``BW_FILTER_ROUNDS`` round trips.  The states are those of BBR v1 w
 reference's gains:
 
 ``STARTUP``   pacing and window gain 2.77 until the bandwidth stops growing by 25 % for 3
-              rounds, or a round with more than 2 % loss shows no growth.
+              rounds, or for 2 rounds that each lost more than 2 % of their bytes.
 ``DRAIN``     pacing gain 0.75 until what is in flight fits one BDP.
 ``PROBE_BW``  eight phases of one minimum RTT each: 1.25 (probe; "every 8 x min-RTT";
               it runs on until 1.25 x BDP is in flight or a loss is seen, at most two
@@ -42,11 +42,12 @@ reference's gains:
 
 Loss: a lost datagram shrinks the window by its size (never below the floor), a loss
 during the 1.25 probe ends the probe after its first min RTT, lossy rounds (more than 2 %
-of the round's bytes lost) lower the cruise gain to 0.90, and a lossy round without
-bandwidth growth ends STARTUP.  The bandwidth filter itself is not cut on loss (unlike the
-reference's ``bw_max * 0.95`` per retransmission): delivery-rate samples already shrink by
-the loss fraction, and cutting the filter as well makes the estimate shrink geometrically
-under random loss until the flow starves (we measured exactly that in the simulation).
+of the round's bytes lost) lower the cruise gain to 0.90, and lossy rounds without
+bandwidth growth end STARTUP (where losses do not shrink the window).  The bandwidth
+filter itself is not cut on loss (unlike the reference's ``bw_max * 0.95`` per
+retransmission): delivery-rate samples already shrink by the loss fraction, and cutting
+the filter as well makes the estimate shrink geometrically under random loss until the
+flow starves (we measured exactly that in the simulation).
 
 Window: ``cwnd = gain * (BDP + ACK-aggregation allowance) + 3 datagrams``, at least
 ``MIN_CWND_DATAGRAMS`` (4) datagrams: enough to keep per-packet ACKs flowing and to
@@ -125,6 +126,8 @@ FULL_BW_GROWTH_PCT = 125
 """STARTUP continues while the bandwidth grows by this much per round..."""
 FULL_BW_ROUNDS = 3
 """...and ends after this many rounds without such growth (Go: ``bwDecThreshold`` = 3)."""
+FULL_BW_LOSSY_ROUNDS = 2
+"""...or after this many such rounds when they also lost more than ``LOSS_THRESHOLD_PCT``."""
 RTT_INFLATION_HIGH_PCT = 150
 """``srtt`` above this share of the minimum RTT means a queue: cruise at the drain gain."""
 RTT_INFLATION_MODERATE_PCT = 125
@@ -365,9 +368,15 @@ class Bbr:
         size = sample.size_bytes
         self.lost_packets += 1
         self._round_lost_bytes += size
+        state = self._state
+        if state is BbrState.STARTUP:
+            # STARTUP answers loss by ending (see _check_full_pipe), not by shrinking the
+            # window: under random loss, a window that loses what is lost grows too slowly
+            # to tell growth from a plateau.
+            return
         cwnd = self._cwnd - size
         self._cwnd = cwnd if cwnd > self._min_cwnd else self._min_cwnd
-        if self._state is BbrState.PROBE_BW and self._cycle_index == 0:
+        if state is BbrState.PROBE_BW and self._cycle_index == 0:
             self._loss_in_probe = True
 
     def on_packet_acked(self, now: int, sample: SendSample, bytes_in_flight: int) -> None:
@@ -483,8 +492,11 @@ class Bbr:
             self._full_bw_count = 0
             return
         self._full_bw_count += 1
-        # Loss while the bandwidth no longer grows: the bottleneck queue is overflowing.
-        if self._full_bw_count >= FULL_BW_ROUNDS or self._lossy_round:
+        # Loss while the bandwidth no longer grows (two rounds, so that one lumpy round of
+        # batched ACKs is not taken for a plateau): the bottleneck queue is overflowing.
+        if self._full_bw_count >= FULL_BW_ROUNDS or (
+            self._lossy_round and self._full_bw_count >= FULL_BW_LOSSY_ROUNDS
+        ):
             self.filled_pipe = True
             logger.debug("bbr: pipe full at %d B/s after %d rounds", bw, self.round_count)
 
