@@ -132,8 +132,10 @@ def _cpu_run(name: str, packets: int) -> float:
 
 
 def bench_cpu(packets: int = 100_000, repeats: int = 5) -> None:
-    print(f"# CPU per datagram: can_send + next_send_time + on_packet_sent + RTT update + "
-          f"on_packet_acked ({packets} datagrams, 100 in flight; best of {repeats})")
+    print(
+        f"# CPU per datagram: can_send + next_send_time + on_packet_sent + RTT update + "
+        f"on_packet_acked ({packets} datagrams, 100 in flight; best of {repeats})"
+    )
     names = ("baseline", "bbr", "newreno")
     best = dict.fromkeys(names, float("inf"))
     for _ in range(repeats):  # interleaved, so that load from elsewhere hits all alike
@@ -141,9 +143,11 @@ def bench_cpu(packets: int = 100_000, repeats: int = 5) -> None:
             best[name] = min(best[name], _cpu_run(name, packets))
     for name in names:
         seconds = best[name]
-        print(f"{name:10s} {seconds * 1e6:6.2f} us/datagram  {1 / seconds / 1000:7.0f} k/s  "
-              f"x{seconds / best['baseline']:.1f} of baseline  "
-              f"x{seconds / best['newreno']:.2f} of newreno")
+        print(
+            f"{name:10s} {seconds * 1e6:6.2f} us/datagram  {1 / seconds / 1000:7.0f} k/s  "
+            f"x{seconds / best['baseline']:.1f} of baseline  "
+            f"x{seconds / best['newreno']:.2f} of newreno"
+        )
 
 
 def bench_goodput() -> None:
@@ -158,10 +162,17 @@ def bench_goodput() -> None:
         for loss in (0.0, 0.05, 0.2):
             shares = {}
             for name, factory in factories.items():
-                run = simulate(factory, link_bytes_per_s=link, rtt_ns=rtt_ns, loss=loss,
-                               duration_ns=duration, timer_ns=timer, seed=3,
-                               ack_batch_ns=batch, queue_bytes=max(link * 4 * rtt_ns // S,
-                                                                   1_000_000))
+                run = simulate(
+                    factory,
+                    link_bytes_per_s=link,
+                    rtt_ns=rtt_ns,
+                    loss=loss,
+                    duration_ns=duration,
+                    timer_ns=timer,
+                    seed=3,
+                    ack_batch_ns=batch,
+                    queue_bytes=max(link * 4 * rtt_ns // S, 1_000_000),
+                )
                 shares[name] = run.share(run.acked, duration // 2, duration)
             ratio = shares["bbr"] / shares["reference"] if shares["reference"] else float("inf")
             cells = "  ".join(f"{name} {share:5.2f}" for name, share in shares.items())

@@ -85,8 +85,13 @@ def test_rto_is_clamped() -> None:
 
 def test_backoff_doubles_per_attempt_without_a_second_clamp() -> None:
     rtt = RttEstimator()
-    assert [rtt.rto_ns(n) for n in range(1, 6)] == [200 * MS, 400 * MS, 800 * MS, 1600 * MS,
-                                                     3200 * MS]
+    assert [rtt.rto_ns(n) for n in range(1, 6)] == [
+        200 * MS,
+        400 * MS,
+        800 * MS,
+        1600 * MS,
+        3200 * MS,
+    ]
     high = RttEstimator()
     high.update(1 * S, now=0)
     assert high.rto_ns(5) == 16 * MAX_RTO_NS  # only the base value is clamped

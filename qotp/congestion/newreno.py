@@ -125,7 +125,9 @@ class NewReno:
     def _update_pacing_rate(self) -> None:
         srtt = self.rtt.srtt_ns
         rtt = srtt if srtt > 0 else NOMINAL_RTT_NS
-        gain = SLOW_START_PACING_PCT if self.state_name == "slow_start" else (
-            CONGESTION_AVOIDANCE_PACING_PCT
+        gain = (
+            SLOW_START_PACING_PCT
+            if self.state_name == "slow_start"
+            else (CONGESTION_AVOIDANCE_PACING_PCT)
         )
         self.pacer.set_rate(max(self._cwnd * gain * SECOND_NS // (100 * rtt), 1))
