@@ -153,11 +153,12 @@ def bench_cpu(packets: int = 100_000, repeats: int = 5) -> None:
 def bench_goodput() -> None:
     print("# goodput share of the bottleneck over the 2nd half of the run (simulated)")
     paths = [
-        ("100 Mbit/s, 40 ms", 12_500_000, 40 * MS, 4 * S, 0),
-        ("200 MB/s, 0.2 ms, 1 ms timers", 200_000_000, 200_000, S // 5, MS),
+        ("100 Mbit/s, 40 ms", 12_500_000, 40 * MS, 4 * S, 0, 0),
+        ("200 MB/s, 0.2 ms, 1 ms timers", 200_000_000, 200_000, S // 5, MS, 0),
+        ("300 MB/s, 50 us, ACKs per 3 ms", 300_000_000, 50_000, S // 5, MS, 3 * MS),
     ]
     factories = {"bbr": Bbr, "newreno": NewReno, "reference": ReferenceModel}
-    for label, link, rtt_ns, duration, timer in paths:
+    for label, link, rtt_ns, duration, timer, batch in paths:
         for loss in (0.0, 0.05, 0.2):
             shares = {}
             for name, factory in factories.items():
@@ -169,6 +170,8 @@ def bench_goodput() -> None:
                     duration_ns=duration,
                     timer_ns=timer,
                     seed=3,
+                    ack_batch_ns=batch,
+                    queue_bytes=max(link * 4 * rtt_ns // S, 1_000_000),
                 )
                 shares[name] = run.share(run.acked, duration // 2, duration)
             ratio = shares["bbr"] / shares["reference"] if shares["reference"] else float("inf")

@@ -193,7 +193,10 @@ class RttEstimator:
         so an RTO counted from the send alone fires spuriously as soon as the RTT drifts up
         by a fraction of a millisecond (observed in our simulation at the end of STARTUP:
         every packet in flight "lost").  For a peer that answers nothing, the latest ACK is
-        older than the sends and the reference's schedule is unchanged.
+        older than the sends and the reference's schedule is unchanged.  Only do this
+        together with ACK-based loss detection (:meth:`loss_delay_ns`, or three later
+        packets acknowledged): otherwise a single lost packet waits for as long as ACKs for
+        other packets keep arriving.
         """
         start = last_sent_ns if last_sent_ns > latest_ack_ns else latest_ack_ns
         return start + self.rto_ns(transmissions) + 1
