@@ -123,7 +123,6 @@ class Connection:
         self.receive_buffer = ReceiveBuffer(config.receive_buffer_bytes)
         self.streams = StreamTable()
         self._events: deque[Event] = deque()
-        self._samples: dict[tuple[int, int, int], SendSample] = {}
         self._datagram_bytes_in_flight = 0
         self._established = False
         self._sent_new_before_handshake = False
@@ -355,10 +354,10 @@ class Connection:
         )
         if not result.acked:
             return
-        sample = self._samples.pop((ack.stream_id, ack.offset, ack.length), None)
+        sample = result.sample
         if result.rtt_sample_ns is not None:
             self.rtt.update(result.rtt_sample_ns, now)
-        if sample is not None:
+        if isinstance(sample, SendSample):
             self._datagram_bytes_in_flight -= sample.size_bytes
             self.congestion.on_packet_acked(now, sample, self._datagram_bytes_in_flight)
         if was_low and send.free_space >= _WRITABLE_LOW_WATER_BYTES:
@@ -479,20 +478,35 @@ class Connection:
             self.datagrams_sent += 1
             if packet is not None:
                 size = len(datagram)
-                key = (packet.stream_id, packet.offset, len(packet.data))
-                if packet.attempt > 1:
-                    old = self._samples.pop(key, None)
-                    if old is not None:
-                        self._datagram_bytes_in_flight -= old.size_bytes
-                        congestion.on_packet_lost(now, old, self._datagram_bytes_in_flight)
-                else:
+                if send.lost_samples or send.released_samples:
+                    self._release_samples(now)
+                if packet.attempt == 1:
                     self.bytes_sent += len(packet.data)
                 if not protection.handshake_complete:
                     self._sent_new_before_handshake = True
-                self._samples[key] = congestion.on_packet_sent(
-                    now, size, self._datagram_bytes_in_flight
+                send.attach_sample(
+                    packet.stream_id,
+                    packet.offset,
+                    len(packet.data),
+                    congestion.on_packet_sent(now, size, self._datagram_bytes_in_flight),
                 )
                 self._datagram_bytes_in_flight += size
+        if send.lost_samples or send.released_samples:
+            self._release_samples(now)
+
+    def _release_samples(self, now: int) -> None:
+        """Take datagrams the send buffer gave up on out of the in-flight count."""
+        send = self.send_buffer
+        congestion = self.congestion
+        lost, send.lost_samples = send.lost_samples, []
+        released, send.released_samples = send.released_samples, []
+        for sample in lost:
+            if isinstance(sample, SendSample):
+                self._datagram_bytes_in_flight -= sample.size_bytes
+                congestion.on_packet_lost(now, sample, self._datagram_bytes_in_flight)
+        for sample in released:
+            if isinstance(sample, SendSample):
+                self._datagram_bytes_in_flight -= sample.size_bytes
 
     def _give_up_on(self, error: RetryLimitExceeded, now: int) -> bool:
         """A bare CLOSE the peer never acknowledges ends its stream, not the connection.
@@ -505,10 +519,8 @@ class Connection:
         close_offset = self.send_buffer.close_offset(stream_id)
         if length != 0 or close_offset is None or _offset != close_offset:
             return False
-        old = self._samples.pop(error.key, None)
-        if old is not None:
-            self._datagram_bytes_in_flight -= old.size_bytes
         self.send_buffer.discard_stream(stream_id)
+        self._release_samples(now)
         state = self.streams.get(stream_id)
         if state is not None:
             state.on_send_finished(now)

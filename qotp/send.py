@@ -206,9 +206,11 @@ class AckResult(NamedTuple):
     delivered_bytes: int
     #: ...over this interval: delivery-rate sample ``delivered_bytes / interval``.
     delivery_interval_ns: int
+    #: What :meth:`SendBuffer.attach_sample` attached to the packet's last send.
+    sample: object | None = None
 
 
-_NOT_ACKED_TEMPLATE = AckResult(False, 0, 0, None, 0, False, False, False, 0, 0)
+_NOT_ACKED_TEMPLATE = AckResult(False, 0, 0, None, 0, False, False, False, 0, 0, None)
 
 
 class _InFlight:
@@ -222,6 +224,7 @@ class _InFlight:
         "is_close",
         "is_ping",
         "key",
+        "sample",
         "sent_ns",
     )
 
@@ -244,6 +247,9 @@ class _InFlight:
         self.is_ping = is_ping
         self.delivered_at_send = delivered_at_send
         self.delivered_time_at_send = delivered_time_at_send
+        #: The congestion controller's snapshot of the datagram now carrying this
+        #: packet (opaque here); see SendBuffer.attach_sample.
+        self.sample: object | None = None
 
 
 class _SendStream:
@@ -331,6 +337,8 @@ class SendBuffer:
         "peer_window",
         "retransmitted_bytes",
         "retransmitted_packets",
+        "lost_samples",
+        "released_samples",
         "sent_bytes",
         "sent_packets",
         "split_packets",
@@ -373,6 +381,11 @@ class SendBuffer:
         self.retransmitted_bytes = 0
         self.split_packets = 0
         self.lost_pings = 0
+        #: Samples of datagrams declared lost (retransmitted, or an expired PING);
+        #: the connection drains them to tell its congestion controller.
+        self.lost_samples: list[object] = []
+        #: Samples of datagrams forgotten without a verdict (discarded streams).
+        self.released_samples: list[object] = []
 
     # -- application side -------------------------------------------------------------
 
@@ -471,10 +484,24 @@ class SendBuffer:
             for key in [key for key in self._in_flight if key[0] == stream_id]:
                 record = self._in_flight.pop(key)
                 del self._timers[record.attempts - 1][key]
+                if record.sample is not None:
+                    self.released_samples.append(record.sample)
                 freed += len(record.data)
                 self.bytes_in_flight -= len(record.data)
         self.buffered_bytes -= freed
         return freed
+
+    def attach_sample(self, stream_id: int, offset: int, length: int, sample: object) -> None:
+        """Remember the congestion snapshot of the datagram that just carried this packet.
+
+        Kept with the in-flight record, so that a split, an expired PING or a
+        discarded stream releases it (through :attr:`lost_samples` /
+        :attr:`released_samples`) and the connection's count of datagram bytes in
+        flight can never drift.
+        """
+        record = self._in_flight.get((stream_id, offset, length))
+        if record is not None:
+            record.sample = sample
 
     # -- packet selection -------------------------------------------------------------
 
@@ -528,6 +555,8 @@ class SendBuffer:
                 # Go: a PING is removed, never resent.
                 self._forget(record)
                 self.lost_pings += 1
+                if record.sample is not None:
+                    self.lost_samples.append(record.sample)
                 continue
             if record.attempts >= self._max_attempts:
                 raise RetryLimitExceeded(key, record.attempts)
@@ -541,6 +570,10 @@ class SendBuffer:
                 return None
             timers = self._timers[record.attempts - 1]
             del timers[key]
+            if record.sample is not None:
+                # The datagram that carried it last is lost; the new one gets its own.
+                self.lost_samples.append(record.sample)
+                record.sample = None
             if length <= max_data:
                 record.attempts += 1
                 record.sent_ns = now
@@ -751,4 +784,5 @@ class SendBuffer:
             send_finished,
             self._delivered_bytes - record.delivered_at_send,
             now - record.delivered_time_at_send,
+            record.sample,
         )
