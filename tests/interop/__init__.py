@@ -1,0 +1,1 @@
+"""Live interoperability with other implementations (the Go reference)."""
