@@ -74,7 +74,9 @@ Where we differ, on purpose
   not right after it; the connection learns it from :class:`RetryLimitExceeded`.
 * Flow control allows exactly the peer's window: a new packet carries at most
   ``peer_window - bytes_in_flight`` bytes. Retransmissions are already counted
-  in flight and are never held back by the window.
+  in flight and are never held back by the window, but one larger than the
+  peer's whole window is split to fit it, since the peer would drop it on every
+  attempt (a peer buffer smaller than the initial 16 MiB assumption).
 * Window probe: when the peer's window is zero and nothing at all is in flight,
   a PING goes out at most once per RTO, so the ACK that reopens the window is
   guaranteed to come (the reference can wait forever here).
@@ -540,6 +542,11 @@ class SendBuffer:
             max_data = min(budget - overhead, MAX_PACKET_DATA_BYTES)
             if max_data < 0 or (length and max_data == 0):
                 return None
+            if 0 < self.peer_window < max_data:
+                # The peer cannot store more than its whole free space: a packet larger
+                # than that would be dropped on every attempt (a smaller buffer than
+                # our first packets assumed, or an application that stopped reading).
+                max_data = self.peer_window
             timers = self._timers[record.attempts - 1]
             del timers[key]
             if length <= max_data:
