@@ -502,21 +502,28 @@ class SendBuffer:
 
         Raises :class:`RetryLimitExceeded` when a packet's last send timed out.
         """
-        packet = self._next_retransmission(now, budget, rto_ns, ack_offset)
-        if packet is not None or not allow_new:
-            return packet
+        if self._in_flight:
+            packet = self._next_retransmission(now, budget, rto_ns, ack_offset)
+            if packet is not None:
+                return packet
+        if not allow_new or not self._ready:
+            return None
         return self._next_new_packet(now, budget, rto_ns, ack_offset)
 
     def _earliest_due(self, rto_ns: int) -> tuple[int, _InFlight] | None:
-        best: tuple[int, _InFlight] | None = None
-        for index, timers in enumerate(self._timers):
-            if not timers:
-                continue
-            record = next(iter(timers.values()))
-            deadline = record.sent_ns + (rto_ns << index)
-            if best is None or deadline < best[0]:
-                best = (deadline, record)
-        return best
+        best_deadline = 0
+        best: _InFlight | None = None
+        shift = 0
+        for timers in self._timers:
+            if timers:
+                for record in timers.values():  # only the head: the oldest send
+                    deadline = record.sent_ns + (rto_ns << shift)
+                    if best is None or deadline < best_deadline:
+                        best_deadline = deadline
+                        best = record
+                    break
+            shift += 1
+        return None if best is None else (best_deadline, best)
 
     def _next_retransmission(
         self, now: int, budget: int, rto_ns: int, ack_offset: int | None
@@ -625,48 +632,53 @@ class SendBuffer:
     ) -> OutgoingPacket | None:
         window = self.peer_window - self.bytes_in_flight
         window_blocked: _SendStream | None = None
-        has_ack = ack_offset is not None
+        # Header size (payload_overhead_bytes, inlined: this runs once per packet).
+        if ack_offset is None:
+            overhead_24, overhead_48 = 8, 11
+            ack_extended = False
+        else:
+            overhead_24, overhead_48 = 18, 24
+            ack_extended = ack_offset > MAX_OFFSET_24BIT
         ready = self._ready
-        for stream_id in list(ready):
+        in_flight = self._in_flight
+        for _ in range(len(ready)):
+            stream_id = next(iter(ready))  # the head of the round-robin order
             stream = self._streams[stream_id]
             packet: OutgoingPacket | None = None
             offset = stream.next_offset
-            overhead = payload_overhead_bytes(
-                has_ack=has_ack, extended=needs_extended_offsets(offset, ack_offset)
-            )
-            if budget < overhead:
-                continue
-            if stream.ping_pending and (stream_id, offset, 0) not in self._in_flight:
-                stream.ping_pending = False
-                packet = self._register(stream, offset, b"", now, False, True)
-            elif stream.queued_bytes:
-                length = min(stream.queued_bytes, budget - overhead, MAX_PACKET_DATA_BYTES, window)
-                if length > 0:
-                    data = stream.take(length)
-                    close_offset = stream.close_offset
-                    is_close = close_offset is not None and offset + length >= close_offset
-                    stream.next_offset = offset + length
-                    if is_close:
-                        stream.close_sent = True
-                    packet = self._register(stream, offset, data, now, is_close, False)
-                elif window <= 0 and window_blocked is None:
-                    window_blocked = stream
-            elif (
-                stream.close_offset is not None
-                and not stream.close_sent
-                and (stream_id, offset, 0) not in self._in_flight
-            ):
-                stream.close_sent = True
-                packet = self._register(stream, offset, b"", now, True, False)
-            if packet is not None:
-                if stream.has_new_work():
-                    ready.move_to_end(stream_id)
-                else:
-                    del ready[stream_id]
-                return packet
-            if not stream.has_new_work():
+            overhead = overhead_48 if ack_extended or offset > MAX_OFFSET_24BIT else overhead_24
+            if budget >= overhead:
+                if stream.ping_pending and (stream_id, offset, 0) not in in_flight:
+                    stream.ping_pending = False
+                    packet = self._register(stream, offset, b"", now, False, True)
+                elif stream.queued_bytes:
+                    length = min(
+                        stream.queued_bytes, budget - overhead, MAX_PACKET_DATA_BYTES, window
+                    )
+                    if length > 0:
+                        data = stream.take(length)
+                        close_offset = stream.close_offset
+                        is_close = close_offset is not None and offset + length >= close_offset
+                        stream.next_offset = offset + length
+                        if is_close:
+                            stream.close_sent = True
+                        packet = self._register(stream, offset, data, now, is_close, False)
+                    elif window <= 0 and window_blocked is None:
+                        window_blocked = stream
+                elif (
+                    stream.close_offset is not None
+                    and not stream.close_sent
+                    and (stream_id, offset, 0) not in in_flight
+                ):
+                    stream.close_sent = True
+                    packet = self._register(stream, offset, b"", now, True, False)
+            if stream.has_new_work():
+                ready.move_to_end(stream_id)
+            else:
                 del ready[stream_id]
-        if window_blocked is not None and not self._in_flight:
+            if packet is not None:
+                return packet
+        if window_blocked is not None and not in_flight:
             last = self._last_probe_ns
             if last is None or now >= last + rto_ns:
                 # Window probe: its ACK carries the reopened window.
