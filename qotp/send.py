@@ -70,8 +70,12 @@ Where we differ, on purpose
   of at most :data:`MAX_SEND_ATTEMPTS` heads); the reference looks only at the
   oldest entry of the stream being flushed, which stalls recovery after burst
   losses.
-* The retry limit (6 sends) is declared when the *last* send's backoff expires,
-  not right after it; the connection learns it from :class:`RetryLimitExceeded`.
+* The retry limit (6 sends) is declared when the *last* send's backoff expires
+  without any ACK from the peer since that send, not right after the send; the
+  connection learns it from :class:`RetryLimitExceeded`. If other packets were
+  ACKed meanwhile, the peer is alive and the packet is sent again at the
+  longest backoff: with 20 % loss each way a round trip fails 36 % of the time,
+  six in a row 0.2 % of the time, which would end a long transfer for nothing.
 * Flow control allows exactly the peer's window: a new packet carries at most
   ``peer_window - bytes_in_flight`` bytes. Retransmissions are already counted
   in flight and are never held back by the window, but one larger than the
@@ -322,6 +326,7 @@ class SendBuffer:
         "_delivered_bytes",
         "_delivered_time_ns",
         "_in_flight",
+        "_last_ack_ns",
         "_last_probe_ns",
         "_max_attempts",
         "_ready",
@@ -368,6 +373,8 @@ class SendBuffer:
             OrderedDict() for _ in range(max_attempts)
         ]
         self._last_probe_ns: int | None = None
+        #: When an ACK last matched a packet in flight: proof the peer is alive.
+        self._last_ack_ns: int | None = None
         self._delivered_bytes = 0
         self._delivered_time_ns = 0
         self.sent_packets = 0
@@ -539,8 +546,14 @@ class SendBuffer:
                 self._forget(record)
                 self.lost_pings += 1
                 continue
-            if record.attempts >= self._max_attempts:
+            if record.attempts >= self._max_attempts and (
+                self._last_ack_ns is None or self._last_ack_ns <= record.sent_ns
+            ):
+                # Silence since the last send, through the longest backoff: the peer
+                # or the path is gone. (If other packets were ACKed meanwhile, the
+                # peer is alive and this packet was merely unlucky: keep trying.)
                 raise RetryLimitExceeded(key, record.attempts)
+            attempts = min(record.attempts + 1, self._max_attempts)
             stream_id, offset, length = key
             overhead = payload_overhead_bytes(
                 has_ack=ack_offset is not None,
@@ -557,7 +570,7 @@ class SendBuffer:
             timers = self._timers[record.attempts - 1]
             del timers[key]
             if length <= max_data:
-                record.attempts += 1
+                record.attempts = attempts
                 record.sent_ns = now
                 record.delivered_at_send = self._delivered_bytes
                 record.delivered_time_at_send = self._delivered_time_ns
@@ -574,7 +587,7 @@ class SendBuffer:
                 (stream_id, offset, max_data),
                 data[:max_data],
                 now,
-                record.attempts + 1,
+                attempts,
                 False,
                 False,
                 self._delivered_bytes,
@@ -750,6 +763,7 @@ class SendBuffer:
         self.buffered_bytes -= data_length
         self._delivered_bytes += data_length
         self._delivered_time_ns = now
+        self._last_ack_ns = now
         stream = self._streams[stream_id]
         send_finished = False
         if (
