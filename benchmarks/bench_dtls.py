@@ -3,7 +3,8 @@
 Run: ./run.sh bench   (or: python benchmarks/bench_dtls.py [--handshakes N] [--records N])
 Both sides of each pair live in this process and talk through memory, so the
 numbers are CPU cost per handshake / per record, client and server together.
-The pyOpenSSL baseline is measured in the same run; ratios are printed.
+The pyOpenSSL baseline is measured in the same run (best of --repeats
+interleaved runs on each side); ratios are printed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import time
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -161,17 +163,32 @@ def bench_throughput(records: int) -> tuple[float, float | None]:
     return ours, theirs
 
 
+def best_of(
+    repeats: int, measure: Callable[[int], tuple[float, float | None]], size: int
+) -> tuple[float, float | None]:
+    """Best rate of each side over ``repeats`` interleaved runs (shared machines are noisy)."""
+    ours_best = 0.0
+    theirs_best: float | None = None
+    for _ in range(repeats):
+        ours, theirs = measure(size)
+        ours_best = max(ours_best, ours)
+        if theirs is not None:
+            theirs_best = max(theirs_best or 0.0, theirs)
+    return ours_best, theirs_best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--handshakes", type=int, default=50)
     parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=3)
     arguments = parser.parse_args()
-    ours, theirs = bench_handshakes(arguments.handshakes)
+    ours, theirs = best_of(arguments.repeats, bench_handshakes, arguments.handshakes)
     line = f"dtls handshakes/s (client+server, ECDHE-ECDSA P-256, x25519): ours {ours:8.1f}"
     if theirs:
         line += f"  pyOpenSSL {theirs:8.1f}  ratio {ours / theirs:.3f}"
     print(line)
-    ours, theirs = bench_throughput(arguments.records)
+    ours, theirs = best_of(arguments.repeats, bench_throughput, arguments.records)
     line = (
         f"dtls bulk MB/s (AES-128-GCM, {PAYLOAD_BYTES}-byte records, seal+open): ours {ours:7.1f}"
     )

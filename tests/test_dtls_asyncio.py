@@ -110,3 +110,22 @@ def test_handshake_timeout_raises_handshake_timeout() -> None:
                 await asyncio.wait_for(dtls_asyncio.connect("127.0.0.1", port, configuration), 10)
 
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("require", [True, False])
+def test_require_close_notify(require: bool) -> None:
+    client_config, server_config, _ = configs(require_close_notify=require)
+
+    async def main() -> None:
+        async with dtls_asyncio.serve("127.0.0.1", 0, server_config) as server:
+            host, port = server.local_address
+            async with dtls_asyncio.connect(host, port, client_config) as connection:
+                await server.accept()
+                connection.connection.abort("transport gone")  # no close_notify came
+                if require:
+                    with pytest.raises(ConnectionError):
+                        await connection.recv()
+                else:
+                    assert await connection.recv() == b""
+
+    asyncio.run(main())

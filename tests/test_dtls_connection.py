@@ -439,3 +439,29 @@ def test_finished_peers_do_not_ping_pong_on_duplicates() -> None:
     for datagram, _ in server.datagrams_to_send(0):
         client.receive_datagram(datagram, SERVER_ADDRESS, 0)
     assert client.datagrams_to_send(0) == []
+
+
+def test_optional_client_certificate_may_be_absent() -> None:
+    client_config, server_config, pki = configs()
+    server_config = dataclasses.replace(
+        server_config, request_client_certificate=True, ca_certificates=(pki.ca_certificate,)
+    )
+    client, server = _pair(client_config, server_config)
+    run_pair(client, server)
+    assert client.is_established and server.is_established
+    assert server.peer_certificates == ()
+
+
+def test_client_certificate_from_unknown_ca_rejected() -> None:
+    client_config, server_config, pki = configs()
+    stranger = make_pki()
+    chain, key = stranger.issue("client.test", "p256", client=True)
+    client_config = dataclasses.replace(client_config, certificate_chain=chain, private_key=key)
+    server_config = dataclasses.replace(
+        server_config, require_client_certificate=True, ca_certificates=(pki.ca_certificate,)
+    )
+    client, server = _pair(client_config, server_config)
+    run_pair(client, server)
+    assert server.state is HandshakeState.CLOSED
+    (event,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
+    assert event.alert is AlertDescription.bad_certificate and event.alert_received
