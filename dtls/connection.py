@@ -717,9 +717,8 @@ class DTLSConnection:
     def _handle_message(self, message: HandshakeMessage, now: int) -> None:
         msg_type = message.msg_type
         state = self._state
-        # The first flight answered: stop retransmitting it.
-        if msg_type != HandshakeType.hello_verify_request:
-            self._retransmit_deadline = None
+        # The retransmit timer keeps running until we send our next flight or finish: if
+        # part of the peer's flight is lost, our repeat makes the peer send it all again.
         transcript_before = bytes(self._transcript)
         if msg_type not in (HandshakeType.hello_verify_request,):
             self._transcript += hs.encode_handshake(msg_type, message.message_seq, message.body)
