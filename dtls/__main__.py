@@ -57,7 +57,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cipher", type=_csv, default=(), help="IANA cipher suite name(s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="handshake timeout, seconds")
+    parser.add_argument("--keylog", help="append NSS key-log lines (for Wireshark) to this file")
     parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _key_log(path: str | None, connection: dtls_asyncio.AsyncDTLSConnection) -> None:
+    line = connection.connection.key_log_line()
+    if path and line:
+        with Path(path).open("a", encoding="ascii") as log:
+            log.write(line + "\n")
 
 
 def _suites(names: tuple[str, ...]) -> dict[str, object]:
@@ -112,6 +120,7 @@ async def _serve(arguments: argparse.Namespace) -> int:
         while arguments.naccept == 0 or served < arguments.naccept:
             connection = await server.accept()
             served += 1
+            _key_log(arguments.keylog, connection)
             task = asyncio.create_task(_serve_peer(connection, arguments.echo))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -173,6 +182,7 @@ async def _client(arguments: argparse.Namespace) -> int:
     except (ConnectionError, DTLSError, OSError) as error:
         print(f"handshake failed: {error}", file=sys.stderr, flush=True)
         return 1
+    _key_log(arguments.keylog, connection)
     print(
         f"connected: {connection.negotiated_version} {connection.cipher_suite}"
         + (f" alpn={connection.alpn_protocol}" if connection.alpn_protocol else ""),

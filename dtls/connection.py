@@ -419,6 +419,16 @@ class DTLSConnection:
         ):
             self._terminate("closed")
 
+    def key_log_line(self) -> str | None:
+        """NSS key-log line (``CLIENT_RANDOM <random> <master secret>``) for Wireshark.
+
+        None until the master secret exists.  Anyone holding it can decrypt the
+        session: write it only where the user asked for it (SSLKEYLOGFILE).
+        """
+        if not self._master_secret:
+            return None
+        return f"CLIENT_RANDOM {self.client_random.hex()} {self._master_secret.hex()}"
+
     def abort(self, reason: str = "aborted") -> None:
         """End the connection at once, sending nothing (no close_notify)."""
         self._terminate(reason)

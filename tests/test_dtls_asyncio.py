@@ -129,3 +129,21 @@ def test_require_close_notify(require: bool) -> None:
                     assert await connection.recv() == b""
 
     asyncio.run(main())
+
+
+def test_connection_id_over_udp() -> None:
+    client_config, server_config, _ = configs(connection_id=b"")
+
+    async def main() -> None:
+        async with dtls_asyncio.serve(
+            "127.0.0.1", 0, server_config, connection_id_bytes=8
+        ) as server:
+            host, port = server.local_address
+            async with dtls_asyncio.connect(host, port, client_config) as connection:
+                accepted = await server.accept()
+                assert len(connection.peer_connection_id) == 8
+                assert accepted.connection_id == connection.peer_connection_id
+                await connection.send(b"with a connection id")
+                assert await asyncio.wait_for(accepted.recv(), 5) == b"with a connection id"
+
+    asyncio.run(main())

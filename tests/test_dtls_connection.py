@@ -465,3 +465,15 @@ def test_client_certificate_from_unknown_ca_rejected() -> None:
     assert server.state is HandshakeState.CLOSED
     (event,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
     assert event.alert is AlertDescription.bad_certificate and event.alert_received
+
+
+def test_key_log_line_matches_on_both_sides() -> None:
+    client_config, server_config, _ = configs()
+    client, server = _pair(client_config, server_config)
+    assert client.key_log_line() is None
+    run_pair(client, server)
+    line = client.key_log_line()
+    assert line is not None and line == server.key_log_line()
+    label, random_hex, secret_hex = line.split()
+    assert label == "CLIENT_RANDOM" and bytes.fromhex(random_hex) == client.client_random
+    assert len(bytes.fromhex(secret_hex)) == 48

@@ -53,7 +53,7 @@ PSK_HEX = "00112233445566778899aabbccddeeff"
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     directory = tmp_path_factory.mktemp("dtls-pki")
     pki: Pki = make_pki()
-    out = {"ca": str(directory / "ca.pem")}
+    out = {"ca": str(directory / "ca.pem"), "keylog": str(directory / "keys.log")}
     Path(out["ca"]).write_bytes(pem_chain((pki.ca_certificate,)))
     for kind in ("p256", "p384", "rsa"):
         chain, key = pki.issue("localhost", kind, sans=("127.0.0.1",))
@@ -507,6 +507,8 @@ def test_cli_client_with_s_server(files: dict[str, str]) -> None:
                 *_cli(
                     "client",
                     f"127.0.0.1:{port}",
+                    "--keylog",
+                    files["keylog"],
                     "--cafile",
                     files["ca"],
                     "--servername",
@@ -538,6 +540,7 @@ def test_cli_client_with_s_server(files: dict[str, str]) -> None:
     assert b"CIPHER is ECDHE-ECDSA-AES256-GCM-SHA384" in server_output
     assert b"first line\nsecond line" in server_output
     assert b"CONNECTION CLOSED" in server_output  # our close_notify arrived
+    assert Path(files["keylog"]).read_text().startswith("CLIENT_RANDOM ")
 
 
 def test_cli_client_rejects_untrusted_server(files: dict[str, str]) -> None:
