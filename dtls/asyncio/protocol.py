@@ -211,17 +211,21 @@ class EndpointProtocol(asyncio.DatagramProtocol):
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio: the socket is ready."""
         # Selector transports do not all subclass DatagramTransport, so no isinstance here.
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        """asyncio: feed one datagram to the endpoint, then send, fan out, re-arm."""
         self.endpoint.receive_datagram(data, addr, time.monotonic_ns())
         self._process()
 
     def error_received(self, exc: Exception) -> None:
+        """asyncio: ICMP errors and the like; DTLS relies on its own timers instead."""
         logger.debug("socket error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the socket closed; every connection on it ends."""
         if self._timer is not None:
             self._timer.cancel()
         for wrapper in self._wrappers.values():
@@ -232,6 +236,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
 
     # -- plumbing used by connections and servers
     def wrap(self, connection: DTLSConnection) -> AsyncDTLSConnection:
+        """The asyncio face of an engine connection (one per peer)."""
         wrapper = self._wrappers.get(connection.peer_id)
         if wrapper is None:
             wrapper = AsyncDTLSConnection(self, connection)
@@ -243,16 +248,20 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self._owner = wrapper
 
     def owns_transport_for(self, wrapper: AsyncDTLSConnection) -> bool:
+        """Whether closing ``wrapper`` should close the socket too (client sockets)."""
         return self._owner is wrapper
 
     def flush(self, connection: DTLSConnection) -> None:
+        """Send what a command on ``connection`` produced and re-arm the timer."""
         self.endpoint.collect(connection)
         self._process()
 
     async def accept(self) -> AsyncDTLSConnection:
+        """Next server connection whose handshake completed."""
         return await self._accepted.get()
 
     def close(self) -> None:
+        """close_notify to every live connection, then close the socket."""
         for wrapper in list(self._wrappers.values()):
             if wrapper.connection.state.value != "closed":
                 wrapper.connection.close()
