@@ -589,3 +589,80 @@ def _server_config(files: dict[str, str], kind: str) -> DTLSConfiguration:
         certificate_chain=load_certificate_chain(Path(files[kind]).read_bytes()),
         private_key=load_private_key(Path(files[f"{kind}.key"]).read_bytes()),
     )
+
+
+class _DroppingProxy(asyncio.DatagramProtocol):
+    """UDP relay between one client and a server that loses chosen datagrams.
+
+    ``drop_to_server`` / ``drop_to_client`` hold 1-based indices of datagrams to lose in
+    each direction, so whole flights can vanish on the way.
+    """
+
+    def __init__(self, server: tuple[str, int], to_server: set[int], to_client: set[int]) -> None:
+        self.server = server
+        self.drop_to_server = to_server
+        self.drop_to_client = to_client
+        self.client: tuple[str, int] | None = None
+        self.counts = {"to_server": 0, "to_client": 0}
+        self.dropped: list[tuple[str, int]] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        if addr == self.server:
+            direction, destination, drops = "to_client", self.client, self.drop_to_client
+        else:
+            self.client = addr
+            direction, destination, drops = "to_server", self.server, self.drop_to_server
+        self.counts[direction] += 1
+        if self.counts[direction] in drops:
+            self.dropped.append((direction, self.counts[direction]))
+            return
+        if destination is not None:
+            self.transport.sendto(data, destination)
+
+
+def test_whole_flights_dropped_between_s_client_and_our_server(files: dict[str, str]) -> None:
+    """Lose our first ServerHello flight and a later client flight; timers on both sides heal.
+
+    The third client datagram is either s_client repeating its hello or its first flight 5,
+    depending on whose 1 s timer fires first; either way the handshake must complete.
+    """
+
+    async def run() -> _DroppingProxy:
+        async with dtls_asyncio.serve("127.0.0.1", 0, _server_config(files, "rsa")) as server:
+            loop = asyncio.get_running_loop()
+            # to_client: 1 = HelloVerifyRequest, 2 = our first flight 4 (one datagram);
+            # to_server: 1 = hello, 2 = hello with cookie, 3 = whatever comes next.
+            _, proxy = await loop.create_datagram_endpoint(
+                lambda: _DroppingProxy(server.local_address, {3}, {2}),
+                local_addr=("127.0.0.1", 0),
+            )
+            assert proxy.transport is not None
+            _, proxy_port = proxy.transport.get_extra_info("sockname")
+            try:
+                async with _openssl(
+                    "s_client",
+                    "-dtls1_2",
+                    "-connect",
+                    f"127.0.0.1:{proxy_port}",
+                    "-quiet",
+                    "-no_ign_eof",
+                    "-nocommands",
+                ) as client:
+                    assert client.stdin is not None and client.stdout is not None
+                    connection = await asyncio.wait_for(server.accept(), STEP_SECONDS)
+                    client.stdin.write(b"made it\n")
+                    await client.stdin.drain()
+                    assert await asyncio.wait_for(connection.recv(), STEP_SECONDS) == b"made it\n"
+                    client.stdin.close()
+                    assert await asyncio.wait_for(connection.recv(), STEP_SECONDS) == b""
+            finally:
+                proxy.transport.close()
+            return proxy
+
+    proxy = asyncio.run(run())
+    assert proxy.dropped == [("to_client", 2), ("to_server", 3)]
