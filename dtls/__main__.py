@@ -94,6 +94,16 @@ async def _serve(arguments: argparse.Namespace) -> int:
         certificates.add(chain, key)
     elif not arguments.psk:
         raise SystemExit("server needs --cert/--key or --psk")
+    for entry in arguments.sni:
+        name, _, files = entry.partition("=")
+        cert_file, _, key_file = files.partition(",")
+        if not name or not cert_file:
+            raise SystemExit(f"bad --sni {entry!r}: expected NAME=CERT,KEY")
+        certificates.add(
+            load_certificate_chain(Path(cert_file).read_bytes()),
+            load_private_key(Path(key_file or cert_file).read_bytes()),
+            name,
+        )
     cas = _load_cas(arguments.cafile)
     psk = bytes.fromhex(arguments.psk) if arguments.psk else None
     options: dict[str, object] = {**_suites(arguments.cipher), **_srtp(arguments.srtp)}
@@ -227,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--cert", help="PEM certificate chain")
     server.add_argument("--key", help="PEM private key")
     server.add_argument("--cafile", help="require client certificates issued by these CAs")
+    server.add_argument(
+        "--sni",
+        action="append",
+        default=[],
+        metavar="NAME=CERT,KEY",
+        help="extra certificate for a server name (repeatable)",
+    )
     server.add_argument("--echo", action="store_true", help="send every datagram back")
     server.add_argument("--psk-hint", default="", help="PSK identity hint")
     server.add_argument("--naccept", type=int, default=0, help="exit after N peers (0: never)")

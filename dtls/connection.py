@@ -106,6 +106,8 @@ __all__ = ["Address", "DTLSConnection", "HandshakeState", "ServerContext"]
 
 logger = logging.getLogger(__name__)
 
+# Curves of ECDSA certificates as supported_groups values (RFC 8422 5.1.1).
+_CURVE_GROUPS = {"secp256r1": 23, "secp384r1": 24, "secp521r1": 25}
 _RECORD_HEADER = struct.Struct("!BHHHIH")  # type, version, epoch, seq_hi16, seq_lo32, length
 
 Address = Hashable
@@ -1293,9 +1295,15 @@ class DTLSConnection:
             else:
                 candidates = certificates.all_entries()
             for entry in candidates:
-                if isinstance(entry[1], wanted) or (
+                key = entry[1]
+                if isinstance(key, ec.EllipticCurvePrivateKey) and groups is not None:
+                    # RFC 8422 5.1: an ECDSA certificate's curve must be one the client named.
+                    curve_group = _CURVE_GROUPS.get(key.curve.name)
+                    if curve_group is not None and curve_group not in groups:
+                        continue
+                if isinstance(key, wanted) or (
                     key_exchange is KeyExchange.ECDHE_ECDSA
-                    and isinstance(entry[1], ed25519.Ed25519PrivateKey)
+                    and isinstance(key, ed25519.Ed25519PrivateKey)
                 ):
                     self._selected_certificate = entry
                     return suite

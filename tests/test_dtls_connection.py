@@ -67,11 +67,17 @@ def _exchange(sender: DTLSConnection, receiver: DTLSConnection, data: bytes, now
 def test_full_handshake_every_suite_and_group(
     suite: CipherSuite, kind: str, group: NamedGroup
 ) -> None:
-    client_config, server_config, _ = configs(kind, cipher_suites=(suite,), groups=(group,))
+    # The client must also name an ECDSA certificate's curve (RFC 8422 5.1); the server's
+    # single configured group then decides the ECDHE group.
+    certificate_curve = {"p256": NamedGroup.secp256r1, "p384": NamedGroup.secp384r1}.get(kind)
+    client_groups = tuple(dict.fromkeys((group, certificate_curve or group)))
+    client_config, server_config, _ = configs(kind, cipher_suites=(suite,), groups=client_groups)
+    server_config = dataclasses.replace(server_config, groups=(group,))
     client, server = _pair(client_config, server_config)
     now = run_pair(client, server)
     assert client.is_established and server.is_established
     assert client.cipher_suite is suite and server.cipher_suite is suite
+    assert server._key_share is not None and server._key_share.group is group
     assert client.negotiated_version == "DTLSv1.2"
     assert client.extended_master_secret and server.extended_master_secret
     assert _exchange(client, server, b"ping", now) == b"ping"
@@ -477,3 +483,22 @@ def test_key_log_line_matches_on_both_sides() -> None:
     label, random_hex, secret_hex = line.split()
     assert label == "CLIENT_RANDOM" and bytes.fromhex(random_hex) == client.client_random
     assert len(bytes.fromhex(secret_hex)) == 48
+
+
+def test_server_skips_ecdsa_certificate_whose_curve_client_did_not_name() -> None:
+    from dtls.config import ServerCertificates
+
+    client_config, server_config, pki = configs(
+        "p384", groups=(NamedGroup.x25519, NamedGroup.secp256r1)
+    )
+    rsa_chain, rsa_key = pki.issue("server.test", "rsa")
+    store = ServerCertificates()
+    store.add(server_config.certificate_chain, server_config.private_key)  # type: ignore[arg-type]
+    store.add(rsa_chain, rsa_key, "server.test")
+    server_config = dataclasses.replace(
+        server_config, certificate_chain=(), private_key=None, server_certificates=store
+    )
+    client, server = _pair(client_config, server_config)
+    run_pair(client, server)
+    assert client.is_established
+    assert client.cipher_suite is not None and "RSA" in client.cipher_suite.name

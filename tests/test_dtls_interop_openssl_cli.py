@@ -61,6 +61,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         (directory / f"{kind}.key").write_bytes(pem_key(key))
         out[kind] = str(directory / f"{kind}.pem")
         out[f"{kind}.key"] = str(directory / f"{kind}.key")
+    chain, key = pki.issue("other.test", "rsa")
+    (directory / "other.pem").write_bytes(pem_chain(chain))
+    (directory / "other.key").write_bytes(pem_key(key))
+    out["other"] = str(directory / "other.pem")
+    out["other.key"] = str(directory / "other.key")
     chain, key = pki.issue("client.test", "p256", client=True)
     (directory / "client.pem").write_bytes(pem_chain(chain))
     (directory / "client.key").write_bytes(pem_key(key))
@@ -666,3 +671,61 @@ def test_whole_flights_dropped_between_s_client_and_our_server(files: dict[str, 
 
     proxy = asyncio.run(run())
     assert proxy.dropped == [("to_client", 2), ("to_server", 3)]
+
+
+def test_cli_server_sni_certificate_with_s_client(files: dict[str, str]) -> None:
+    async def run() -> bytes:
+        port = _free_port()
+        server = await asyncio.create_subprocess_exec(
+            *_cli(
+                "server",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--cert",
+                files["p256"],
+                "--key",
+                files["p256.key"],
+                "--sni",
+                f"other.test={files['other']},{files['other.key']}",
+                "--echo",
+                "--naccept",
+                "1",
+            ),
+            stderr=asyncio.subprocess.PIPE,
+            env=_env(),
+        )
+        try:
+            assert server.stderr is not None
+            await _read_until(server.stderr, b"listening on")
+            async with _openssl(
+                "s_client",
+                "-dtls1_2",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-servername",
+                "other.test",
+                "-verify_hostname",
+                "other.test",
+                "-CAfile",
+                files["ca"],
+                "-verify_return_error",
+                "-no_ign_eof",
+                "-nocommands",
+            ) as client:
+                assert client.stdin is not None and client.stdout is not None
+                seen = await _read_until(client.stdout, b"Verify return code")
+                client.stdin.write(b"sni echo\n")
+                await client.stdin.drain()
+                seen += await _read_until(client.stdout, b"sni echo")
+                client.stdin.close()
+                await asyncio.wait_for(client.wait(), STEP_SECONDS)
+            await asyncio.wait_for(server.wait(), STEP_SECONDS)
+            return seen
+        finally:
+            if server.returncode is None:
+                server.kill()
+                await server.wait()
+
+    output = asyncio.run(run())
+    assert b"CN = other.test" in output
+    assert b"Verify return code: 0 (ok)" in output

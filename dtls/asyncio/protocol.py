@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from cryptography import x509
 
-from ..config import DTLSConfiguration
+from ..config import CertificatePrivateKey, DTLSConfiguration
 from ..connection import Address, DTLSConnection
 from ..endpoint import DTLSEndpoint
 from ..errors import HandshakeTimeout, LocalProtocolError
@@ -350,6 +350,15 @@ class DTLSServer:
             raise LocalProtocolError("server not started")
         name = self.protocol.transport.get_extra_info("sockname")
         return name[0], name[1]
+
+    def add_certificate(
+        self,
+        chain: tuple[x509.Certificate, ...],
+        private_key: CertificatePrivateKey,
+        server_name: str | None = None,
+    ) -> None:
+        """Serve ``chain`` for ``server_name`` (SNI) from now on; works while running."""
+        self.endpoint.add_certificate(chain, private_key, server_name)
 
     async def accept(self) -> AsyncDTLSConnection:
         """Wait for the next peer whose handshake completed."""
