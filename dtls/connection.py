@@ -307,6 +307,11 @@ class DTLSConnection:
             if self._is_closed():
                 break
             self._handle_record(record, addr, now)
+        while self._parked and not self._is_closed() and self._parked[0][0].epoch in self._read:
+            parked, self._parked = self._parked, []
+            for record, source in parked:
+                if not self._is_closed():
+                    self._handle_record(record, source, now)
 
     def _receive_application_fast(self, data: bytes, now: int) -> bool:
         """One protected application-data record filling the datagram: the bulk case.
@@ -555,10 +560,9 @@ class DTLSConnection:
         epoch = self._pending_read.epoch
         self._read[epoch] = self._pending_read
         self._replay[epoch] = ReplayWindow()
-        parked, self._parked = self._parked, []
-        for record, addr in parked:
-            if self._state is not HandshakeState.CLOSED:
-                self._handle_record(record, addr, now)
+        # Parked records are replayed by receive_datagram once the current datagram is done,
+        # never from inside message processing: a parked Finished must not overtake messages
+        # that the reassembler already released to the loop that is running now.
 
     def _activate_write_keys(self) -> None:
         assert self._pending_write is not None

@@ -502,3 +502,23 @@ def test_server_skips_ecdsa_certificate_whose_curve_client_did_not_name() -> Non
     run_pair(client, server)
     assert client.is_established
     assert client.cipher_suite is not None and "RSA" in client.cipher_suite.name
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mutual_auth_small_mtu_heavy_reordering(seed: int) -> None:
+    """A Finished parked before its keys must not overtake the CertificateVerify."""
+    client_config, server_config, pki = configs("rsa", mtu=300)
+    chain, key = pki.issue("client.test", "rsa", client=True)
+    client_config = dataclasses.replace(client_config, certificate_chain=chain, private_key=key)
+    server_config = dataclasses.replace(
+        server_config,
+        mtu=300,
+        require_client_certificate=True,
+        ca_certificates=(pki.ca_certificate,),
+    )
+    client, server = _pair(client_config, server_config)
+    run_pair(client, server, link=Link(seed=seed, loss=0.1, duplicate=0.2, reorder=0.5))
+    assert client.is_established and server.is_established, (
+        client.terminated_reason,
+        server.terminated_reason,
+    )
