@@ -276,6 +276,16 @@ class DTLSConnection:
         """IANA name of the negotiated cipher suite."""
         return None if self.cipher_suite is None else self.cipher_suite.name
 
+    @property
+    def max_application_payload(self) -> int:
+        """Largest datagram ``send()`` can protect without exceeding the configured MTU.
+
+        Larger ones (up to 2^14 bytes) are still sent, as one record the IP layer fragments.
+        """
+        epoch = self._write_epoch
+        overhead = self._record_overhead(epoch) if epoch else RECORD_HEADER_BYTES + 24
+        return max(0, self.configuration.mtu - overhead)
+
     def start_handshake(self, now: int) -> None:
         """Client: send the first ClientHello.  Servers wait for one; calling this is harmless."""
         if not self.is_client or self._state is not HandshakeState.CLIENT_START:

@@ -147,3 +147,17 @@ def test_connection_id_over_udp() -> None:
                 assert await asyncio.wait_for(accepted.recv(), 5) == b"with a connection id"
 
     asyncio.run(main())
+
+
+def test_accept_after_close_raises() -> None:
+    _, server_config, _ = configs()
+
+    async def main() -> None:
+        server = await dtls_asyncio.serve("127.0.0.1", 0, server_config).start()
+        waiter = asyncio.create_task(server.accept())
+        await asyncio.sleep(0)
+        server.close()
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(waiter, 5)
+
+    asyncio.run(main())

@@ -522,3 +522,19 @@ def test_mutual_auth_small_mtu_heavy_reordering(seed: int) -> None:
         client.terminated_reason,
         server.terminated_reason,
     )
+
+
+@pytest.mark.parametrize(
+    ("suite", "kind"),
+    [
+        (CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "p256"),
+        (CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, "rsa"),
+    ],
+)
+def test_max_application_payload_fills_the_mtu_exactly(suite: CipherSuite, kind: str) -> None:
+    client_config, server_config, _ = configs(kind, cipher_suites=(suite,), mtu=500)
+    client, server = _pair(client_config, server_config)
+    now = run_pair(client, server)
+    client.send(b"z" * client.max_application_payload)
+    ((datagram, _),) = client.datagrams_to_send(now)
+    assert len(datagram) == 500

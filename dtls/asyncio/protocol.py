@@ -257,8 +257,20 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self._process()
 
     async def accept(self) -> AsyncDTLSConnection:
-        """Next server connection whose handshake completed."""
-        return await self._accepted.get()
+        """Next server connection whose handshake completed.
+
+        Raises ``ConnectionError`` once the socket is closed, so no caller waits forever.
+        """
+        if not self._accepted.empty():
+            return self._accepted.get_nowait()
+        if self.closed.done():
+            raise ConnectionError("server closed")
+        getter = asyncio.ensure_future(self._accepted.get())
+        await asyncio.wait({getter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        raise ConnectionError("server closed")
 
     def close(self) -> None:
         """close_notify to every live connection, then close the socket."""
