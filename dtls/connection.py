@@ -298,9 +298,8 @@ class DTLSConnection:
         """Process one datagram from the peer; never raises for bad input."""
         if self._state is HandshakeState.CLOSED:
             return
-        if self._handshake_deadline is None and not self.is_client:
+        if self._handshake_deadline is None and self._state is HandshakeState.SERVER_WAIT_HELLO:
             self._handshake_deadline = now + self.configuration.handshake_timeout_ns
-        self._last_receive_ns = now
         if (
             self._state is HandshakeState.ESTABLISHED
             and not self.local_connection_id
@@ -351,6 +350,7 @@ class DTLSConnection:
             self.dropped_records += 1
             return True
         window.mark(sequence_number)
+        self._last_receive_ns = now
         self._handle_application_data(plaintext, epoch)
         return True
 
@@ -510,6 +510,8 @@ class DTLSConnection:
                 return
         window.mark(record.sequence_number)
         self._current_record_sequence = record.sequence_number
+        if protection is not None or self._state is not HandshakeState.ESTABLISHED:
+            self._last_receive_ns = now  # only authenticated traffic keeps a session alive
         if protection is not None and addr != self.address and self.local_connection_id:
             # RFC 9146 6: an authenticated CID record from a new address moves the peer.
             logger.debug("peer %d moved from %r to %r", self.peer_id, self.address, addr)

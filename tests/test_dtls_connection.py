@@ -538,3 +538,18 @@ def test_max_application_payload_fills_the_mtu_exactly(suite: CipherSuite, kind:
     client.send(b"z" * client.max_application_payload)
     ((datagram, _),) = client.datagrams_to_send(now)
     assert len(datagram) == 500
+
+
+def test_unauthenticated_noise_does_not_keep_an_idle_session_alive() -> None:
+    client_config, server_config, _ = configs()
+    server_config = dataclasses.replace(server_config, idle_timeout_ns=10 * SECOND_NS)
+    client, server = _pair(client_config, server_config)
+    now = run_pair(client, server)
+    deadline = server.get_timer()
+    assert deadline is not None
+    server.receive_datagram(b"\x17\xfe\xfd" + bytes(40), CLIENT_ADDRESS, now + 5 * SECOND_NS)
+    assert server.get_timer() == deadline
+    client.send(b"real traffic")
+    for datagram, _ in client.datagrams_to_send(now):
+        server.receive_datagram(datagram, CLIENT_ADDRESS, now + 6 * SECOND_NS)
+    assert server.get_timer() == now + 16 * SECOND_NS
