@@ -512,8 +512,14 @@ class DTLSConnection:
         self._current_record_sequence = record.sequence_number
         if protection is not None or self._state is not HandshakeState.ESTABLISHED:
             self._last_receive_ns = now  # only authenticated traffic keeps a session alive
-        if protection is not None and addr != self.address and self.local_connection_id:
-            # RFC 9146 6: an authenticated CID record from a new address moves the peer.
+        if (
+            protection is not None
+            and addr != self.address
+            and self.local_connection_id
+            and window.highest == record.sequence_number
+        ):
+            # RFC 9146 6: an authenticated CID record from a new address moves the peer,
+            # but only the newest one (a delayed older record must not move it back).
             logger.debug("peer %d moved from %r to %r", self.peer_id, self.address, addr)
             self.address = addr
         if (

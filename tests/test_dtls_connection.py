@@ -553,3 +553,18 @@ def test_unauthenticated_noise_does_not_keep_an_idle_session_alive() -> None:
     for datagram, _ in client.datagrams_to_send(now):
         server.receive_datagram(datagram, CLIENT_ADDRESS, now + 6 * SECOND_NS)
     assert server.get_timer() == now + 16 * SECOND_NS
+
+
+def test_delayed_older_cid_record_does_not_move_peer_back() -> None:
+    client_config, server_config, _ = configs(connection_id=b"")
+    server_config = dataclasses.replace(server_config, connection_id=b"\x0a\x0b")
+    client, server = _pair(client_config, server_config)
+    now = run_pair(client, server)
+    client.send(b"old")
+    ((older, _),) = client.datagrams_to_send(now)
+    client.send(b"new")
+    ((newer, _),) = client.datagrams_to_send(now)
+    server.receive_datagram(newer, ("10.0.0.1", 7000), now)
+    server.receive_datagram(older, CLIENT_ADDRESS, now)  # late copy from the old address
+    assert server.address == ("10.0.0.1", 7000)
+    assert server.receive() == b"new" and server.receive() == b"old"
