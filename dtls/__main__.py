@@ -25,6 +25,7 @@ from .config import (
     system_ca_certificates,
 )
 from .errors import DTLSError
+from .sessions import Session
 from .suites import CipherSuite, SrtpProfile
 
 SECOND_NS = 1_000_000_000
@@ -172,6 +173,11 @@ async def _client(arguments: argparse.Namespace) -> int:
     if cas is None and not arguments.insecure and not arguments.psk:
         cas = system_ca_certificates()
     options: dict[str, object] = {**_suites(arguments.cipher), **_srtp(arguments.srtp)}
+    if arguments.sess_in:
+        try:
+            options["session"] = Session.from_bytes(Path(arguments.sess_in).read_bytes())
+        except DTLSError as error:
+            print(f"ignoring {arguments.sess_in}: {error}", file=sys.stderr)
     configuration = DTLSConfiguration(
         is_client=True,
         ca_certificates=cas,
@@ -193,9 +199,13 @@ async def _client(arguments: argparse.Namespace) -> int:
         print(f"handshake failed: {error}", file=sys.stderr, flush=True)
         return 1
     _key_log(arguments.keylog, connection)
+    session = connection.connection.session
+    if arguments.sess_out and session is not None:
+        Path(arguments.sess_out).write_bytes(session.to_bytes())
     print(
         f"connected: {connection.negotiated_version} {connection.cipher_suite}"
-        + (f" alpn={connection.alpn_protocol}" if connection.alpn_protocol else ""),
+        + (f" alpn={connection.alpn_protocol}" if connection.alpn_protocol else "")
+        + (" (resumed)" if connection.session_resumed else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -259,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--key", help="client private key (PEM)")
     client.add_argument("--psk-identity", default="Client_identity", help="PSK identity")
     client.add_argument("--cid", action="store_true", help="ask for an RFC 9146 connection id")
+    client.add_argument("--sess-in", help="resume the session saved in this file")
+    client.add_argument("--sess-out", help="save the session to this file (holds secrets)")
     _common(client)
     arguments = parser.parse_args(argv)
     logging.basicConfig(

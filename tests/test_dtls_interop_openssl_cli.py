@@ -729,3 +729,44 @@ def test_cli_server_sni_certificate_with_s_client(files: dict[str, str]) -> None
     output = asyncio.run(run())
     assert b"CN = other.test" in output
     assert b"Verify return code: 0 (ok)" in output
+
+
+def test_cli_client_saves_and_resumes_session_with_s_server(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    saved = tmp_path / "session.bin"
+
+    async def run() -> tuple[list[bytes], bytes]:
+        port = _free_port()
+        async with _openssl(
+            "s_server",
+            "-dtls1_2",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-naccept",
+            "2",
+            "-cert",
+            files["p256"],
+            "-key",
+            files["p256.key"],
+        ) as server:
+            assert server.stdout is not None
+            output = await _read_until(server.stdout, b"ACCEPT")
+            errors = []
+            for option in ("--sess-out", "--sess-in"):
+                client = await asyncio.create_subprocess_exec(
+                    *_cli("client", f"127.0.0.1:{port}", "--insecure", option, str(saved)),
+                    stdin=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=_env(),
+                )
+                _, error = await asyncio.wait_for(client.communicate(b"hi\n"), STEP_SECONDS)
+                assert client.returncode == 0, error
+                errors.append(error)
+            output += await asyncio.wait_for(server.stdout.read(), STEP_SECONDS)
+            return errors, output
+
+    errors, output = asyncio.run(run())
+    assert b"(resumed)" not in errors[0]
+    assert b"(resumed)" in errors[1]
+    assert b"Reused session-id" in output
