@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -221,11 +223,21 @@ async def _client(arguments: argparse.Namespace) -> int:
             print(f"connection ended: {error}", file=sys.stderr, flush=True)
 
     reader = asyncio.create_task(printer())
-    loop = asyncio.get_running_loop()
-    while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
-        if reader.done():
+    lines = _stdin_lines(asyncio.get_running_loop())
+    while True:
+        next_line = asyncio.ensure_future(lines.get())
+        await asyncio.wait({next_line, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if not next_line.done():
+            next_line.cancel()  # the peer closed first: stop reading input
             break
-        await connection.send(line)
+        line = next_line.result()
+        if not line:
+            break
+        try:
+            await connection.send(line)
+        except (ConnectionError, DTLSError) as error:
+            print(f"send failed: {error}", file=sys.stderr, flush=True)
+            break
     if not reader.done():
         connection.shutdown(read=False, write=True)
         try:
@@ -236,6 +248,46 @@ async def _client(arguments: argparse.Namespace) -> int:
     await connection.__aexit__(None, None, None)
     reader.cancel()
     return 0
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
+    """Lines of stdin (b"" at the end), read by a daemon thread.
+
+    A daemon thread rather than the loop's executor, so that the process can
+    exit when the peer closes while a read from the terminal is still pending;
+    it reads the file descriptor directly, because a thread parked inside
+    ``sys.stdin.buffer`` holds that object's lock and aborts interpreter exit.
+    """
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    descriptor = sys.stdin.fileno()
+
+    def deliver(line: bytes) -> bool:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        except RuntimeError:  # the loop is gone: we are exiting
+            return False
+        return True
+
+    def pump() -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(descriptor, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if pending:
+                    deliver(pending)
+                deliver(b"")
+                return
+            pending += chunk
+            while (end := pending.find(b"\n")) >= 0:
+                line, pending = pending[: end + 1], pending[end + 1 :]
+                if not deliver(line):
+                    return
+
+    threading.Thread(target=pump, name="dtls-stdin", daemon=True).start()
+    return queue
 
 
 def main(argv: list[str] | None = None) -> int:
