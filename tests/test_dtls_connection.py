@@ -568,3 +568,54 @@ def test_delayed_older_cid_record_does_not_move_peer_back() -> None:
     server.receive_datagram(older, CLIENT_ADDRESS, now)  # late copy from the old address
     assert server.address == ("10.0.0.1", 7000)
     assert server.receive() == b"new" and server.receive() == b"old"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_feature_combinations_over_a_lossy_link(seed: int) -> None:
+    """PSK / mutual auth / CID / tickets / MTU mixed at random, then a resumption."""
+    import random
+
+    from dtls.connection import ServerContext
+
+    rng = random.Random(seed)
+    kind = rng.choice(["p256", "rsa"])
+    client_config, server_config, pki = configs(kind)
+    mtu = rng.choice([256, 576, 1200])
+    tickets = rng.random() < 0.5
+    use_cid = rng.random() < 0.5
+    client_config = dataclasses.replace(
+        client_config,
+        mtu=mtu,
+        session_tickets=tickets,
+        alpn_protocols=("a", "b"),
+        connection_id=b"\x01\x02" if use_cid else None,
+    )
+    server_config = dataclasses.replace(
+        server_config,
+        mtu=mtu,
+        session_tickets=tickets,
+        alpn_protocols=("b",),
+        connection_id=bytes(rng.randrange(1, 9)) if use_cid else None,
+    )
+    if rng.random() < 0.25:
+        client_config = dataclasses.replace(client_config, psk=b"k" * 16, psk_identity=b"id")
+        server_config = dataclasses.replace(server_config, psk_lookup=lambda identity: b"k" * 16)
+    elif rng.random() < 0.5:
+        chain, key = pki.issue("client.test", "p256", client=True)
+        client_config = dataclasses.replace(client_config, certificate_chain=chain, private_key=key)
+        server_config = dataclasses.replace(
+            server_config, require_client_certificate=True, ca_certificates=(pki.ca_certificate,)
+        )
+    context = ServerContext()
+    link = Link(seed=seed, loss=0.05, duplicate=0.2, reorder=0.4)
+    client = DTLSConnection(client_config, address=SERVER_ADDRESS)
+    server = DTLSConnection(server_config, address=CLIENT_ADDRESS, server_context=context)
+    run_pair(client, server, link=link, stop_when_established=False)
+    assert client.is_established and server.is_established
+    assert client.alpn_protocol == "b"
+    resumed_client = DTLSConnection(
+        dataclasses.replace(client_config, session=client.session), address=SERVER_ADDRESS
+    )
+    resumed_server = DTLSConnection(server_config, address=CLIENT_ADDRESS, server_context=context)
+    run_pair(resumed_client, resumed_server, link=link, stop_when_established=False)
+    assert resumed_client.session_resumed and resumed_server.is_established
