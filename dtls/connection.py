@@ -409,7 +409,18 @@ class DTLSConnection:
                 raise LocalProtocolError("too much data queued before the handshake finished")
             self._pending_send.append(bytes(data))
             return
-        self._outgoing.append(self._seal(ContentType.application_data, self._write_epoch, data))
+        epoch = self._write_epoch
+        protection = self._write[epoch]
+        if protection is None or self.peer_connection_id:
+            self._outgoing.append(self._seal(ContentType.application_data, epoch, data))
+            return
+        sequence_number = self._send_sequence[epoch]
+        if sequence_number > MAX_SEQUENCE_NUMBER:
+            raise LocalProtocolError("sequence numbers of this epoch are used up")
+        self._send_sequence[epoch] = sequence_number + 1
+        self._outgoing.append(
+            protection.seal_plain(ContentType.application_data, sequence_number, data)
+        )
 
     def receive(self) -> bytes | None:
         """Next received application datagram, or None when the queue is empty."""
