@@ -86,6 +86,10 @@ class KeyShare:
                     raise ValueError("x25519 share must be 32 bytes")
                 return self._private.exchange(x25519.X25519PublicKey.from_public_bytes(peer_public))
             curve = self._private.curve
+            # Only the uncompressed form was negotiated (ec_point_formats, RFC 8422 5.1.2).
+            coordinate_bytes = (curve.key_size + 7) // 8
+            if len(peer_public) != 1 + 2 * coordinate_bytes or peer_public[0] != 4:
+                raise ValueError("ECDHE share is not an uncompressed point")
             peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, peer_public)
             return self._private.exchange(ec.ECDH(), peer)
         except (ValueError, UnsupportedAlgorithm):
