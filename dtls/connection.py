@@ -294,6 +294,15 @@ class DTLSConnection:
         self._send_client_hello(cookie=b"", now=now)
         self._state = HandshakeState.CLIENT_WAIT_HELLO
 
+    def handshake(self, now: int) -> None:
+        """Explicit handshake start (the same as :meth:`start_handshake`).
+
+        Optional: ``send()`` before the handshake queues data, and a server needs
+        nothing but the client's datagrams.  Completion is the ``HandshakeCompleted``
+        event (the asyncio adapter's ``await handshake()`` waits for it).
+        """
+        self.start_handshake(now)
+
     def receive_datagram(self, data: bytes, addr: Address, now: int) -> None:
         """Process one datagram from the peer; never raises for bad input."""
         if self._state is HandshakeState.CLOSED:

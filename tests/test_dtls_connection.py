@@ -619,3 +619,12 @@ def test_random_feature_combinations_over_a_lossy_link(seed: int) -> None:
     resumed_server = DTLSConnection(server_config, address=CLIENT_ADDRESS, server_context=context)
     run_pair(resumed_client, resumed_server, link=link, stop_when_established=False)
     assert resumed_client.session_resumed and resumed_server.is_established
+
+
+def test_send_before_handshake_starts_nothing_until_handshake_called() -> None:
+    client_config, _, _ = configs()
+    client = DTLSConnection(client_config, address=SERVER_ADDRESS)
+    client.send(b"queued")
+    assert client.datagrams_to_send(0) == []
+    client.handshake(0)
+    assert len(client.datagrams_to_send(0)) == 1
