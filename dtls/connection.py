@@ -1461,7 +1461,11 @@ class DTLSConnection:
         if not config.verify_peer and config.verify_callback is None:
             return
         errors = validate_chain(
-            chain, config.ca_certificates, server_name=config.server_name, as_server=as_server
+            chain,
+            config.ca_certificates,
+            server_name=config.server_name,
+            as_server=as_server,
+            at=config.certificate_validation_time,
         )
         self.peer_certificate_errors = errors
         if config.verify_callback is not None:

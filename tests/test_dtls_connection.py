@@ -628,3 +628,17 @@ def test_send_before_handshake_starts_nothing_until_handshake_called() -> None:
     assert client.datagrams_to_send(0) == []
     client.handshake(0)
     assert len(client.datagrams_to_send(0)) == 1
+
+
+def test_certificate_validation_time_is_configurable() -> None:
+    import datetime
+
+    client_config, server_config, _ = configs()
+    # A year from now the 30-day test certificate has expired.
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365)
+    client, server = _pair(
+        dataclasses.replace(client_config, certificate_validation_time=later), server_config
+    )
+    run_pair(client, server)
+    assert client.state is HandshakeState.CLOSED
+    assert "bad_certificate" in (client.terminated_reason or "")
