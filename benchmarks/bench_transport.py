@@ -48,12 +48,12 @@ def _serve_process(mode: str) -> tuple[subprocess.Popen[str], str, str]:
     return process, address, public_key
 
 
-def throughput(size: int) -> float:
-    process, address, _ = _serve_process("digest")
+def throughput(size: int, mode: str = "digest") -> float:
+    process, address, _ = _serve_process(mode)
     try:
         done = subprocess.run(
             [sys.executable, "-m", "qotp", "send", address, "--bytes", str(size),
-             "--mode", "digest", "--timeout", "300"],
+             "--mode", mode, "--timeout", "300"],
             capture_output=True, text=True, timeout=400, check=False,
         )  # fmt: skip
         report = json.loads(done.stdout)
@@ -66,17 +66,40 @@ def throughput(size: int) -> float:
 
 
 def go_reference_throughput(size: int) -> float | None:
-    """The Go reference with itself, through our interop peer, if it can be built here."""
+    """The Go reference with itself (echo, one stream), through our interop peer.
+
+    Built as in tests/interop (``QOTP_REFERENCE_VERSION`` picks another version
+    where v0.2.19 cannot be fetched); None when it cannot be had here.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import tempfile
+
+    from interop import goref
+
     try:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from interop import goref  # type: ignore[import-not-found]
-    except ImportError:
+        peer = goref.build_go_peer(Path(tempfile.gettempdir()) / "qotp-bench-go-peer")
+    except (goref.GoPeerUnavailable, goref.GoPeerBuildError) as error:
+        print(f"  (Go reference not measured: {str(error).splitlines()[0]})")
         return None
+    logs = Path(tempfile.mkdtemp())
+    server = goref.start_server(
+        [str(peer.binary), "server", "--listen", "127.0.0.1:0", "--mode", "echo",
+         "--seed-hex", "11" * 32],
+        name="go-reference-server", log_directory=logs,
+    )  # fmt: skip
     try:
-        return float(goref.reference_self_throughput(size))
-    except Exception as error:  # noqa: BLE001 - report any failure as "not available"
-        print(f"  (Go reference not measured: {error})")
+        run = goref.run_client(
+            [str(peer.binary), "client", "--connect", server.address, "--streams", "1",
+             "--bytes", str(size), "--mode", "echo"],
+            timeout=300,
+        )  # fmt: skip
+    finally:
+        goref.stop_server(server)
+    if not run.report or not run.report.get("ok"):
+        print(f"  (Go reference run failed: {run.describe()[:300]})")
         return None
+    print(f"  (Go reference {peer.version} with itself, echo 1 x {size // MB} MB)")
+    return float(run.report["mb_s"])  # type: ignore[arg-type]
 
 
 async def request_latency(count: int) -> tuple[float, float]:
@@ -169,6 +192,9 @@ def main() -> None:
 
     ours = throughput(size)
     reference = go_reference_throughput(10 * MB)
+    if reference:
+        ours_echo = throughput(10 * MB, "echo")
+        print(f"  (Python<->Python echo 1 x 10 MB, the same shape: {ours_echo:.1f} MB/s)")
     line = f"throughput: Python<->Python one stream {size // MB} MB: {ours:.1f} MB/s (target >= 60)"
     if reference:
         line += (
