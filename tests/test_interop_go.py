@@ -134,6 +134,8 @@ def test_interop(
     run = run_client(command, timeout=timeout + PROCESS_TIMEOUT_MARGIN_S)
     record_property("reference_version", go_peer.version)
     record_property("client_report", run.report)
+    # One line per case in the output of `pytest -rP`: the numbers worth keeping.
+    print(f"reference {go_peer.version}: {run.report}")
     _check_run(run, server, streams=streams, size=size)
 
 

@@ -306,6 +306,13 @@ func (state *serverStream) stepDigest() {
 		return
 	}
 	if closed {
+		if !state.haveHeader && len(state.header) == 0 {
+			// A stream object the reference re-created for a late packet
+			// (an ACK or a repeated CLOSE) after it had removed the stream.
+			state.stream.Close()
+			state.done = true
+			return
+		}
 		state.finish("peer closed before sending everything (%d bytes missing)", state.remaining)
 	}
 }
