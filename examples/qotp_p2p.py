@@ -123,7 +123,7 @@ async def main() -> None:
         await asyncio.wait_for(reading, 60)
         ok = hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
         if not ok:
-            print("diagnostics:", len(received), len(data), connection.close_reason, connection.statistics())
+            print("diagnostics:", len(received), len(data), connection.close_reason)
         print(f"NAT rebinding: public port {first_port[1]} -> {second_port[1]}; "
               f"A saw {len(moves)} address change(s); 4 MB echoed intact: {ok}")  # fmt: skip
         serving.cancel()

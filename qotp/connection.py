@@ -350,7 +350,12 @@ class Connection:
         send = self.send_buffer
         was_low = send.free_space < _WRITABLE_LOW_WATER_BYTES
         result = send.on_ack(
-            ack.stream_id, ack.offset, ack.length, now, peer_window=ack.receive_window
+            ack.stream_id,
+            ack.offset,
+            ack.length,
+            now,
+            peer_window=ack.receive_window,
+            loss_delay_ns=self.rtt.loss_delay_ns(),
         )
         if not result.acked:
             return

@@ -45,6 +45,11 @@ Where we differ, on purpose
 ===========================
 
 * The capacity check counts only *new* bytes, so duplicates are always ACKed.
+* A buffer full of out-of-order data would never drain (the sender may overshoot
+  a stale window, and ACKed data cannot be dropped again). So a stream with
+  nothing readable may store the in-order bytes it waits for beyond the
+  capacity, up to :data:`IN_ORDER_RESERVE_BYTES` in total; the advertised window
+  is then 0 until the application reads.
 * Identical ACKs waiting in the queue are sent once: the reference counts a
   repeated ACK as a duplicate ACK and its BBR then cuts its bandwidth estimate.
 * Contradictions about the end of a stream (two different close offsets, data
@@ -67,6 +72,7 @@ from sortedcontainers import SortedDict
 from qotp.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "IN_ORDER_RESERVE_BYTES",
     "MAX_PENDING_ACKS",
     "RECV_BUFFER_BYTES",
     "Ack",
@@ -81,6 +87,9 @@ logger = logging.getLogger(__name__)
 
 #: Default receive buffer capacity (Go: rcvBufferCapacity), shared by all streams.
 RECV_BUFFER_BYTES = 16 * 1024 * 1024
+#: In-order bytes a stream with nothing readable may store beyond the capacity (one
+#: maximal packet): the way out when out-of-order data fills the whole buffer.
+IN_ORDER_RESERVE_BYTES = 0xFFFF
 #: ACKs waiting to be sent, at most; more are dropped (the peer retransmits).
 MAX_PENDING_ACKS = 16384
 #: Stream offsets are 48-bit on the wire.
@@ -229,7 +238,7 @@ class ReceiveBuffer:
     @property
     def window(self) -> int:
         """Free receive space to advertise in the next ACK (Go: capacity - Size())."""
-        return self.capacity - self.buffered_bytes
+        return max(0, self.capacity - self.buffered_bytes)
 
     @property
     def pending_acks(self) -> int:
@@ -321,7 +330,9 @@ class ReceiveBuffer:
         segments = stream.segments
         # Fast path: the next expected bytes, not reaching into a stored segment.
         if offset == stream.next_offset and (not segments or segments.keys()[0] >= end):
-            if length > self.capacity - self.buffered_bytes:
+            if length > self.capacity - self.buffered_bytes and not self._may_use_reserve(
+                stream, length
+            ):
                 self.dropped_full += 1
                 return InsertResult.BUFFER_FULL
             stream.append_ready(offset, data)
@@ -338,7 +349,13 @@ class ReceiveBuffer:
         new_bytes = 0
         for _piece_offset, piece_view in pieces:
             new_bytes += len(piece_view)
-        if new_bytes > self.capacity - self.buffered_bytes:
+        if (
+            new_bytes
+            and new_bytes > self.capacity - self.buffered_bytes
+            and not (
+                pieces[0][0] == stream.next_offset and self._may_use_reserve(stream, new_bytes)
+            )
+        ):
             self.dropped_full += 1
             return InsertResult.BUFFER_FULL
         if is_close:
@@ -358,6 +375,18 @@ class ReceiveBuffer:
         if segments:
             self._pull_segments(stream)
         return InsertResult.ACCEPTED
+
+    def _may_use_reserve(self, stream: _RecvStream, new_bytes: int) -> bool:
+        """Whether in-order bytes may go beyond the capacity, into the reserve.
+
+        Only for a stream with nothing readable: then the application cannot free
+        anything without these bytes, and without them a buffer full of
+        out-of-order data (after the peer overshot a stale window) never drains.
+        """
+        return (
+            stream.next_offset == stream.read_offset
+            and self.buffered_bytes + new_bytes <= self.capacity + IN_ORDER_RESERVE_BYTES
+        )
 
     @staticmethod
     def _pull_segments(stream: _RecvStream) -> None:

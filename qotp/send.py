@@ -74,7 +74,9 @@ Where we differ, on purpose
   not right after it; the connection learns it from :class:`RetryLimitExceeded`.
 * Flow control allows exactly the peer's window: a new packet carries at most
   ``peer_window - bytes_in_flight`` bytes. Retransmissions are already counted
-  in flight and are never held back by the window.
+  in flight and are never held back by the window, but one larger than the
+  peer's whole window is split to fit it, since the peer would drop it on every
+  attempt (a peer buffer smaller than the initial 16 MiB assumption).
 * Window probe: when the peer's window is zero and nothing at all is in flight,
   a PING goes out at most once per RTO, so the ACK that reopens the window is
   guaranteed to come (the reference can wait forever here).
@@ -221,9 +223,11 @@ class _InFlight:
         "data",
         "delivered_at_send",
         "delivered_time_at_send",
+        "first_sent_ns",
         "is_close",
         "is_ping",
         "key",
+        "lost",
         "sample",
         "sent_ns",
     )
@@ -250,6 +254,11 @@ class _InFlight:
         #: The congestion controller's snapshot of the datagram now carrying this
         #: packet (opaque here); see SendBuffer.attach_sample.
         self.sample: object | None = None
+        #: When the bytes were first sent (the retry limit asks whether the peer
+        #: acknowledged anything since).
+        self.first_sent_ns = sent_ns
+        #: Declared lost by a later ACK: waits in SendBuffer._lost, due at once.
+        self.lost = False
 
 
 class _SendStream:
@@ -326,6 +335,11 @@ class SendBuffer:
         "_delivered_time_ns",
         "_in_flight",
         "_last_probe_ns",
+        "_latest_ack_ns",
+        "_latest_acked_sent_ns",
+        "_lost",
+        "_reorder_window_ns",
+        "reordered_acks",
         "_max_attempts",
         "_ready",
         "_streams",
@@ -373,6 +387,19 @@ class SendBuffer:
             OrderedDict() for _ in range(max_attempts)
         ]
         self._last_probe_ns: int | None = None
+        #: When an ACK last matched a packet in flight (0: never).
+        self._latest_ack_ns = 0
+        #: Packets a later ACK showed to be lost, oldest first; due at once.
+        self._lost: OrderedDict[PacketKey, _InFlight] = OrderedDict()
+        #: Send time of the newest packet acknowledged so far.
+        self._latest_acked_sent_ns = 0
+        #: ACKs that arrived for a packet sent before one already acknowledged.
+        self.reordered_acks = 0
+        #: How far out of send order ACKs have been seen to arrive (RACK's reordering
+        #: window): ACK-based loss detection waits at least this long, so a path or a
+        #: peer that reorders (the reference acknowledges bursts very unevenly) does
+        #: not turn every late ACK into a spurious retransmission.
+        self._reorder_window_ns = 0
         self._delivered_bytes = 0
         self._delivered_time_ns = 0
         self.sent_packets = 0
@@ -483,7 +510,7 @@ class SendBuffer:
         if stream.in_flight_count:
             for key in [key for key in self._in_flight if key[0] == stream_id]:
                 record = self._in_flight.pop(key)
-                del self._timers[record.attempts - 1][key]
+                self._unschedule(record)
                 if record.sample is not None:
                     self.released_samples.append(record.sample)
                 freed += len(record.data)
@@ -537,7 +564,13 @@ class SendBuffer:
             if not timers:
                 continue
             record = next(iter(timers.values()))
-            deadline = record.sent_ns + (rto_ns << index)
+            # RFC 6298 5.3: the timer restarts with every ACK for new data, so an RTO
+            # counted from the send alone cannot fire while the path keeps answering
+            # (losses then are found by ACKs, see on_ack).  For a silent peer the
+            # latest ACK is older than the sends: the reference's schedule.
+            sent = record.sent_ns
+            latest_ack = self._latest_ack_ns
+            deadline = (sent if sent > latest_ack else latest_ack) + (rto_ns << index)
             if best is None or deadline < best[0]:
                 best = (deadline, record)
         return best
@@ -546,10 +579,13 @@ class SendBuffer:
         self, now: int, budget: int, rto_ns: int, ack_offset: int | None
     ) -> OutgoingPacket | None:
         while True:
-            due = self._earliest_due(rto_ns)
-            if due is None or due[0] > now:
-                return None
-            record = due[1]
+            if self._lost:
+                record = next(iter(self._lost.values()))
+            else:
+                due = self._earliest_due(rto_ns)
+                if due is None or due[0] > now:
+                    return None
+                record = due[1]
             key = record.key
             if record.is_ping:
                 # Go: a PING is removed, never resent.
@@ -558,7 +594,14 @@ class SendBuffer:
                 if record.sample is not None:
                     self.lost_samples.append(record.sample)
                 continue
-            if record.attempts >= self._max_attempts:
+            if (
+                record.attempts >= self._max_attempts
+                and self._latest_ack_ns <= record.first_sent_ns
+            ):
+                # Sent the reference's six times with no sign of life since: the peer
+                # is gone.  A peer that keeps acknowledging other packets is only on
+                # a lossy path; there the packet keeps its longest backoff instead
+                # (the reference would drop a connection at 20 % loss within seconds).
                 raise RetryLimitExceeded(key, record.attempts)
             stream_id, offset, length = key
             overhead = payload_overhead_bytes(
@@ -568,14 +611,20 @@ class SendBuffer:
             max_data = min(budget - overhead, MAX_PACKET_DATA_BYTES)
             if max_data < 0 or (length and max_data == 0):
                 return None
-            timers = self._timers[record.attempts - 1]
-            del timers[key]
+            if 0 < self.peer_window < max_data:
+                # The peer cannot store more than its whole free space: a packet larger
+                # than that would be dropped on every attempt (a smaller buffer than
+                # our first packets assumed, or an application that stopped reading).
+                max_data = self.peer_window
+            self._unschedule(record)
+            timers = self._timers[min(record.attempts, self._max_attempts) - 1]
             if record.sample is not None:
                 # The datagram that carried it last is lost; the new one gets its own.
                 self.lost_samples.append(record.sample)
                 record.sample = None
             if length <= max_data:
-                record.attempts += 1
+                if record.attempts < self._max_attempts:
+                    record.attempts += 1
                 record.sent_ns = now
                 record.delivered_at_send = self._delivered_bytes
                 record.delivered_time_at_send = self._delivered_time_ns
@@ -592,12 +641,13 @@ class SendBuffer:
                 (stream_id, offset, max_data),
                 data[:max_data],
                 now,
-                record.attempts + 1,
+                min(record.attempts + 1, self._max_attempts),
                 False,
                 False,
                 self._delivered_bytes,
                 self._delivered_time_ns,
             )
+            head.first_sent_ns = record.first_sent_ns
             tail_key = (stream_id, offset + max_data, length - max_data)
             del self._in_flight[key]
             record.key = tail_key
@@ -718,6 +768,8 @@ class SendBuffer:
 
     def next_deadline(self, rto_ns: int) -> int | None:
         """Earliest time at which :meth:`next_packet` has a retransmission (or probe) to do."""
+        if self._lost:
+            return 0
         due = self._earliest_due(rto_ns)
         deadline = None if due is None else due[0]
         if (
@@ -731,11 +783,40 @@ class SendBuffer:
 
     # -- acknowledgements -------------------------------------------------------------
 
+    def _unschedule(self, record: _InFlight) -> None:
+        """Take a record out of its retransmission queue (timer FIFO or lost list)."""
+        if record.lost:
+            record.lost = False
+            del self._lost[record.key]
+        else:
+            del self._timers[record.attempts - 1][record.key]
+
     def _forget(self, record: _InFlight) -> None:
         key = record.key
         del self._in_flight[key]
-        del self._timers[record.attempts - 1][key]
+        self._unschedule(record)
         self._streams[key[0]].in_flight_count -= 1
+
+    def _detect_losses(self, acked_sent_ns: int, now: int, loss_delay_ns: int) -> None:
+        """Packets sent before an acknowledged one, and long enough ago, are lost.
+
+        The time threshold of RFC 9002 section 6.1.2 (the caller passes
+        ``9/8 * max(srtt, latest RTT)``): with one ACK per packet, an earlier
+        packet still unacknowledged that long after is not merely reordered.
+        Each timer FIFO is ordered by send time, so only heads are examined.
+        """
+        limit = now - loss_delay_ns
+        if acked_sent_ns < limit:
+            limit = acked_sent_ns
+        lost = self._lost
+        for timers in self._timers:
+            while timers:
+                record = next(iter(timers.values()))
+                if record.sent_ns >= limit:
+                    break
+                del timers[record.key]
+                record.lost = True
+                lost[record.key] = record
 
     def on_ack(
         self,
@@ -745,6 +826,7 @@ class SendBuffer:
         now: int,
         *,
         peer_window: int | None = None,
+        loss_delay_ns: int | None = None,
     ) -> AckResult:
         """Apply one ACK (Go: AcknowledgeRange); ``peer_window`` is its decoded window.
 
@@ -758,6 +840,20 @@ class SendBuffer:
         if record is None:
             return _NOT_ACKED_TEMPLATE._replace(stream_id=stream_id)
         self._forget(record)
+        self._latest_ack_ns = now
+        sent = record.sent_ns
+        if sent >= self._latest_acked_sent_ns:
+            self._latest_acked_sent_ns = sent
+        elif record.attempts == 1:
+            self.reordered_acks += 1
+            extent = self._latest_acked_sent_ns - sent
+            window = extent + extent // 4
+            if window > self._reorder_window_ns:
+                self._reorder_window_ns = window
+        if loss_delay_ns is not None:
+            if loss_delay_ns < self._reorder_window_ns:
+                loss_delay_ns = self._reorder_window_ns
+            self._detect_losses(sent, now, loss_delay_ns)
         data_length = len(record.data)
         self.bytes_in_flight -= data_length
         self.buffered_bytes -= data_length

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from qotp.errors import QotpError, RemoteProtocolError
 from qotp.recv import (
+    IN_ORDER_RESERVE_BYTES,
     RECV_BUFFER_BYTES,
     Ack,
     CloseOffsetError,
@@ -218,7 +219,7 @@ def test_full_buffer_drops_without_ack_but_still_acks_duplicates() -> None:
     drain_acks(buffer)
     assert buffer.window == 50
     assert buffer.insert(1, 100, DATA[100:200]) is InsertResult.BUFFER_FULL
-    assert buffer.insert(2, 0, DATA[:51]) is InsertResult.BUFFER_FULL
+    assert buffer.insert(2, 10, DATA[:51]) is InsertResult.BUFFER_FULL
     assert buffer.pending_acks == 0
     assert buffer.insert(1, 0, DATA[:100]) is InsertResult.DUPLICATE
     assert drain_acks(buffer) == [Ack(1, 0, 100)]
@@ -231,8 +232,27 @@ def test_full_buffer_drops_without_ack_but_still_acks_duplicates() -> None:
 
 def test_full_buffer_does_not_record_a_close() -> None:
     buffer = ReceiveBuffer(capacity=10)
-    assert buffer.insert(1, 0, DATA[:20], is_close=True) is InsertResult.BUFFER_FULL
+    assert buffer.insert(1, 5, DATA[:20], is_close=True) is InsertResult.BUFFER_FULL
     assert buffer.close_offset(1) is None
+
+
+def test_in_order_bytes_may_use_the_reserve_when_out_of_order_data_fills_the_buffer() -> None:
+    buffer = ReceiveBuffer(capacity=100)
+    assert buffer.insert(1, 10, DATA[10:110]) is InsertResult.ACCEPTED
+    assert buffer.window == 0
+    # Without the reserve this stream could never make progress again.
+    assert buffer.insert(1, 0, DATA[:10]) is InsertResult.ACCEPTED
+    assert buffer.buffered_bytes == 110
+    assert buffer.window == 0
+    # Only while nothing is readable on the stream, and only in order.
+    assert buffer.insert(1, 110, DATA[110:120]) is InsertResult.BUFFER_FULL
+    assert buffer.insert(2, 5, DATA[:10]) is InsertResult.BUFFER_FULL
+    assert buffer.read(1) == DATA[:110]
+    assert buffer.window == 100
+    huge = ReceiveBuffer(capacity=10)
+    assert huge.insert(1, 0, bytes(IN_ORDER_RESERVE_BYTES)) is InsertResult.ACCEPTED
+    assert huge.insert(2, 0, bytes(11)) is InsertResult.BUFFER_FULL
+    assert huge.insert(2, 0, bytes(10)) is InsertResult.ACCEPTED
 
 
 def test_finished_stream_acks_and_ignores_late_packets() -> None:
@@ -259,10 +279,12 @@ def test_forget_stream_frees_its_bytes() -> None:
     assert buffer.forget_stream(1) == 0
 
 
-def test_offsets_beyond_48_bits_are_rejected() -> None:
+def test_offsets_beyond_48_bits_and_oversized_packets_are_rejected() -> None:
     buffer = ReceiveBuffer()
     with pytest.raises(RemoteProtocolError):
         buffer.insert(1, (1 << 48) - 5, DATA[:10])
+    with pytest.raises(RemoteProtocolError):
+        buffer.insert(1, 0, bytes(0x10000))
     buffer.insert(1, (1 << 48) - 10, DATA[:10])
 
 
@@ -355,5 +377,5 @@ def test_arbitrary_packets_raise_only_our_errors_and_respect_capacity(
             raise AssertionError("only integrity errors are expected here") from None
         if read:
             buffer.read(stream_id)
-        assert 0 <= buffer.buffered_bytes <= capacity
-        assert buffer.window == capacity - buffer.buffered_bytes
+        assert 0 <= buffer.buffered_bytes <= capacity + IN_ORDER_RESERVE_BYTES
+        assert buffer.window == max(0, capacity - buffer.buffered_bytes)

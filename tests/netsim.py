@@ -1,0 +1,190 @@
+"""A deterministic simulated network between two sans-IO endpoints, on a virtual clock.
+
+Each direction of the link has its own seeded random generator and applies,
+in order: loss, corruption (one flipped byte), duplication, a bandwidth limit
+with a bounded queue (tail drop), a fixed delay, and random extra delay that
+reorders datagrams.  Nothing here reads a clock or opens a socket: the same
+seed gives the same run, byte for byte.
+
+Endpoints need the sans-IO surface only: ``receive_datagram(data, addr, now)``,
+``datagrams_to_send(now) -> [(data, addr)]``, ``get_timer()``,
+``handle_timer(now)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Address = tuple[str, int]
+MS = 1_000_000
+SECOND = 1_000_000_000
+
+
+class Endpoint(Protocol):
+    def receive_datagram(self, data: bytes, address: Address, now: int) -> None: ...
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]: ...
+    def get_timer(self) -> int | None: ...
+    def handle_timer(self, now: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkConditions:
+    """What one direction of the link does to datagrams."""
+
+    delay_ns: int = 10 * MS
+    jitter_ns: int = 0
+    """Uniform extra delay in [0, jitter): datagrams overtake each other."""
+    loss: float = 0.0
+    duplicate: float = 0.0
+    corrupt: float = 0.0
+    bandwidth_bytes_per_s: int | None = None
+    queue_bytes: int = 1 << 20
+    """Bytes waiting for the bottleneck beyond which datagrams are dropped."""
+
+
+@dataclass(slots=True)
+class LinkStatistics:
+    """Counters of one direction."""
+
+    sent: int = 0
+    delivered: int = 0
+    lost: int = 0
+    queue_dropped: int = 0
+    duplicated: int = 0
+    corrupted: int = 0
+
+
+@dataclass(slots=True)
+class _Direction:
+    conditions: LinkConditions
+    rng: random.Random
+    statistics: LinkStatistics = field(default_factory=LinkStatistics)
+    busy_until: int = 0
+
+
+class Network:
+    """Two endpoints joined by a simulated link; drive it with :meth:`run_until`."""
+
+    def __init__(
+        self,
+        a: Endpoint,
+        b: Endpoint,
+        *,
+        a_address: Address = ("10.0.0.1", 1000),
+        b_address: Address = ("10.0.0.2", 2000),
+        a_to_b: LinkConditions | None = None,
+        b_to_a: LinkConditions | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.a = a
+        self.b = b
+        self.a_address = a_address
+        self.b_address = b_address
+        forward = a_to_b or LinkConditions()
+        self.directions = {
+            "a": _Direction(forward, random.Random(seed * 2 + 1)),
+            "b": _Direction(b_to_a or forward, random.Random(seed * 2 + 2)),
+        }
+        self.now = 0
+        self._queue: list[tuple[int, int, str, bytes, Address]] = []
+        self._sequence = 0
+        self.a_alive = True
+        self.b_alive = True
+
+    def statistics(self, sender: str) -> LinkStatistics:
+        """Counters of the direction from ``sender`` ("a" or "b")."""
+        return self.directions[sender].statistics
+
+    def _transmit(self, sender: str, datagram: bytes) -> None:
+        direction = self.directions[sender]
+        conditions = direction.conditions
+        rng = direction.rng
+        stats = direction.statistics
+        stats.sent += 1
+        if conditions.loss and rng.random() < conditions.loss:
+            stats.lost += 1
+            return
+        copies = 1
+        if conditions.duplicate and rng.random() < conditions.duplicate:
+            copies = 2
+            stats.duplicated += 1
+        for _ in range(copies):
+            data = datagram
+            if conditions.corrupt and rng.random() < conditions.corrupt and data:
+                position = rng.randrange(len(data))
+                data = (
+                    data[:position]
+                    + bytes((data[position] ^ (1 + rng.randrange(255)),))
+                    + data[position + 1 :]
+                )
+                stats.corrupted += 1
+            departure = self.now
+            if conditions.bandwidth_bytes_per_s:
+                start = max(self.now, direction.busy_until)
+                waiting = (start - self.now) * conditions.bandwidth_bytes_per_s // SECOND
+                if waiting > conditions.queue_bytes:
+                    stats.queue_dropped += 1
+                    continue
+                departure = start + len(data) * SECOND // conditions.bandwidth_bytes_per_s
+                direction.busy_until = departure
+            arrival = departure + conditions.delay_ns
+            if conditions.jitter_ns:
+                arrival += rng.randrange(conditions.jitter_ns)
+            target = "b" if sender == "a" else "a"
+            source = self.a_address if sender == "a" else self.b_address
+            self._sequence += 1
+            heapq.heappush(self._queue, (arrival, self._sequence, target, data, source))
+
+    def _flush(self) -> None:
+        for name, endpoint, alive in (("a", self.a, self.a_alive), ("b", self.b, self.b_alive)):
+            if not alive:
+                continue
+            for datagram, _address in endpoint.datagrams_to_send(self.now):
+                self._transmit(name, datagram)
+
+    def run_until(
+        self,
+        condition: Callable[[], bool],
+        *,
+        limit_ns: int = 600 * SECOND,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """Advance until ``condition()`` holds; AssertionError if virtual time passes the limit.
+
+        ``on_step(now)`` runs after every delivery batch (application logic:
+        read streams, write more).
+        """
+        while True:
+            if on_step is not None:
+                on_step(self.now)
+            self._flush()
+            if condition():
+                return
+            candidates = []
+            if self._queue:
+                candidates.append(self._queue[0][0])
+            for endpoint, alive in ((self.a, self.a_alive), (self.b, self.b_alive)):
+                timer = endpoint.get_timer() if alive else None
+                if timer is not None:
+                    candidates.append(timer)
+            if not candidates:
+                raise AssertionError(f"nothing left to do at {self.now / SECOND:.3f} s")
+            self.now = max(self.now, min(candidates))
+            if self.now > limit_ns:
+                raise AssertionError(f"condition not met within {limit_ns / SECOND:.0f} s")
+            queue = self._queue
+            while queue and queue[0][0] <= self.now:
+                _arrival, _seq, target, data, source = heapq.heappop(queue)
+                endpoint = self.a if target == "a" else self.b
+                if self.a_alive if target == "a" else self.b_alive:
+                    self.directions["b" if target == "a" else "a"].statistics.delivered += 1
+                    endpoint.receive_datagram(data, source, self.now)
+            for endpoint, alive in ((self.a, self.a_alive), (self.b, self.b_alive)):
+                if alive:
+                    timer = endpoint.get_timer()
+                    if timer is not None and timer <= self.now:
+                        endpoint.handle_timer(self.now)
