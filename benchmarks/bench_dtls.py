@@ -3,7 +3,8 @@
 Run: ./run.sh bench   (or: python benchmarks/bench_dtls.py [--handshakes N] [--records N])
 Both sides of each pair live in this process and talk through memory, so the
 numbers are CPU cost per handshake / per record, client and server together.
-The pyOpenSSL baseline is measured in the same run; ratios are printed.
+The pyOpenSSL baseline is measured in the same run (best of --repeats
+interleaved runs on each side); ratios are printed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import time
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -44,8 +46,14 @@ def our_pair(
 ) -> tuple[DTLSConnection, DTLSConnection]:
     suite = (CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,)
     groups = (NamedGroup.x25519,)
+    # The client names P-256 too: it is the ECDSA certificate's curve (RFC 8422 5.1).
     client = DTLSConnection(
-        DTLSConfiguration(is_client=True, verify_peer=False, cipher_suites=suite, groups=groups),
+        DTLSConfiguration(
+            is_client=True,
+            verify_peer=False,
+            cipher_suites=suite,
+            groups=(NamedGroup.x25519, NamedGroup.secp256r1),
+        ),
         address="server",
     )
     server = DTLSConnection(
@@ -59,12 +67,14 @@ def our_pair(
         address="client",
     )
     client.start_handshake(0)
-    while not (client.is_established and server.is_established):
+    for _ in range(10):
+        if client.is_established and server.is_established:
+            return client, server
         for datagram, _ in client.datagrams_to_send(0):
             server.receive_datagram(datagram, "client", 0)
         for datagram, _ in server.datagrams_to_send(0):
             client.receive_datagram(datagram, "server", 0)
-    return client, server
+    raise RuntimeError(f"handshake failed: {client.terminated_reason or server.terminated_reason}")
 
 
 def openssl_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[object, object]:
@@ -94,12 +104,14 @@ def openssl_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tup
             return False
 
     done = [False, False]
-    while not all(done):
+    for _ in range(20):
+        if all(done):
+            return client, server
         done[0] = step(client)
         move(client, server)
         done[1] = step(server)
         move(server, client)
-    return client, server
+    raise RuntimeError("pyOpenSSL handshake did not finish")
 
 
 def move(source: object, destination: object) -> None:
@@ -161,17 +173,32 @@ def bench_throughput(records: int) -> tuple[float, float | None]:
     return ours, theirs
 
 
+def best_of(
+    repeats: int, measure: Callable[[int], tuple[float, float | None]], size: int
+) -> tuple[float, float | None]:
+    """Best rate of each side over ``repeats`` interleaved runs (shared machines are noisy)."""
+    ours_best = 0.0
+    theirs_best: float | None = None
+    for _ in range(repeats):
+        ours, theirs = measure(size)
+        ours_best = max(ours_best, ours)
+        if theirs is not None:
+            theirs_best = max(theirs_best or 0.0, theirs)
+    return ours_best, theirs_best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--handshakes", type=int, default=50)
     parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=3)
     arguments = parser.parse_args()
-    ours, theirs = bench_handshakes(arguments.handshakes)
+    ours, theirs = best_of(arguments.repeats, bench_handshakes, arguments.handshakes)
     line = f"dtls handshakes/s (client+server, ECDHE-ECDSA P-256, x25519): ours {ours:8.1f}"
     if theirs:
         line += f"  pyOpenSSL {theirs:8.1f}  ratio {ours / theirs:.3f}"
     print(line)
-    ours, theirs = bench_throughput(arguments.records)
+    ours, theirs = best_of(arguments.repeats, bench_throughput, arguments.records)
     line = (
         f"dtls bulk MB/s (AES-128-GCM, {PAYLOAD_BYTES}-byte records, seal+open): ours {ours:7.1f}"
     )

@@ -15,6 +15,7 @@ from .config import (
     system_ca_certificates,
 )
 from .connection import DTLSConnection, HandshakeState, ServerContext
+from .endpoint import DTLSEndpoint
 from .errors import (
     AlertDescription,
     AlertError,
@@ -47,6 +48,7 @@ __all__ = [
     "ConnectionTerminated",
     "DTLSConfiguration",
     "DTLSConnection",
+    "DTLSEndpoint",
     "DTLSError",
     "DecodeError",
     "DecryptError",

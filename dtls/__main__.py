@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -25,6 +27,7 @@ from .config import (
     system_ca_certificates,
 )
 from .errors import DTLSError
+from .sessions import Session
 from .suites import CipherSuite, SrtpProfile
 
 SECOND_NS = 1_000_000_000
@@ -57,7 +60,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cipher", type=_csv, default=(), help="IANA cipher suite name(s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="handshake timeout, seconds")
+    parser.add_argument("--keylog", help="append NSS key-log lines (for Wireshark) to this file")
     parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _key_log(path: str | None, connection: dtls_asyncio.AsyncDTLSConnection) -> None:
+    line = connection.connection.key_log_line()
+    if path and line:
+        with Path(path).open("a", encoding="ascii") as log:
+            log.write(line + "\n")
 
 
 def _suites(names: tuple[str, ...]) -> dict[str, object]:
@@ -86,6 +97,16 @@ async def _serve(arguments: argparse.Namespace) -> int:
         certificates.add(chain, key)
     elif not arguments.psk:
         raise SystemExit("server needs --cert/--key or --psk")
+    for entry in arguments.sni:
+        name, _, files = entry.partition("=")
+        cert_file, _, key_file = files.partition(",")
+        if not name or not cert_file:
+            raise SystemExit(f"bad --sni {entry!r}: expected NAME=CERT,KEY")
+        certificates.add(
+            load_certificate_chain(Path(cert_file).read_bytes()),
+            load_private_key(Path(key_file or cert_file).read_bytes()),
+            name,
+        )
     cas = _load_cas(arguments.cafile)
     psk = bytes.fromhex(arguments.psk) if arguments.psk else None
     options: dict[str, object] = {**_suites(arguments.cipher), **_srtp(arguments.srtp)}
@@ -112,6 +133,7 @@ async def _serve(arguments: argparse.Namespace) -> int:
         while arguments.naccept == 0 or served < arguments.naccept:
             connection = await server.accept()
             served += 1
+            _key_log(arguments.keylog, connection)
             task = asyncio.create_task(_serve_peer(connection, arguments.echo))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -153,6 +175,11 @@ async def _client(arguments: argparse.Namespace) -> int:
     if cas is None and not arguments.insecure and not arguments.psk:
         cas = system_ca_certificates()
     options: dict[str, object] = {**_suites(arguments.cipher), **_srtp(arguments.srtp)}
+    if arguments.sess_in:
+        try:
+            options["session"] = Session.from_bytes(Path(arguments.sess_in).read_bytes())
+        except DTLSError as error:
+            print(f"ignoring {arguments.sess_in}: {error}", file=sys.stderr)
     configuration = DTLSConfiguration(
         is_client=True,
         ca_certificates=cas,
@@ -173,9 +200,14 @@ async def _client(arguments: argparse.Namespace) -> int:
     except (ConnectionError, DTLSError, OSError) as error:
         print(f"handshake failed: {error}", file=sys.stderr, flush=True)
         return 1
+    _key_log(arguments.keylog, connection)
+    session = connection.connection.session
+    if arguments.sess_out and session is not None:
+        Path(arguments.sess_out).write_bytes(session.to_bytes())
     print(
         f"connected: {connection.negotiated_version} {connection.cipher_suite}"
-        + (f" alpn={connection.alpn_protocol}" if connection.alpn_protocol else ""),
+        + (f" alpn={connection.alpn_protocol}" if connection.alpn_protocol else "")
+        + (" (resumed)" if connection.session_resumed else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -191,11 +223,21 @@ async def _client(arguments: argparse.Namespace) -> int:
             print(f"connection ended: {error}", file=sys.stderr, flush=True)
 
     reader = asyncio.create_task(printer())
-    loop = asyncio.get_running_loop()
-    while line := await loop.run_in_executor(None, sys.stdin.buffer.readline):
-        if reader.done():
+    lines = _stdin_lines(asyncio.get_running_loop())
+    while True:
+        next_line = asyncio.ensure_future(lines.get())
+        await asyncio.wait({next_line, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if not next_line.done():
+            next_line.cancel()  # the peer closed first: stop reading input
             break
-        await connection.send(line)
+        line = next_line.result()
+        if not line:
+            break
+        try:
+            await connection.send(line)
+        except (ConnectionError, DTLSError) as error:
+            print(f"send failed: {error}", file=sys.stderr, flush=True)
+            break
     if not reader.done():
         connection.shutdown(read=False, write=True)
         try:
@@ -208,6 +250,46 @@ async def _client(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
+    """Lines of stdin (b"" at the end), read by a daemon thread.
+
+    A daemon thread rather than the loop's executor, so that the process can
+    exit when the peer closes while a read from the terminal is still pending;
+    it reads the file descriptor directly, because a thread parked inside
+    ``sys.stdin.buffer`` holds that object's lock and aborts interpreter exit.
+    """
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    descriptor = sys.stdin.fileno()
+
+    def deliver(line: bytes) -> bool:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        except RuntimeError:  # the loop is gone: we are exiting
+            return False
+        return True
+
+    def pump() -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(descriptor, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if pending:
+                    deliver(pending)
+                deliver(b"")
+                return
+            pending += chunk
+            while (end := pending.find(b"\n")) >= 0:
+                line, pending = pending[: end + 1], pending[end + 1 :]
+                if not deliver(line):
+                    return
+
+    threading.Thread(target=pump, name="dtls-stdin", daemon=True).start()
+    return queue
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m dtls``."""
     parser = argparse.ArgumentParser(prog="python -m dtls", description=__doc__.splitlines()[0])
@@ -217,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--cert", help="PEM certificate chain")
     server.add_argument("--key", help="PEM private key")
     server.add_argument("--cafile", help="require client certificates issued by these CAs")
+    server.add_argument(
+        "--sni",
+        action="append",
+        default=[],
+        metavar="NAME=CERT,KEY",
+        help="extra certificate for a server name (repeatable)",
+    )
     server.add_argument("--echo", action="store_true", help="send every datagram back")
     server.add_argument("--psk-hint", default="", help="PSK identity hint")
     server.add_argument("--naccept", type=int, default=0, help="exit after N peers (0: never)")
@@ -232,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--key", help="client private key (PEM)")
     client.add_argument("--psk-identity", default="Client_identity", help="PSK identity")
     client.add_argument("--cid", action="store_true", help="ask for an RFC 9146 connection id")
+    client.add_argument("--sess-in", help="resume the session saved in this file")
+    client.add_argument("--sess-out", help="save the session to this file (holds secrets)")
     _common(client)
     arguments = parser.parse_args(argv)
     logging.basicConfig(

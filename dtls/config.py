@@ -7,6 +7,7 @@ certificate for a new server name while running (SNI).
 
 from __future__ import annotations
 
+import datetime
 import ssl
 import warnings
 from collections.abc import Callable
@@ -124,6 +125,7 @@ class DTLSConfiguration:
     ca_certificates: tuple[x509.Certificate, ...] | None = None
     verify_peer: bool = True
     verify_callback: VerifyCallback | None = None
+    certificate_validation_time: datetime.datetime | None = None  # None: now
     server_name: str | None = None
     request_client_certificate: bool = False
     require_client_certificate: bool = False

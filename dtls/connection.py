@@ -106,6 +106,8 @@ __all__ = ["Address", "DTLSConnection", "HandshakeState", "ServerContext"]
 
 logger = logging.getLogger(__name__)
 
+# Curves of ECDSA certificates as supported_groups values (RFC 8422 5.1.1).
+_CURVE_GROUPS = {"secp256r1": 23, "secp384r1": 24, "secp521r1": 25}
 _RECORD_HEADER = struct.Struct("!BHHHIH")  # type, version, epoch, seq_hi16, seq_lo32, length
 
 Address = Hashable
@@ -274,6 +276,16 @@ class DTLSConnection:
         """IANA name of the negotiated cipher suite."""
         return None if self.cipher_suite is None else self.cipher_suite.name
 
+    @property
+    def max_application_payload(self) -> int:
+        """Largest datagram ``send()`` can protect without exceeding the configured MTU.
+
+        Larger ones (up to 2^14 bytes) are still sent, as one record the IP layer fragments.
+        """
+        epoch = self._write_epoch
+        overhead = self._record_overhead(epoch) if epoch else RECORD_HEADER_BYTES + 24
+        return max(0, self.configuration.mtu - overhead)
+
     def start_handshake(self, now: int) -> None:
         """Client: send the first ClientHello.  Servers wait for one; calling this is harmless."""
         if not self.is_client or self._state is not HandshakeState.CLIENT_START:
@@ -282,13 +294,21 @@ class DTLSConnection:
         self._send_client_hello(cookie=b"", now=now)
         self._state = HandshakeState.CLIENT_WAIT_HELLO
 
+    def handshake(self, now: int) -> None:
+        """Explicit handshake start (the same as :meth:`start_handshake`).
+
+        Optional: ``send()`` before the handshake queues data, and a server needs
+        nothing but the client's datagrams.  Completion is the ``HandshakeCompleted``
+        event (the asyncio adapter's ``await handshake()`` waits for it).
+        """
+        self.start_handshake(now)
+
     def receive_datagram(self, data: bytes, addr: Address, now: int) -> None:
         """Process one datagram from the peer; never raises for bad input."""
         if self._state is HandshakeState.CLOSED:
             return
-        if self._handshake_deadline is None and not self.is_client:
+        if self._handshake_deadline is None and self._state is HandshakeState.SERVER_WAIT_HELLO:
             self._handshake_deadline = now + self.configuration.handshake_timeout_ns
-        self._last_receive_ns = now
         if (
             self._state is HandshakeState.ESTABLISHED
             and not self.local_connection_id
@@ -305,6 +325,11 @@ class DTLSConnection:
             if self._is_closed():
                 break
             self._handle_record(record, addr, now)
+        while self._parked and not self._is_closed() and self._parked[0][0].epoch in self._read:
+            parked, self._parked = self._parked, []
+            for record, source in parked:
+                if not self._is_closed():
+                    self._handle_record(record, source, now)
 
     def _receive_application_fast(self, data: bytes, now: int) -> bool:
         """One protected application-data record filling the datagram: the bulk case.
@@ -334,6 +359,7 @@ class DTLSConnection:
             self.dropped_records += 1
             return True
         window.mark(sequence_number)
+        self._last_receive_ns = now
         self._handle_application_data(plaintext, epoch)
         return True
 
@@ -392,7 +418,18 @@ class DTLSConnection:
                 raise LocalProtocolError("too much data queued before the handshake finished")
             self._pending_send.append(bytes(data))
             return
-        self._outgoing.append(self._seal(ContentType.application_data, self._write_epoch, data))
+        epoch = self._write_epoch
+        protection = self._write[epoch]
+        if protection is None or self.peer_connection_id:
+            self._outgoing.append(self._seal(ContentType.application_data, epoch, data))
+            return
+        sequence_number = self._send_sequence[epoch]
+        if sequence_number > MAX_SEQUENCE_NUMBER:
+            raise LocalProtocolError("sequence numbers of this epoch are used up")
+        self._send_sequence[epoch] = sequence_number + 1
+        self._outgoing.append(
+            protection.seal_plain(ContentType.application_data, sequence_number, data)
+        )
 
     def receive(self) -> bytes | None:
         """Next received application datagram, or None when the queue is empty."""
@@ -418,6 +455,16 @@ class DTLSConnection:
             self._write_closed and (self._read_closed or self.peer_closed)
         ):
             self._terminate("closed")
+
+    def key_log_line(self) -> str | None:
+        """NSS key-log line (``CLIENT_RANDOM <random> <master secret>``) for Wireshark.
+
+        None until the master secret exists.  Anyone holding it can decrypt the
+        session: write it only where the user asked for it (SSLKEYLOGFILE).
+        """
+        if not self._master_secret:
+            return None
+        return f"CLIENT_RANDOM {self.client_random.hex()} {self._master_secret.hex()}"
 
     def abort(self, reason: str = "aborted") -> None:
         """End the connection at once, sending nothing (no close_notify)."""
@@ -483,8 +530,16 @@ class DTLSConnection:
                 return
         window.mark(record.sequence_number)
         self._current_record_sequence = record.sequence_number
-        if protection is not None and addr != self.address and self.local_connection_id:
-            # RFC 9146 6: an authenticated CID record from a new address moves the peer.
+        if protection is not None or self._state is not HandshakeState.ESTABLISHED:
+            self._last_receive_ns = now  # only authenticated traffic keeps a session alive
+        if (
+            protection is not None
+            and addr != self.address
+            and self.local_connection_id
+            and window.highest == record.sequence_number
+        ):
+            # RFC 9146 6: an authenticated CID record from a new address moves the peer,
+            # but only the newest one (a delayed older record must not move it back).
             logger.debug("peer %d moved from %r to %r", self.peer_id, self.address, addr)
             self.address = addr
         if (
@@ -543,10 +598,9 @@ class DTLSConnection:
         epoch = self._pending_read.epoch
         self._read[epoch] = self._pending_read
         self._replay[epoch] = ReplayWindow()
-        parked, self._parked = self._parked, []
-        for record, addr in parked:
-            if self._state is not HandshakeState.CLOSED:
-                self._handle_record(record, addr, now)
+        # Parked records are replayed by receive_datagram once the current datagram is done,
+        # never from inside message processing: a parked Finished must not overtake messages
+        # that the reassembler already released to the loop that is running now.
 
     def _activate_write_keys(self) -> None:
         assert self._pending_write is not None
@@ -717,9 +771,8 @@ class DTLSConnection:
     def _handle_message(self, message: HandshakeMessage, now: int) -> None:
         msg_type = message.msg_type
         state = self._state
-        # The first flight answered: stop retransmitting it.
-        if msg_type != HandshakeType.hello_verify_request:
-            self._retransmit_deadline = None
+        # The retransmit timer keeps running until we send our next flight or finish: if
+        # part of the peer's flight is lost, our repeat makes the peer send it all again.
         transcript_before = bytes(self._transcript)
         if msg_type not in (HandshakeType.hello_verify_request,):
             self._transcript += hs.encode_handshake(msg_type, message.message_seq, message.body)
@@ -1284,9 +1337,15 @@ class DTLSConnection:
             else:
                 candidates = certificates.all_entries()
             for entry in candidates:
-                if isinstance(entry[1], wanted) or (
+                key = entry[1]
+                if isinstance(key, ec.EllipticCurvePrivateKey) and groups is not None:
+                    # RFC 8422 5.1: an ECDSA certificate's curve must be one the client named.
+                    curve_group = _CURVE_GROUPS.get(key.curve.name)
+                    if curve_group is not None and curve_group not in groups:
+                        continue
+                if isinstance(key, wanted) or (
                     key_exchange is KeyExchange.ECDHE_ECDSA
-                    and isinstance(entry[1], ed25519.Ed25519PrivateKey)
+                    and isinstance(key, ed25519.Ed25519PrivateKey)
                 ):
                     self._selected_certificate = entry
                     return suite
@@ -1402,7 +1461,11 @@ class DTLSConnection:
         if not config.verify_peer and config.verify_callback is None:
             return
         errors = validate_chain(
-            chain, config.ca_certificates, server_name=config.server_name, as_server=as_server
+            chain,
+            config.ca_certificates,
+            server_name=config.server_name,
+            as_server=as_server,
+            at=config.certificate_validation_time,
         )
         self.peer_certificate_errors = errors
         if config.verify_callback is not None:

@@ -21,6 +21,8 @@ import logging
 import os
 from collections import deque
 
+from cryptography import x509
+
 from . import handshake as hs
 from .config import CertificatePrivateKey, DTLSConfiguration
 from .connection import Address, DTLSConnection, ServerContext, encode_hello_verify_datagram
@@ -76,7 +78,7 @@ class DTLSEndpoint:
 
     def add_certificate(
         self,
-        chain: tuple[object, ...] | list[object],
+        chain: tuple[x509.Certificate, ...] | list[x509.Certificate],
         private_key: CertificatePrivateKey,
         server_name: str | None = None,
     ) -> None:
@@ -84,7 +86,7 @@ class DTLSEndpoint:
         store = self.configuration.server_certificates
         if store is None:
             raise LocalProtocolError("this endpoint has no server certificate store")
-        store.add(tuple(chain), private_key, server_name)  # type: ignore[arg-type]
+        store.add(tuple(chain), private_key, server_name)
 
     def connect(
         self, address: Address, now: int, configuration: DTLSConfiguration | None = None

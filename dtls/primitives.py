@@ -86,6 +86,10 @@ class KeyShare:
                     raise ValueError("x25519 share must be 32 bytes")
                 return self._private.exchange(x25519.X25519PublicKey.from_public_bytes(peer_public))
             curve = self._private.curve
+            # Only the uncompressed form was negotiated (ec_point_formats, RFC 8422 5.1.2).
+            coordinate_bytes = (curve.key_size + 7) // 8
+            if len(peer_public) != 1 + 2 * coordinate_bytes or peer_public[0] != 4:
+                raise ValueError("ECDHE share is not an uncompressed point")
             peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, peer_public)
             return self._private.exchange(ec.ECDH(), peer)
         except (ValueError, UnsupportedAlgorithm):
@@ -212,19 +216,20 @@ def validate_chain(
     *,
     server_name: str | None,
     as_server: bool,
+    at: datetime.datetime | None = None,
 ) -> tuple[str, ...]:
     """Validation errors of a peer chain (empty tuple: valid).
 
     ``as_server`` means the chain is a *server's* chain: it is checked for the
     server-auth usage and, when ``server_name`` is given, for that DNS name or
-    IP address.  The validation time is the library's current time.
+    IP address.  ``at`` is the validation time; None means now (wall clock).
     """
     if not trust_anchors:
         return ("no trust anchors configured",)
     try:
         store = verification.Store(list(trust_anchors))
         builder = verification.PolicyBuilder().store(store)
-        builder = builder.time(datetime.datetime.now(datetime.UTC))
+        builder = builder.time(at if at is not None else datetime.datetime.now(datetime.UTC))
         intermediates = list(chain[1:])
         if as_server:
             subject: x509.verification.Subject | None = None

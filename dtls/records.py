@@ -158,6 +158,11 @@ class ReplayWindow:
             return False
         return not (self._bitmap >> offset) & 1
 
+    @property
+    def highest(self) -> int:
+        """Highest authenticated sequence number so far (-1 before any)."""
+        return self._highest
+
     def mark(self, sequence_number: int) -> None:
         """Record an authenticated sequence number as seen."""
         if sequence_number > self._highest:

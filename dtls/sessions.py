@@ -23,6 +23,7 @@ __all__ = ["SESSION_CACHE_ENTRIES", "Session", "SessionCache", "TicketKeys"]
 SESSION_CACHE_ENTRIES = 1024
 _KEY_NAME_BYTES = 16
 _NONCE_BYTES = 12
+_SESSION_MAGIC = b"DTLS12-SESSION\x01"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +53,30 @@ class Session:
         for der in self.peer_certificates:
             parts.append(len(der).to_bytes(3, "big") + der)
         return b"".join(parts)
+
+    def to_bytes(self) -> bytes:
+        """Everything, id and ticket included, for a client to keep across processes.
+
+        Holds the master secret: store it like a private key.
+        """
+        return (
+            _SESSION_MAGIC
+            + bytes((len(self.session_id),))
+            + self.session_id
+            + len(self.ticket).to_bytes(2, "big")
+            + self.ticket
+            + self.encode()
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Session:
+        """Inverse of :meth:`to_bytes`; raises :class:`DecodeError` for anything else."""
+        reader = Reader(data)
+        if reader.take(len(_SESSION_MAGIC)) != _SESSION_MAGIC:
+            raise DecodeError("not a saved DTLS session")
+        session_id = reader.vector(1, maximum=32)
+        ticket = reader.vector(2)
+        return cls.decode(reader.take(reader.remaining()), session_id, ticket)
 
     @classmethod
     def decode(cls, data: bytes, session_id: bytes, ticket: bytes) -> Session:

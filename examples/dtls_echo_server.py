@@ -17,15 +17,15 @@ from dtls import DTLSConfiguration, load_certificate_chain, load_private_key
 
 async def serve_peer(connection: dtls_asyncio.AsyncDTLSConnection) -> None:
     """Echo every datagram until the peer sends close_notify."""
-    print(f"{connection.peer_address}: {connection.cipher_suite}")
+    print(f"{connection.peer_address}: {connection.cipher_suite}", flush=True)
     try:
         while data := await connection.recv():
             await connection.send(data)
     except ConnectionError as error:
-        print(f"{connection.peer_address}: {error}")
+        print(f"{connection.peer_address}: {error}", flush=True)
         return
     connection.close()
-    print(f"{connection.peer_address}: closed")
+    print(f"{connection.peer_address}: closed", flush=True)
 
 
 async def main() -> None:
@@ -43,7 +43,7 @@ async def main() -> None:
     )
     async with dtls_asyncio.serve(arguments.host, arguments.port, configuration) as server:
         host, port = server.local_address
-        print(f"listening on {host}:{port}")
+        print(f"listening on {host}:{port}", flush=True)
         tasks: set[asyncio.Task[None]] = set()
         while True:
             connection = await server.accept()

@@ -70,8 +70,12 @@ Where we differ, on purpose
   of at most :data:`MAX_SEND_ATTEMPTS` heads); the reference looks only at the
   oldest entry of the stream being flushed, which stalls recovery after burst
   losses.
-* The retry limit (6 sends) is declared when the *last* send's backoff expires,
-  not right after it; the connection learns it from :class:`RetryLimitExceeded`.
+* The retry limit (6 sends) is declared when the *last* send's backoff expires
+  without any ACK from the peer since that send, not right after the send; the
+  connection learns it from :class:`RetryLimitExceeded`. If other packets were
+  ACKed meanwhile, the peer is alive and the packet is sent again at the
+  longest backoff: with 20 % loss each way a round trip fails 36 % of the time,
+  six in a row 0.2 % of the time, which would end a long transfer for nothing.
 * Flow control allows exactly the peer's window: a new packet carries at most
   ``peer_window - bytes_in_flight`` bytes. Retransmissions are already counted
   in flight and are never held back by the window, but one larger than the
@@ -223,7 +227,6 @@ class _InFlight:
         "data",
         "delivered_at_send",
         "delivered_time_at_send",
-        "first_sent_ns",
         "is_close",
         "is_ping",
         "key",
@@ -254,9 +257,6 @@ class _InFlight:
         #: The congestion controller's snapshot of the datagram now carrying this
         #: packet (opaque here); see SendBuffer.attach_sample.
         self.sample: object | None = None
-        #: When the bytes were first sent (the retry limit asks whether the peer
-        #: acknowledged anything since).
-        self.first_sent_ns = sent_ns
         #: Declared lost by a later ACK: waits in SendBuffer._lost, due at once.
         self.lost = False
 
@@ -553,9 +553,12 @@ class SendBuffer:
 
         Raises :class:`RetryLimitExceeded` when a packet's last send timed out.
         """
-        packet = self._next_retransmission(now, budget, rto_ns, ack_offset)
-        if packet is not None or not allow_new:
-            return packet
+        if self._in_flight:
+            packet = self._next_retransmission(now, budget, rto_ns, ack_offset)
+            if packet is not None:
+                return packet
+        if not allow_new or not self._ready:
+            return None
         return self._next_new_packet(now, budget, rto_ns, ack_offset)
 
     def _earliest_due(self, rto_ns: int) -> tuple[int, _InFlight] | None:
@@ -594,14 +597,12 @@ class SendBuffer:
                 if record.sample is not None:
                     self.lost_samples.append(record.sample)
                 continue
-            if (
-                record.attempts >= self._max_attempts
-                and self._latest_ack_ns <= record.first_sent_ns
-            ):
-                # Sent the reference's six times with no sign of life since: the peer
-                # is gone.  A peer that keeps acknowledging other packets is only on
-                # a lossy path; there the packet keeps its longest backoff instead
-                # (the reference would drop a connection at 20 % loss within seconds).
+            if record.attempts >= self._max_attempts and self._latest_ack_ns <= record.sent_ns:
+                # Sent the reference's six times and silence since the last send,
+                # through the longest backoff: the peer or the path is gone.  A peer
+                # that keeps acknowledging other packets is only on a lossy path; there
+                # the packet keeps its longest backoff instead (with 20 % loss each
+                # way, six failed round trips in a row happen 0.2 % of the time).
                 raise RetryLimitExceeded(key, record.attempts)
             stream_id, offset, length = key
             overhead = payload_overhead_bytes(
@@ -647,7 +648,6 @@ class SendBuffer:
                 self._delivered_bytes,
                 self._delivered_time_ns,
             )
-            head.first_sent_ns = record.first_sent_ns
             tail_key = (stream_id, offset + max_data, length - max_data)
             del self._in_flight[key]
             record.key = tail_key
@@ -700,48 +700,53 @@ class SendBuffer:
     ) -> OutgoingPacket | None:
         window = self.peer_window - self.bytes_in_flight
         window_blocked: _SendStream | None = None
-        has_ack = ack_offset is not None
+        # Header size (payload_overhead_bytes, inlined: this runs once per packet).
+        if ack_offset is None:
+            overhead_24, overhead_48 = 8, 11
+            ack_extended = False
+        else:
+            overhead_24, overhead_48 = 18, 24
+            ack_extended = ack_offset > MAX_OFFSET_24BIT
         ready = self._ready
-        for stream_id in list(ready):
+        in_flight = self._in_flight
+        for _ in range(len(ready)):
+            stream_id = next(iter(ready))  # the head of the round-robin order
             stream = self._streams[stream_id]
             packet: OutgoingPacket | None = None
             offset = stream.next_offset
-            overhead = payload_overhead_bytes(
-                has_ack=has_ack, extended=needs_extended_offsets(offset, ack_offset)
-            )
-            if budget < overhead:
-                continue
-            if stream.ping_pending and (stream_id, offset, 0) not in self._in_flight:
-                stream.ping_pending = False
-                packet = self._register(stream, offset, b"", now, False, True)
-            elif stream.queued_bytes:
-                length = min(stream.queued_bytes, budget - overhead, MAX_PACKET_DATA_BYTES, window)
-                if length > 0:
-                    data = stream.take(length)
-                    close_offset = stream.close_offset
-                    is_close = close_offset is not None and offset + length >= close_offset
-                    stream.next_offset = offset + length
-                    if is_close:
-                        stream.close_sent = True
-                    packet = self._register(stream, offset, data, now, is_close, False)
-                elif window <= 0 and window_blocked is None:
-                    window_blocked = stream
-            elif (
-                stream.close_offset is not None
-                and not stream.close_sent
-                and (stream_id, offset, 0) not in self._in_flight
-            ):
-                stream.close_sent = True
-                packet = self._register(stream, offset, b"", now, True, False)
-            if packet is not None:
-                if stream.has_new_work():
-                    ready.move_to_end(stream_id)
-                else:
-                    del ready[stream_id]
-                return packet
-            if not stream.has_new_work():
+            overhead = overhead_48 if ack_extended or offset > MAX_OFFSET_24BIT else overhead_24
+            if budget >= overhead:
+                if stream.ping_pending and (stream_id, offset, 0) not in in_flight:
+                    stream.ping_pending = False
+                    packet = self._register(stream, offset, b"", now, False, True)
+                elif stream.queued_bytes:
+                    length = min(
+                        stream.queued_bytes, budget - overhead, MAX_PACKET_DATA_BYTES, window
+                    )
+                    if length > 0:
+                        data = stream.take(length)
+                        close_offset = stream.close_offset
+                        is_close = close_offset is not None and offset + length >= close_offset
+                        stream.next_offset = offset + length
+                        if is_close:
+                            stream.close_sent = True
+                        packet = self._register(stream, offset, data, now, is_close, False)
+                    elif window <= 0 and window_blocked is None:
+                        window_blocked = stream
+                elif (
+                    stream.close_offset is not None
+                    and not stream.close_sent
+                    and (stream_id, offset, 0) not in in_flight
+                ):
+                    stream.close_sent = True
+                    packet = self._register(stream, offset, b"", now, True, False)
+            if stream.has_new_work():
+                ready.move_to_end(stream_id)
+            else:
                 del ready[stream_id]
-        if window_blocked is not None and not self._in_flight:
+            if packet is not None:
+                return packet
+        if window_blocked is not None and not in_flight:
             last = self._last_probe_ns
             if last is None or now >= last + rto_ns:
                 # Window probe: its ACK carries the reopened window.
@@ -859,6 +864,7 @@ class SendBuffer:
         self.buffered_bytes -= data_length
         self._delivered_bytes += data_length
         self._delivered_time_ns = now
+        self._latest_ack_ns = now
         stream = self._streams[stream_id]
         send_finished = False
         if (

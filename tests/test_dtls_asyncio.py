@@ -110,3 +110,54 @@ def test_handshake_timeout_raises_handshake_timeout() -> None:
                 await asyncio.wait_for(dtls_asyncio.connect("127.0.0.1", port, configuration), 10)
 
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("require", [True, False])
+def test_require_close_notify(require: bool) -> None:
+    client_config, server_config, _ = configs(require_close_notify=require)
+
+    async def main() -> None:
+        async with dtls_asyncio.serve("127.0.0.1", 0, server_config) as server:
+            host, port = server.local_address
+            async with dtls_asyncio.connect(host, port, client_config) as connection:
+                await server.accept()
+                connection.connection.abort("transport gone")  # no close_notify came
+                if require:
+                    with pytest.raises(ConnectionError):
+                        await connection.recv()
+                else:
+                    assert await connection.recv() == b""
+
+    asyncio.run(main())
+
+
+def test_connection_id_over_udp() -> None:
+    client_config, server_config, _ = configs(connection_id=b"")
+
+    async def main() -> None:
+        async with dtls_asyncio.serve(
+            "127.0.0.1", 0, server_config, connection_id_bytes=8
+        ) as server:
+            host, port = server.local_address
+            async with dtls_asyncio.connect(host, port, client_config) as connection:
+                accepted = await server.accept()
+                assert len(connection.peer_connection_id) == 8
+                assert accepted.connection_id == connection.peer_connection_id
+                await connection.send(b"with a connection id")
+                assert await asyncio.wait_for(accepted.recv(), 5) == b"with a connection id"
+
+    asyncio.run(main())
+
+
+def test_accept_after_close_raises() -> None:
+    _, server_config, _ = configs()
+
+    async def main() -> None:
+        server = await dtls_asyncio.serve("127.0.0.1", 0, server_config).start()
+        waiter = asyncio.create_task(server.accept())
+        await asyncio.sleep(0)
+        server.close()
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(waiter, 5)
+
+    asyncio.run(main())

@@ -67,11 +67,17 @@ def _exchange(sender: DTLSConnection, receiver: DTLSConnection, data: bytes, now
 def test_full_handshake_every_suite_and_group(
     suite: CipherSuite, kind: str, group: NamedGroup
 ) -> None:
-    client_config, server_config, _ = configs(kind, cipher_suites=(suite,), groups=(group,))
+    # The client must also name an ECDSA certificate's curve (RFC 8422 5.1); the server's
+    # single configured group then decides the ECDHE group.
+    certificate_curve = {"p256": NamedGroup.secp256r1, "p384": NamedGroup.secp384r1}.get(kind)
+    client_groups = tuple(dict.fromkeys((group, certificate_curve or group)))
+    client_config, server_config, _ = configs(kind, cipher_suites=(suite,), groups=client_groups)
+    server_config = dataclasses.replace(server_config, groups=(group,))
     client, server = _pair(client_config, server_config)
     now = run_pair(client, server)
     assert client.is_established and server.is_established
     assert client.cipher_suite is suite and server.cipher_suite is suite
+    assert server._key_share is not None and server._key_share.group is group
     assert client.negotiated_version == "DTLSv1.2"
     assert client.extended_master_secret and server.extended_master_secret
     assert _exchange(client, server, b"ping", now) == b"ping"
@@ -439,3 +445,200 @@ def test_finished_peers_do_not_ping_pong_on_duplicates() -> None:
     for datagram, _ in server.datagrams_to_send(0):
         client.receive_datagram(datagram, SERVER_ADDRESS, 0)
     assert client.datagrams_to_send(0) == []
+
+
+def test_optional_client_certificate_may_be_absent() -> None:
+    client_config, server_config, pki = configs()
+    server_config = dataclasses.replace(
+        server_config, request_client_certificate=True, ca_certificates=(pki.ca_certificate,)
+    )
+    client, server = _pair(client_config, server_config)
+    run_pair(client, server)
+    assert client.is_established and server.is_established
+    assert server.peer_certificates == ()
+
+
+def test_client_certificate_from_unknown_ca_rejected() -> None:
+    client_config, server_config, pki = configs()
+    stranger = make_pki()
+    chain, key = stranger.issue("client.test", "p256", client=True)
+    client_config = dataclasses.replace(client_config, certificate_chain=chain, private_key=key)
+    server_config = dataclasses.replace(
+        server_config, require_client_certificate=True, ca_certificates=(pki.ca_certificate,)
+    )
+    client, server = _pair(client_config, server_config)
+    run_pair(client, server)
+    assert server.state is HandshakeState.CLOSED
+    (event,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
+    assert event.alert is AlertDescription.bad_certificate and event.alert_received
+
+
+def test_key_log_line_matches_on_both_sides() -> None:
+    client_config, server_config, _ = configs()
+    client, server = _pair(client_config, server_config)
+    assert client.key_log_line() is None
+    run_pair(client, server)
+    line = client.key_log_line()
+    assert line is not None and line == server.key_log_line()
+    label, random_hex, secret_hex = line.split()
+    assert label == "CLIENT_RANDOM" and bytes.fromhex(random_hex) == client.client_random
+    assert len(bytes.fromhex(secret_hex)) == 48
+
+
+def test_server_skips_ecdsa_certificate_whose_curve_client_did_not_name() -> None:
+    from dtls.config import ServerCertificates
+
+    client_config, server_config, pki = configs(
+        "p384", groups=(NamedGroup.x25519, NamedGroup.secp256r1)
+    )
+    rsa_chain, rsa_key = pki.issue("server.test", "rsa")
+    store = ServerCertificates()
+    store.add(server_config.certificate_chain, server_config.private_key)  # type: ignore[arg-type]
+    store.add(rsa_chain, rsa_key, "server.test")
+    server_config = dataclasses.replace(
+        server_config, certificate_chain=(), private_key=None, server_certificates=store
+    )
+    client, server = _pair(client_config, server_config)
+    run_pair(client, server)
+    assert client.is_established
+    assert client.cipher_suite is not None and "RSA" in client.cipher_suite.name
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mutual_auth_small_mtu_heavy_reordering(seed: int) -> None:
+    """A Finished parked before its keys must not overtake the CertificateVerify."""
+    client_config, server_config, pki = configs("rsa", mtu=300)
+    chain, key = pki.issue("client.test", "rsa", client=True)
+    client_config = dataclasses.replace(client_config, certificate_chain=chain, private_key=key)
+    server_config = dataclasses.replace(
+        server_config,
+        mtu=300,
+        require_client_certificate=True,
+        ca_certificates=(pki.ca_certificate,),
+    )
+    client, server = _pair(client_config, server_config)
+    run_pair(client, server, link=Link(seed=seed, loss=0.1, duplicate=0.2, reorder=0.5))
+    assert client.is_established and server.is_established, (
+        client.terminated_reason,
+        server.terminated_reason,
+    )
+
+
+@pytest.mark.parametrize(
+    ("suite", "kind"),
+    [
+        (CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "p256"),
+        (CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, "rsa"),
+    ],
+)
+def test_max_application_payload_fills_the_mtu_exactly(suite: CipherSuite, kind: str) -> None:
+    client_config, server_config, _ = configs(kind, cipher_suites=(suite,), mtu=500)
+    client, server = _pair(client_config, server_config)
+    now = run_pair(client, server)
+    client.send(b"z" * client.max_application_payload)
+    ((datagram, _),) = client.datagrams_to_send(now)
+    assert len(datagram) == 500
+
+
+def test_unauthenticated_noise_does_not_keep_an_idle_session_alive() -> None:
+    client_config, server_config, _ = configs()
+    server_config = dataclasses.replace(server_config, idle_timeout_ns=10 * SECOND_NS)
+    client, server = _pair(client_config, server_config)
+    now = run_pair(client, server)
+    deadline = server.get_timer()
+    assert deadline is not None
+    server.receive_datagram(b"\x17\xfe\xfd" + bytes(40), CLIENT_ADDRESS, now + 5 * SECOND_NS)
+    assert server.get_timer() == deadline
+    client.send(b"real traffic")
+    for datagram, _ in client.datagrams_to_send(now):
+        server.receive_datagram(datagram, CLIENT_ADDRESS, now + 6 * SECOND_NS)
+    assert server.get_timer() == now + 16 * SECOND_NS
+
+
+def test_delayed_older_cid_record_does_not_move_peer_back() -> None:
+    client_config, server_config, _ = configs(connection_id=b"")
+    server_config = dataclasses.replace(server_config, connection_id=b"\x0a\x0b")
+    client, server = _pair(client_config, server_config)
+    now = run_pair(client, server)
+    client.send(b"old")
+    ((older, _),) = client.datagrams_to_send(now)
+    client.send(b"new")
+    ((newer, _),) = client.datagrams_to_send(now)
+    server.receive_datagram(newer, ("10.0.0.1", 7000), now)
+    server.receive_datagram(older, CLIENT_ADDRESS, now)  # late copy from the old address
+    assert server.address == ("10.0.0.1", 7000)
+    assert server.receive() == b"new" and server.receive() == b"old"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_feature_combinations_over_a_lossy_link(seed: int) -> None:
+    """PSK / mutual auth / CID / tickets / MTU mixed at random, then a resumption."""
+    import random
+
+    from dtls.connection import ServerContext
+
+    rng = random.Random(seed)
+    kind = rng.choice(["p256", "rsa"])
+    client_config, server_config, pki = configs(kind)
+    mtu = rng.choice([256, 576, 1200])
+    tickets = rng.random() < 0.5
+    use_cid = rng.random() < 0.5
+    client_config = dataclasses.replace(
+        client_config,
+        mtu=mtu,
+        session_tickets=tickets,
+        alpn_protocols=("a", "b"),
+        connection_id=b"\x01\x02" if use_cid else None,
+    )
+    server_config = dataclasses.replace(
+        server_config,
+        mtu=mtu,
+        session_tickets=tickets,
+        alpn_protocols=("b",),
+        connection_id=bytes(rng.randrange(1, 9)) if use_cid else None,
+    )
+    if rng.random() < 0.25:
+        client_config = dataclasses.replace(client_config, psk=b"k" * 16, psk_identity=b"id")
+        server_config = dataclasses.replace(server_config, psk_lookup=lambda identity: b"k" * 16)
+    elif rng.random() < 0.5:
+        chain, key = pki.issue("client.test", "p256", client=True)
+        client_config = dataclasses.replace(client_config, certificate_chain=chain, private_key=key)
+        server_config = dataclasses.replace(
+            server_config, require_client_certificate=True, ca_certificates=(pki.ca_certificate,)
+        )
+    context = ServerContext()
+    link = Link(seed=seed, loss=0.05, duplicate=0.2, reorder=0.4)
+    client = DTLSConnection(client_config, address=SERVER_ADDRESS)
+    server = DTLSConnection(server_config, address=CLIENT_ADDRESS, server_context=context)
+    run_pair(client, server, link=link, stop_when_established=False)
+    assert client.is_established and server.is_established
+    assert client.alpn_protocol == "b"
+    resumed_client = DTLSConnection(
+        dataclasses.replace(client_config, session=client.session), address=SERVER_ADDRESS
+    )
+    resumed_server = DTLSConnection(server_config, address=CLIENT_ADDRESS, server_context=context)
+    run_pair(resumed_client, resumed_server, link=link, stop_when_established=False)
+    assert resumed_client.session_resumed and resumed_server.is_established
+
+
+def test_send_before_handshake_starts_nothing_until_handshake_called() -> None:
+    client_config, _, _ = configs()
+    client = DTLSConnection(client_config, address=SERVER_ADDRESS)
+    client.send(b"queued")
+    assert client.datagrams_to_send(0) == []
+    client.handshake(0)
+    assert len(client.datagrams_to_send(0)) == 1
+
+
+def test_certificate_validation_time_is_configurable() -> None:
+    import datetime
+
+    client_config, server_config, _ = configs()
+    # A year from now the 30-day test certificate has expired.
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365)
+    client, server = _pair(
+        dataclasses.replace(client_config, certificate_validation_time=later), server_config
+    )
+    run_pair(client, server)
+    assert client.state is HandshakeState.CLOSED
+    assert "bad_certificate" in (client.terminated_reason or "")

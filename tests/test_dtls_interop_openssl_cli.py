@@ -53,7 +53,7 @@ PSK_HEX = "00112233445566778899aabbccddeeff"
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     directory = tmp_path_factory.mktemp("dtls-pki")
     pki: Pki = make_pki()
-    out = {"ca": str(directory / "ca.pem")}
+    out = {"ca": str(directory / "ca.pem"), "keylog": str(directory / "keys.log")}
     Path(out["ca"]).write_bytes(pem_chain((pki.ca_certificate,)))
     for kind in ("p256", "p384", "rsa"):
         chain, key = pki.issue("localhost", kind, sans=("127.0.0.1",))
@@ -61,6 +61,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         (directory / f"{kind}.key").write_bytes(pem_key(key))
         out[kind] = str(directory / f"{kind}.pem")
         out[f"{kind}.key"] = str(directory / f"{kind}.key")
+    chain, key = pki.issue("other.test", "rsa")
+    (directory / "other.pem").write_bytes(pem_chain(chain))
+    (directory / "other.key").write_bytes(pem_key(key))
+    out["other"] = str(directory / "other.pem")
+    out["other.key"] = str(directory / "other.key")
     chain, key = pki.issue("client.test", "p256", client=True)
     (directory / "client.pem").write_bytes(pem_chain(chain))
     (directory / "client.key").write_bytes(pem_key(key))
@@ -507,6 +512,8 @@ def test_cli_client_with_s_server(files: dict[str, str]) -> None:
                 *_cli(
                     "client",
                     f"127.0.0.1:{port}",
+                    "--keylog",
+                    files["keylog"],
                     "--cafile",
                     files["ca"],
                     "--servername",
@@ -538,6 +545,7 @@ def test_cli_client_with_s_server(files: dict[str, str]) -> None:
     assert b"CIPHER is ECDHE-ECDSA-AES256-GCM-SHA384" in server_output
     assert b"first line\nsecond line" in server_output
     assert b"CONNECTION CLOSED" in server_output  # our close_notify arrived
+    assert Path(files["keylog"]).read_text().startswith("CLIENT_RANDOM ")
 
 
 def test_cli_client_rejects_untrusted_server(files: dict[str, str]) -> None:
@@ -586,3 +594,179 @@ def _server_config(files: dict[str, str], kind: str) -> DTLSConfiguration:
         certificate_chain=load_certificate_chain(Path(files[kind]).read_bytes()),
         private_key=load_private_key(Path(files[f"{kind}.key"]).read_bytes()),
     )
+
+
+class _DroppingProxy(asyncio.DatagramProtocol):
+    """UDP relay between one client and a server that loses chosen datagrams.
+
+    ``drop_to_server`` / ``drop_to_client`` hold 1-based indices of datagrams to lose in
+    each direction, so whole flights can vanish on the way.
+    """
+
+    def __init__(self, server: tuple[str, int], to_server: set[int], to_client: set[int]) -> None:
+        self.server = server
+        self.drop_to_server = to_server
+        self.drop_to_client = to_client
+        self.client: tuple[str, int] | None = None
+        self.counts = {"to_server": 0, "to_client": 0}
+        self.dropped: list[tuple[str, int]] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        if addr == self.server:
+            direction, destination, drops = "to_client", self.client, self.drop_to_client
+        else:
+            self.client = addr
+            direction, destination, drops = "to_server", self.server, self.drop_to_server
+        self.counts[direction] += 1
+        if self.counts[direction] in drops:
+            self.dropped.append((direction, self.counts[direction]))
+            return
+        if destination is not None:
+            self.transport.sendto(data, destination)
+
+
+def test_whole_flights_dropped_between_s_client_and_our_server(files: dict[str, str]) -> None:
+    """Lose our first ServerHello flight and a later client flight; timers on both sides heal.
+
+    The third client datagram is either s_client repeating its hello or its first flight 5,
+    depending on whose 1 s timer fires first; either way the handshake must complete.
+    """
+
+    async def run() -> _DroppingProxy:
+        async with dtls_asyncio.serve("127.0.0.1", 0, _server_config(files, "rsa")) as server:
+            loop = asyncio.get_running_loop()
+            # to_client: 1 = HelloVerifyRequest, 2 = our first flight 4 (one datagram);
+            # to_server: 1 = hello, 2 = hello with cookie, 3 = whatever comes next.
+            _, proxy = await loop.create_datagram_endpoint(
+                lambda: _DroppingProxy(server.local_address, {3}, {2}),
+                local_addr=("127.0.0.1", 0),
+            )
+            assert proxy.transport is not None
+            _, proxy_port = proxy.transport.get_extra_info("sockname")
+            try:
+                async with _openssl(
+                    "s_client",
+                    "-dtls1_2",
+                    "-connect",
+                    f"127.0.0.1:{proxy_port}",
+                    "-quiet",
+                    "-no_ign_eof",
+                    "-nocommands",
+                ) as client:
+                    assert client.stdin is not None and client.stdout is not None
+                    connection = await asyncio.wait_for(server.accept(), STEP_SECONDS)
+                    client.stdin.write(b"made it\n")
+                    await client.stdin.drain()
+                    assert await asyncio.wait_for(connection.recv(), STEP_SECONDS) == b"made it\n"
+                    client.stdin.close()
+                    assert await asyncio.wait_for(connection.recv(), STEP_SECONDS) == b""
+            finally:
+                proxy.transport.close()
+            return proxy
+
+    proxy = asyncio.run(run())
+    assert proxy.dropped == [("to_client", 2), ("to_server", 3)]
+
+
+def test_cli_server_sni_certificate_with_s_client(files: dict[str, str]) -> None:
+    async def run() -> bytes:
+        port = _free_port()
+        server = await asyncio.create_subprocess_exec(
+            *_cli(
+                "server",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--cert",
+                files["p256"],
+                "--key",
+                files["p256.key"],
+                "--sni",
+                f"other.test={files['other']},{files['other.key']}",
+                "--echo",
+                "--naccept",
+                "1",
+            ),
+            stderr=asyncio.subprocess.PIPE,
+            env=_env(),
+        )
+        try:
+            assert server.stderr is not None
+            await _read_until(server.stderr, b"listening on")
+            async with _openssl(
+                "s_client",
+                "-dtls1_2",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-servername",
+                "other.test",
+                "-verify_hostname",
+                "other.test",
+                "-CAfile",
+                files["ca"],
+                "-verify_return_error",
+                "-no_ign_eof",
+                "-nocommands",
+            ) as client:
+                assert client.stdin is not None and client.stdout is not None
+                seen = await _read_until(client.stdout, b"Verify return code")
+                client.stdin.write(b"sni echo\n")
+                await client.stdin.drain()
+                seen += await _read_until(client.stdout, b"sni echo")
+                client.stdin.close()
+                await asyncio.wait_for(client.wait(), STEP_SECONDS)
+            await asyncio.wait_for(server.wait(), STEP_SECONDS)
+            return seen
+        finally:
+            if server.returncode is None:
+                server.kill()
+                await server.wait()
+
+    output = asyncio.run(run())
+    assert b"CN = other.test" in output
+    assert b"Verify return code: 0 (ok)" in output
+
+
+def test_cli_client_saves_and_resumes_session_with_s_server(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    saved = tmp_path / "session.bin"
+
+    async def run() -> tuple[list[bytes], bytes]:
+        port = _free_port()
+        async with _openssl(
+            "s_server",
+            "-dtls1_2",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-naccept",
+            "2",
+            "-cert",
+            files["p256"],
+            "-key",
+            files["p256.key"],
+        ) as server:
+            assert server.stdout is not None
+            output = await _read_until(server.stdout, b"ACCEPT")
+            errors = []
+            for option in ("--sess-out", "--sess-in"):
+                client = await asyncio.create_subprocess_exec(
+                    *_cli("client", f"127.0.0.1:{port}", "--insecure", option, str(saved)),
+                    stdin=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=_env(),
+                )
+                _, error = await asyncio.wait_for(client.communicate(b"hi\n"), STEP_SECONDS)
+                assert client.returncode == 0, error
+                errors.append(error)
+            output += await asyncio.wait_for(server.stdout.read(), STEP_SECONDS)
+            return errors, output
+
+    errors, output = asyncio.run(run())
+    assert b"(resumed)" not in errors[0]
+    assert b"(resumed)" in errors[1]
+    assert b"Reused session-id" in output

@@ -72,3 +72,12 @@ def test_short_record_raises_decrypt_error() -> None:
     (record,), _ = decode_datagram(bytes.fromhex("17fefd00010000000000010003") + b"abc")
     with pytest.raises(DecryptError):
         protection.open(record)
+
+
+@pytest.mark.parametrize("kind", list(AeadKind))
+def test_seal_plain_matches_seal(kind: AeadKind) -> None:
+    key, iv = KEYS[kind]
+    protection = RecordProtection(kind, key, iv, epoch=3)
+    assert protection.seal_plain(23, 99, b"same bytes") == protection.seal(
+        23, DTLS_1_2, 99, b"same bytes"
+    )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import struct
+import zlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from linksim import NS_PER_SECOND, Addr, LinkConfig, Network
 
 from qotp.errors import LocalProtocolError
 from qotp.recv import IN_ORDER_RESERVE_BYTES, InsertResult, ReceiveBuffer
@@ -153,7 +156,8 @@ def test_ack_frees_space_and_gives_an_rtt_sample() -> None:
 def test_retransmission_backs_off_exponentially_and_gives_up_after_six_sends() -> None:
     buffer = SendBuffer()
     buffer.write(1, DATA[:10])
-    send_times = [send(buffer, 0).offset and 0]
+    send(buffer, 0)
+    send_times: list[int] = [0]
     now = 0
     while True:
         deadline = buffer.next_deadline(RTO)
@@ -171,6 +175,31 @@ def test_retransmission_backs_off_exponentially_and_gives_up_after_six_sends() -
     assert [t // MS for t in send_times] == [0, 200, 600, 1400, 3000, 6200]
     assert now // MS == 12600
     assert buffer.retransmitted_packets == 5
+
+
+def test_unlucky_packet_is_not_fatal_while_the_peer_acks_others() -> None:
+    buffer = SendBuffer()
+    buffer.write(1, DATA[:10])
+    send(buffer, 0)
+    buffer.write(2, DATA[:10])
+    send(buffer, 0)
+    now = 0
+    for _ in range(MAX_SEND_ATTEMPTS - 1):  # both resent five times
+        deadline = buffer.next_deadline(RTO)
+        assert deadline is not None
+        now = deadline
+        assert send(buffer, now).stream_id == 1
+        assert send(buffer, now).stream_id == 2
+    assert now == 6200 * MS
+    assert buffer.on_ack(2, 0, 10, now + MS).acked
+    # Stream 1's packet used all its sends, but the peer is alive: it goes again,
+    # at the longest backoff, counted from the latest ACK (RFC 6298 5.3).
+    assert buffer.next_deadline(RTO) == (6201 + 6400) * MS
+    again = send(buffer, 12601 * MS)
+    assert (again.stream_id, again.attempt) == (1, MAX_SEND_ATTEMPTS)
+    assert buffer.next_deadline(RTO) == (12601 + 6400) * MS
+    with pytest.raises(RetryLimitExceeded):
+        buffer.next_packet(19001 * MS, budget=BUDGET, rto_ns=RTO)
 
 
 def test_retransmitted_packets_give_no_rtt_sample_and_the_rto_is_the_callers() -> None:
@@ -482,7 +511,168 @@ def test_random_writes_losses_and_acks_never_corrupt_data(
             break
     else:
         raise AssertionError("transfer did not complete")
-    for stream_id, data in written.items():
-        assert bytes(received[stream_id]) == bytes(data)
+    for stream_id, sent_data in written.items():
+        assert bytes(received[stream_id]) == bytes(sent_data)
     for stream_id in closed:
         assert pipe.receiver.close_offset(stream_id) == len(written.get(stream_id, b""))
+
+
+# -- the buffers as a whole transport over the simulated network ---------------------
+
+#: Mini wire format for these tests only: CRC-32, flags, then ACK and/or data fields.
+MINI_HEADER = struct.Struct("<IB")
+MINI_ACK = struct.Struct("<IQHQ")  # stream, offset, length, window
+MINI_DATA = struct.Struct("<IQ")  # stream, offset
+FLAG_ACK, FLAG_DATA, FLAG_CLOSE = 1, 2, 4
+
+
+class MiniTransport:
+    """SendBuffer + ReceiveBuffer behind the sans-IO driving surface, nothing else.
+
+    No congestion control: at most ``burst`` packets per millisecond. The timer is
+    the send buffer's retransmission deadline.
+    """
+
+    def __init__(self, peer: Addr, *, rto_ns: int = 50 * MS, burst: int = 32) -> None:
+        self.peer = peer
+        self.rto_ns = rto_ns
+        self.burst = burst
+        self.sender = SendBuffer()
+        self.receiver = ReceiveBuffer()
+        self.now = 0
+        self.failed: Exception | None = None
+        self.dropped_corrupt = 0
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: int) -> None:
+        self.now = now
+        if len(data) < MINI_HEADER.size:
+            self.dropped_corrupt += 1
+            return
+        checksum, flags = MINI_HEADER.unpack_from(data)
+        if zlib.crc32(data[4:]) != checksum:
+            self.dropped_corrupt += 1
+            return
+        position = MINI_HEADER.size
+        if flags & FLAG_ACK:
+            stream_id, offset, length, window = MINI_ACK.unpack_from(data, position)
+            position += MINI_ACK.size
+            self.sender.on_ack(stream_id, offset, length, now, peer_window=window)
+        if flags & FLAG_DATA:
+            stream_id, offset = MINI_DATA.unpack_from(data, position)
+            position += MINI_DATA.size
+            self.receiver.insert(
+                stream_id, offset, data[position:], is_close=bool(flags & FLAG_CLOSE), now=now
+            )
+
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Addr]]:
+        self.now = now
+        out: list[tuple[bytes, Addr]] = []
+        if self.failed is not None:
+            return out
+        while len(out) < self.burst:
+            ack = self.receiver.pop_ack()
+            try:
+                packet = self.sender.next_packet(
+                    now,
+                    budget=1200,
+                    rto_ns=self.rto_ns,
+                    ack_offset=None if ack is None else ack.offset,
+                )
+            except RetryLimitExceeded as error:
+                self.failed = error
+                return out
+            if ack is None and packet is None:
+                break
+            flags = 0
+            body = bytearray(1)
+            if ack is not None:
+                flags |= FLAG_ACK
+                body += MINI_ACK.pack(*ack, self.receiver.window)
+            if packet is not None:
+                flags |= FLAG_DATA | (FLAG_CLOSE if packet.is_close else 0)
+                body += MINI_DATA.pack(packet.stream_id, packet.offset)
+                body += packet.data
+            body[0] = flags
+            out.append((struct.pack("<I", zlib.crc32(body)) + bytes(body), self.peer))
+        return out
+
+    def get_timer(self) -> int | None:
+        if self.failed is not None:
+            return None
+        if self.sender.has_new_work() or self.receiver.pending_acks:
+            return self.now + MS
+        return self.sender.next_deadline(self.rto_ns)
+
+    def handle_timer(self, now: int) -> None:
+        self.now = now  # the next datagrams_to_send call does the work
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.05, 0.2])
+def test_buffers_carry_streams_both_ways_over_a_hostile_network(loss: float) -> None:
+    left_address: Addr = ("10.0.0.1", 1)
+    right_address: Addr = ("10.0.0.2", 2)
+    network = Network(
+        seed=int(loss * 100) + 1,
+        default_link=LinkConfig(
+            delay_ns=10 * MS,
+            jitter_ns=2 * MS,
+            loss=loss,
+            duplicate=0.05,
+            reorder=0.05,
+            corrupt=0.02,
+            bandwidth_bytes_per_s=20_000_000,
+            queue_limit_bytes=400_000,
+        ),
+    )
+    left = MiniTransport(right_address)
+    right = MiniTransport(left_address)
+    network.add(left, left_address)
+    network.add(right, right_address)
+    rng = random.Random(7)
+    streams = {stream_id: rng.randbytes(400_000 + stream_id * 7_000) for stream_id in range(4)}
+    for stream_id, data in streams.items():
+        assert left.sender.write(stream_id, data) == len(data)
+        left.sender.close(stream_id)
+        assert right.sender.write(stream_id + 100, data[:20_000]) == 20_000
+        right.sender.close(stream_id + 100)
+    received: dict[int, bytearray] = {stream_id: bytearray() for stream_id in streams}
+    received_left: dict[int, bytearray] = {stream_id + 100: bytearray() for stream_id in streams}
+
+    def finished() -> bool:
+        for stream_id in streams:
+            received[stream_id] += right.receiver.read(stream_id)
+            received_left[stream_id + 100] += left.receiver.read(stream_id + 100)
+        return (
+            all(right.receiver.at_eof(stream_id) for stream_id in streams)
+            and all(left.receiver.at_eof(stream_id + 100) for stream_id in streams)
+            and all(left.sender.is_send_finished(stream_id) for stream_id in streams)
+        )
+
+    assert network.run_until(finished, 120 * NS_PER_SECOND), (left.failed, right.failed)
+    for stream_id, data in streams.items():
+        assert bytes(received[stream_id]) == data
+        assert bytes(received_left[stream_id + 100]) == data[:20_000]
+    assert left.sender.buffered_bytes == 0
+    if loss:
+        assert left.sender.retransmitted_packets > 0
+        assert network.stats.dropped > 0
+    assert left.failed is None and right.failed is None
+
+
+def test_vanished_peer_ends_in_the_retry_limit() -> None:
+    left_address: Addr = ("10.0.0.1", 1)
+    right_address: Addr = ("10.0.0.2", 2)
+    network = Network(seed=3, default_link=LinkConfig(delay_ns=10 * MS))
+    left = MiniTransport(right_address, rto_ns=200 * MS)
+    right = MiniTransport(left_address)
+    network.add(left, left_address)
+    network.add(right, right_address)
+    left.sender.write(1, DATA[:5000])
+    assert network.run_until(lambda: left.sender.buffered_bytes == 0, NS_PER_SECOND)
+    network.blackhole(right_address)
+    start = network.now
+    left.sender.write(1, DATA[:100])
+    assert network.run_until(lambda: left.failed is not None, 60 * NS_PER_SECOND)
+    assert isinstance(left.failed, RetryLimitExceeded)
+    # Six sends at 0, 0.2, 0.6, 1.4, 3.0, 6.2 s; the last one's backoff ends at 12.6 s.
+    assert network.now - start == pytest.approx(12.6 * NS_PER_SECOND, rel=0.01)

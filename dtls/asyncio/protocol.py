@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from cryptography import x509
 
-from ..config import DTLSConfiguration
+from ..config import CertificatePrivateKey, DTLSConfiguration
 from ..connection import Address, DTLSConnection
 from ..endpoint import DTLSEndpoint
 from ..errors import HandshakeTimeout, LocalProtocolError
@@ -211,17 +211,21 @@ class EndpointProtocol(asyncio.DatagramProtocol):
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio: the socket is ready."""
         # Selector transports do not all subclass DatagramTransport, so no isinstance here.
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        """asyncio: feed one datagram to the endpoint, then send, fan out, re-arm."""
         self.endpoint.receive_datagram(data, addr, time.monotonic_ns())
         self._process()
 
     def error_received(self, exc: Exception) -> None:
+        """asyncio: ICMP errors and the like; DTLS relies on its own timers instead."""
         logger.debug("socket error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the socket closed; every connection on it ends."""
         if self._timer is not None:
             self._timer.cancel()
         for wrapper in self._wrappers.values():
@@ -232,6 +236,7 @@ class EndpointProtocol(asyncio.DatagramProtocol):
 
     # -- plumbing used by connections and servers
     def wrap(self, connection: DTLSConnection) -> AsyncDTLSConnection:
+        """The asyncio face of an engine connection (one per peer)."""
         wrapper = self._wrappers.get(connection.peer_id)
         if wrapper is None:
             wrapper = AsyncDTLSConnection(self, connection)
@@ -243,16 +248,32 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self._owner = wrapper
 
     def owns_transport_for(self, wrapper: AsyncDTLSConnection) -> bool:
+        """Whether closing ``wrapper`` should close the socket too (client sockets)."""
         return self._owner is wrapper
 
     def flush(self, connection: DTLSConnection) -> None:
+        """Send what a command on ``connection`` produced and re-arm the timer."""
         self.endpoint.collect(connection)
         self._process()
 
     async def accept(self) -> AsyncDTLSConnection:
-        return await self._accepted.get()
+        """Next server connection whose handshake completed.
+
+        Raises ``ConnectionError`` once the socket is closed, so no caller waits forever.
+        """
+        if not self._accepted.empty():
+            return self._accepted.get_nowait()
+        if self.closed.done():
+            raise ConnectionError("server closed")
+        getter = asyncio.ensure_future(self._accepted.get())
+        await asyncio.wait({getter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        raise ConnectionError("server closed")
 
     def close(self) -> None:
+        """close_notify to every live connection, then close the socket."""
         for wrapper in list(self._wrappers.values()):
             if wrapper.connection.state.value != "closed":
                 wrapper.connection.close()
@@ -341,6 +362,15 @@ class DTLSServer:
             raise LocalProtocolError("server not started")
         name = self.protocol.transport.get_extra_info("sockname")
         return name[0], name[1]
+
+    def add_certificate(
+        self,
+        chain: tuple[x509.Certificate, ...],
+        private_key: CertificatePrivateKey,
+        server_name: str | None = None,
+    ) -> None:
+        """Serve ``chain`` for ``server_name`` (SNI) from now on; works while running."""
+        self.endpoint.add_certificate(chain, private_key, server_name)
 
     async def accept(self) -> AsyncDTLSConnection:
         """Wait for the next peer whose handshake completed."""
