@@ -11,11 +11,25 @@ since the reference stops or panics on input it does not like.
 The Go peer is built once per session (cached under the pytest cache, keyed by
 reference version and source). Without a Go toolchain, or when the module
 proxy will not hand out the reference version, every case skips with the
-reason. ``QOTP_REFERENCE_VERSION=v0.2.18`` builds against another version.
+reason. ``QOTP_REFERENCE_VERSION=v0.2.18`` builds against another version, and
+``QOTP_INTEROP_BASELINE=1`` adds the reference with itself (Go client, Go
+server) as the yardstick for a failing case.
+
+Against v0.2.18 (the newest version the proxy here serves) the large digest cases
+towards the Go server and every 10-stream echo case fail, and so do several
+baseline cases of the reference with itself. Reading v0.2.18: its Conn.Flush
+takes the next ACK off the queue before the pacing check and drops it when pacing
+says "not yet", and its round-robin cursor points at the flushed stream's own id
+field, so removing a stream overwrites another stream's id. v0.2.19 checks pacing
+first and copies the id. One limit stays in v0.2.19: a side that has no RTT sample
+(a digest server only receives) sends one ACK-only datagram per 10 ms, so an
+ACK-clocked sender like ours gets about 100 acknowledgements a second (about
+140 kB/s) from it, while the reference's own sender does not wait for ACKs.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +51,7 @@ from qotp.keys import KeyPair
 
 SERVER_SEED_HEX = "5eed" * 16
 # Generous, rate-based budgets: the reference moves ~1.5 MB/s in digest mode.
-CLIENT_BASE_TIMEOUT_S = 20.0
+CLIENT_BASE_TIMEOUT_S = 12.0
 CLIENT_SECONDS_PER_MB = 2.0
 # The client enforces its own timeout; this margin lets it report first.
 PROCESS_TIMEOUT_MARGIN_S = 20.0
@@ -50,6 +64,9 @@ SHAPES = [
 MODES = ["digest", "echo"]
 HANDSHAKES = ["in-band", "0-rtt"]
 DIRECTIONS = ["python-client-go-server", "go-client-python-server"]
+# The reference with itself, the yardstick when a case above fails: opt-in, since
+# it tests the reference rather than us.
+BASELINE_ENVIRONMENT_VARIABLE = "QOTP_INTEROP_BASELINE"
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +123,19 @@ def test_go_server_identity_matches_ours(
 @pytest.mark.parametrize(("streams", "size"), SHAPES)
 @pytest.mark.parametrize("handshake", HANDSHAKES)
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize(
+    "direction",
+    [
+        *DIRECTIONS,
+        pytest.param(
+            "go-client-go-server",
+            marks=pytest.mark.skipif(
+                not os.environ.get(BASELINE_ENVIRONMENT_VARIABLE),
+                reason=f"the reference with itself: set {BASELINE_ENVIRONMENT_VARIABLE}=1",
+            ),
+        ),
+    ],
+)
 def test_interop(
     go_peer: GoPeer,
     tmp_path: Path,
@@ -125,6 +154,9 @@ def test_interop(
     if direction == "python-client-go-server":
         server = _go_server(go_peer, mode, tmp_path, servers)
         command = [sys.executable, "-m", "qotp", "send", server.address, *arguments]
+    elif direction == "go-client-go-server":
+        server = _go_server(go_peer, mode, tmp_path, servers)
+        command = [str(go_peer.binary), "client", "--connect", server.address, *arguments]
     else:
         server = _python_server(mode, tmp_path, servers)
         command = [str(go_peer.binary), "client", "--connect", server.address, *arguments]
@@ -134,6 +166,8 @@ def test_interop(
     run = run_client(command, timeout=timeout + PROCESS_TIMEOUT_MARGIN_S)
     record_property("reference_version", go_peer.version)
     record_property("client_report", run.report)
+    # One line per case in the output of `pytest -rP`: the numbers worth keeping.
+    print(f"reference {go_peer.version}: {run.report}")
     _check_run(run, server, streams=streams, size=size)
 
 

@@ -173,7 +173,7 @@ def build_go_peer(cache_directory: Path) -> GoPeer:
         raise GoPeerUnavailable("the Go toolchain ('go') is not on the PATH")
     version = reference_version()
     binary = cache_directory / f"qotpinterop-{version}-{_source_fingerprint(version)}"
-    notes_file = binary.with_suffix(".notes")
+    notes_file = binary.parent / (binary.name + ".notes")
     if binary.exists():
         notes = tuple(notes_file.read_text().splitlines()) if notes_file.exists() else ()
         return GoPeer(binary=binary, version=version, notes=notes)
@@ -218,7 +218,7 @@ def build_go_peer(cache_directory: Path) -> GoPeer:
             )
         cache_directory.mkdir(parents=True, exist_ok=True)
         # Copy then rename, so a concurrent session never runs half a binary.
-        staging = binary.with_suffix(".partial")
+        staging = binary.parent / (binary.name + ".partial")
         shutil.copy2(output, staging)
         staging.replace(binary)
         notes_file.write_text("\n".join(notes_list))

@@ -61,6 +61,10 @@ const (
 	// spinning on it until the deadline.
 	maxReferenceErrors = 100000
 	headerBytes        = 8
+	// keyLogEnvironmentVariable names the server's key-log file, as in the Python CLI
+	// (only the server writes one: the initiator's secret is not known when the
+	// reference logs it).
+	keyLogEnvironmentVariable = "QOTP_KEYLOGFILE"
 )
 
 var errTimeout = errors.New("timeout")
@@ -204,6 +208,16 @@ func serve(arguments []string) int {
 		}
 		options = append(options, qotp.WithSeed([32]byte(seed)))
 	}
+	// The same variable as the Python CLI: secrets for `qotp decrypt` and Wireshark.
+	if path := os.Getenv(keyLogEnvironmentVariable); path != "" {
+		keyLog, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "key log: %v\n", err)
+			return 1
+		}
+		defer keyLog.Close()
+		options = append(options, qotp.WithKeyLogWriter(keyLog))
+	}
 	socket, err := openSocket(*listen)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "listen: %v\n", err)
@@ -306,6 +320,13 @@ func (state *serverStream) stepDigest() {
 		return
 	}
 	if closed {
+		if !state.haveHeader && len(state.header) == 0 {
+			// A stream object the reference re-created for a late packet
+			// (an ACK or a repeated CLOSE) after it had removed the stream.
+			state.stream.Close()
+			state.done = true
+			return
+		}
 		state.finish("peer closed before sending everything (%d bytes missing)", state.remaining)
 	}
 }
