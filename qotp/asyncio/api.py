@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
+from typing import Self
 
 from qotp.config import QotpConfiguration
 from qotp.connection import Connection, ConnectionStatistics
@@ -63,7 +64,25 @@ async def listen(
     return QotpListener(endpoint, sock, loop)
 
 
-class QotpListener:
+class _ClosesOnExit:
+    """``async with`` support for objects whose ``close()`` needs no waiting."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class QotpListener(_ClosesOnExit):
     """One UDP socket with its QOTP engine: ``accept()`` incoming, ``dial()`` outgoing."""
 
     def __init__(
@@ -152,17 +171,6 @@ class QotpListener:
     async def wait_closed(self) -> None:
         """Wait until :meth:`close` finished."""
         await self._closed_event.wait()
-
-    async def __aenter__(self) -> QotpListener:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def statistics(self) -> dict[str, int]:
         """Socket and endpoint counters (drops by reason included)."""
@@ -268,7 +276,7 @@ class QotpListener:
             connection._on_terminated(event.reason, error=event.error)
 
 
-class QotpConnection:
+class QotpConnection(_ClosesOnExit):
     """One peer: many streams, opened by either side with ids the opener picks."""
 
     def __init__(self, listener: QotpListener, engine: Connection) -> None:
@@ -338,29 +346,16 @@ class QotpConnection:
             for stream in self._streams.values():
                 stream._flush_pending()
             self.engine.close(now=time.monotonic_ns())
-            self._listener.endpoint.mark_ready(self.engine)
-            self._listener.schedule_flush()
+            self._kick()
 
     def abort(self) -> None:
         """End the connection now."""
         self.engine.abort(now=time.monotonic_ns())
-        self._listener.endpoint.mark_ready(self.engine)
-        self._listener.schedule_flush()
+        self._kick()
 
     async def wait_closed(self) -> None:
         """Wait until the connection ended."""
         await self._terminated.wait()
-
-    async def __aenter__(self) -> QotpConnection:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- from the listener ----------------------------------------------------
 
@@ -396,7 +391,7 @@ class QotpConnection:
             stream._on_closed()
 
 
-class QotpStream:
+class QotpStream(_ClosesOnExit):
     """Ordered reliable bytes in both directions, like an asyncio reader and writer in one."""
 
     def __init__(self, connection: QotpConnection, stream_id: int) -> None:
@@ -514,17 +509,6 @@ class QotpStream:
     async def wait_closed(self) -> None:
         """Wait until both directions are finished (or the connection ended)."""
         await self._closed.wait()
-
-    async def __aenter__(self) -> QotpStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- from the connection --------------------------------------------------
 
