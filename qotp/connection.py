@@ -412,7 +412,12 @@ class Connection:
         # The protection's own datagrams go last: a 0-RTT hello is only needed
         # when the transport had nothing to put in the first packet.
         if not self._terminated:
-            datagrams.extend(protection.datagrams_to_send(now))
+            own = protection.datagrams_to_send(now)
+            if own:
+                datagrams.extend(own)
+                if not protection.handshake_complete:
+                    # The protection's hello is the one packet allowed before the reply.
+                    self._sent_new_before_handshake = True
             if protection.failure is not None:
                 self._terminate(f"handshake failed: {protection.failure}", error=True)
         return datagrams

@@ -71,7 +71,7 @@ class QotpEndpoint:
         self, address: Address, *, now: int, peer_public_key: bytes | None = None
     ) -> Connection:
         """Dial a peer: in-band handshake, or 0-RTT when its public key is given."""
-        protection = self.crypto.dial(peer_public_key=peer_public_key)
+        protection = self.crypto.dial(peer_public_key=peer_public_key, now=now)
         if protection.connection_id in self.connections:
             raise LocalProtocolError("connection id collision; dial again")
         connection = self._add(protection, address, is_initiator=True, now=now)

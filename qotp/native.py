@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 HANDSHAKE_INITIAL_RTO_NS = 200_000_000
 """Retransmission timeout before any RTT sample (Go: the 200 ms default RTO)."""
 HANDSHAKE_MAX_SENDS = 6
+ZERO_RTT_HELLO_GRACE_NS = 1_000_000
+"""How long a 0-RTT dial waits for data to carry before it sends a PING hello."""
 """An unanswered first packet is sent this often; then the dial fails (reference: 6)."""
 
 _INIT_SND_AS_PING = encode_payload(Payload(PayloadKind.PING, 0, 0))
@@ -158,8 +160,14 @@ class NativeProtection:
         peer_public_key: bytes | None = None,
         mtu: int = DEFAULT_MTU,
         ephemeral: KeyPair | None = None,
+        now: int = 0,
     ) -> NativeProtection:
-        """The initiator: in-band when ``peer_public_key`` is None, else 0-RTT."""
+        """The initiator: in-band when ``peer_public_key`` is None, else 0-RTT.
+
+        A 0-RTT dial waits :data:`ZERO_RTT_HELLO_GRACE_NS` for the application's
+        first bytes before sending a bare hello, so that data written right after
+        the dial rides in the first packet (only one packet may precede the reply).
+        """
         ephemeral = ephemeral or KeyPair.generate()
         protection = cls(
             role=Role.INITIATOR,
@@ -176,7 +184,7 @@ class NativeProtection:
             protection._key_log.append(
                 _key_log_line("QOTP_SHARED_SECRET_ID", protection.connection_id, secret)
             )
-        protection._hello_deadline = 0  # due at once
+        protection._hello_deadline = now + ZERO_RTT_HELLO_GRACE_NS if peer_public_key else now
         return protection
 
     # -- Protection interface -----------------------------------------------
@@ -409,9 +417,11 @@ class NativeCryptoLayer:
             return connection_id
         return int(decode_envelope_header(datagram, mtu=self.mtu).connection_id)
 
-    def dial(self, *, peer_public_key: bytes | None = None) -> NativeProtection:
+    def dial(self, *, peer_public_key: bytes | None = None, now: int = 0) -> NativeProtection:
         """A new initiator-side protection."""
-        return NativeProtection.dial(self.identity, peer_public_key=peer_public_key, mtu=self.mtu)
+        return NativeProtection.dial(
+            self.identity, peer_public_key=peer_public_key, mtu=self.mtu, now=now
+        )
 
     def accept(self, datagram: bytes, now: int) -> NativeProtection | None:
         """A responder for a valid InitSnd / authentic InitCryptoSnd, else None.

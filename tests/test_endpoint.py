@@ -225,3 +225,22 @@ def test_statistics_and_large_transfer_integrity() -> None:
     stats = client.statistics()
     assert stats.bytes_sent == len(data) and stats.retransmitted_packets == 0
     assert stats.smoothed_rtt_ns > 0
+
+
+def test_zero_rtt_waits_briefly_for_data_then_sends_one_first_packet() -> None:
+    """Data written just after a 0-RTT dial rides in the one first packet."""
+    pair = EnginePair()
+    client = pair.client.connect(SERVER_ADDRESS, now=0, peer_public_key=pair.server.public_key)
+    assert pair.client.datagrams_to_send(0) == []  # grace period: no bare hello yet
+    client.send_stream_data(0, b"x" * 1032, now=0)
+    pair.client.mark_ready(client)
+    (first,) = pair.client.datagrams_to_send(0)
+    assert first[0][0] >> 5 == 2  # InitCryptoSnd
+    assert pair.client.datagrams_to_send(10_000_000) == []  # nothing more before the reply
+
+
+def test_zero_rtt_without_data_sends_a_hello_after_the_grace_period() -> None:
+    pair = EnginePair()
+    client = pair.client.connect(SERVER_ADDRESS, now=0, peer_public_key=pair.server.public_key)
+    pair.run_until(lambda: client.is_established)
+    assert pair.now < 100_000_000
