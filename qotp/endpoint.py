@@ -27,7 +27,7 @@ from collections.abc import Callable
 from qotp.config import QotpConfiguration
 from qotp.connection import Connection
 from qotp.errors import DecodeError, DecryptError, LocalProtocolError
-from qotp.events import ConnectionTerminated, Event
+from qotp.events import Event
 from qotp.keys import KeyPair
 from qotp.native import NativeCryptoLayer
 from qotp.protection import Address, Protection
@@ -216,15 +216,6 @@ class QotpEndpoint:
                 del self.connections[connection_id]
             self._timer_of.pop(connection_id, None)
             self._ready.pop(connection_id, None)
-            if not any(
-                isinstance(event, ConnectionTerminated) and event.connection_id == connection_id
-                for event in events
-            ):
-                events.append(
-                    ConnectionTerminated(
-                        connection_id=connection_id, reason="terminated", error=False
-                    )
-                )
             return
         if connection.has_pending_output():
             self._ready[connection_id] = None

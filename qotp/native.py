@@ -34,6 +34,7 @@ from enum import Enum
 from qotp.envelope import (
     DEFAULT_MTU,
     MAX_SEQUENCE_NUMBER,
+    EnvelopeHeader,
     MessageType,
     OpenedPacket,
     PacketCipher,
@@ -310,7 +311,7 @@ class NativeProtection:
             )
             return self._accept_data(opened)
         if self.role is Role.RESPONDER:
-            return self._open_repeated_init(datagram, message_type, header.ephemeral_public_key)
+            return self._open_repeated_init(datagram, header)
         if message_type is MessageType.INIT_RCV or message_type is MessageType.INIT_CRYPTO_RCV:
             if (message_type is MessageType.INIT_CRYPTO_RCV) != self.zero_rtt:
                 raise DecodeError(f"{message_type.name} does not answer this dial")
@@ -350,17 +351,15 @@ class NativeProtection:
             self._handshake_complete = True
         return opened.payload
 
-    def _open_repeated_init(
-        self, datagram: bytes, message_type: MessageType, ephemeral: bytes | None
-    ) -> bytes:
+    def _open_repeated_init(self, datagram: bytes, header: EnvelopeHeader) -> bytes:
         """The initiator repeated its first packet (our reply was lost or slow)."""
-        if ephemeral != self.peer_ephemeral_public_key:
+        message_type = header.message_type
+        if header.ephemeral_public_key != self.peer_ephemeral_public_key:
             raise DecryptError("first packet with another key under a known connection id")
         if message_type is MessageType.INIT_SND and not self.zero_rtt:
             return _INIT_SND_AS_PING
         if message_type is MessageType.INIT_CRYPTO_SND and self.zero_rtt:
             assert self._init_cipher is not None
-            header = decode_envelope_header(datagram, mtu=self._mtu)
             return open_packet(datagram, header, self._init_cipher).payload
         raise DecodeError(f"a responder does not accept {message_type.name} here")
 

@@ -251,16 +251,10 @@ class QotpListener(_ClosesOnExit):
                 connection._on_established()
             return
         if connection is None:
-            if isinstance(event, StreamOpened):
-                # A 0-RTT responder hears of streams before its handshake completes.
-                engine = self.endpoint.connections.get(event.connection_id)
-                if engine is None:
-                    return
-                connection = QotpConnection(self, engine)
-                self._connections[event.connection_id] = connection
-                self._accept_queue.put_nowait(connection)
-            else:
-                return
+            # Every connection is announced by ConnectionEstablished (the responder's
+            # on its first authenticated packet) before any stream event; events of
+            # one already gone are moot.
+            return
         if isinstance(event, StreamOpened):
             connection._on_stream_opened(event.stream_id)
         elif isinstance(event, StreamDataAvailable):
