@@ -48,6 +48,7 @@ __all__ = [
     "PUBLIC_KEY_SIZE",
     "PacketCipher",
     "SEQUENCE_NUMBER_SIZE",
+    "SMALL_PAYLOAD_BYTES",
     "SequenceCounter",
     "connection_id_from_public_key",
     "data_connection_id",
@@ -172,8 +173,22 @@ class SequenceCounter:
 # --------------------------------------------------------------------------
 
 _xchacha_seal = _sodium_lib.crypto_aead_xchacha20poly1305_ietf_encrypt
+_chacha_seal = _sodium_lib.crypto_aead_chacha20poly1305_ietf_encrypt
+_chacha_open = _sodium_lib.crypto_aead_chacha20poly1305_ietf_decrypt
 _NULL = _sodium_ffi.NULL
 _unpack = _sodium_ffi.unpack
+
+SMALL_PAYLOAD_BYTES: Final = 256
+"""Payloads shorter than this are sealed and opened through libsodium.
+
+Both libraries compute the same ChaCha20-Poly1305 (RFC 8439).  Measured here,
+``cryptography`` costs ~1.3 us per call whatever the size (its per-call set-up
+dominates), libsodium ~0.6 us for an ACK-sized payload but twice as much per
+byte; they cross near 400 bytes.  Every data packet is answered by a small
+ACK-only packet, so this halves the AEAD cost of half the traffic.
+"""
+
+_SCRATCH_BYTES: Final = SMALL_PAYLOAD_BYTES + MAC_SIZE
 
 
 class OpenedPacket(NamedTuple):
@@ -188,19 +203,34 @@ class OpenedPacket(NamedTuple):
     payload: bytes
 
 
+def _nonce(sequence_number: int, epoch: int, sent_by_initiator: bool) -> bytes:
+    value = epoch | (sequence_number << 48)
+    value = value | 0x80 if sent_by_initiator else value & ~0x80
+    return value.to_bytes(12, "little")
+
+
 class PacketCipher:
     """Both encryption layers under one 32-byte shared secret.
 
     Built once per key and reused: the ChaCha20-Poly1305 object and the
-    libsodium output buffer are the expensive parts to create.  Not safe to
-    share between threads (the scratch buffer is reused).
+    libsodium output buffers are the expensive parts to create.  Not safe to
+    share between threads (the scratch buffers are reused).
 
     ``seal`` and ``open`` are the per-packet hot path, so they use literals
     (6 = sequence-number bytes, 24 = XChaCha20 nonce bytes, 0x80 = direction
-    bit) and pre-bound methods instead of global lookups.
+    bit, 256 = :data:`SMALL_PAYLOAD_BYTES`) and pre-bound methods instead of
+    global lookups.
     """
 
-    __slots__ = ("_decrypt", "_encrypt", "_key", "_scratch", "_scratch_chars")
+    __slots__ = (
+        "_aead_buffer",
+        "_aead_chars",
+        "_decrypt",
+        "_encrypt",
+        "_key",
+        "_scratch",
+        "_scratch_chars",
+    )
 
     def __init__(self, shared_secret: bytes) -> None:
         if len(shared_secret) != 32:
@@ -210,9 +240,11 @@ class PacketCipher:
         self._encrypt = aead.encrypt
         self._decrypt = aead.decrypt
         # libsodium wants unsigned char*; ffi.unpack returns bytes only for char*,
-        # so one buffer is kept under both types.
+        # so each buffer is kept under both types.
         self._scratch_chars = _sodium_ffi.new("char[]", SEQUENCE_NUMBER_SIZE + MAC_SIZE)
         self._scratch = _sodium_ffi.cast("unsigned char *", self._scratch_chars)
+        self._aead_chars = _sodium_ffi.new("char[]", _SCRATCH_BYTES)
+        self._aead_buffer = _sodium_ffi.cast("unsigned char *", self._aead_chars)
 
     @property
     def key(self) -> bytes:
@@ -232,7 +264,15 @@ class PacketCipher:
             nonce_value = epoch | (sequence_number << 48) | 0x80
         else:
             nonce_value = (epoch | (sequence_number << 48)) & ~0x80
-        sealed = self._encrypt(nonce_value.to_bytes(12, "little"), plaintext, header)
+        length = len(plaintext)
+        if length < 256:
+            _chacha_seal(
+                self._aead_buffer, _NULL, plaintext, length, header, len(header),
+                _NULL, nonce_value.to_bytes(12, "little"), self._key,
+            )  # fmt: skip
+            sealed = _unpack(self._aead_chars, length + 16)
+        else:
+            sealed = self._encrypt(nonce_value.to_bytes(12, "little"), plaintext, header)
         # XChaCha20 at counter 1 is the ciphertext part of an XChaCha20-Poly1305
         # seal (the reference keeps its first 6 bytes); the raw libsodium call
         # costs ~0.6 us where PyNaCl's wrapper costs ~3.4 us.
@@ -242,6 +282,21 @@ class PacketCipher:
             null, 0, null, sealed[:24], self._key,
         )  # fmt: skip
         return b"".join((header, _unpack(self._scratch_chars, 6), sealed))
+
+    def _open_payload(self, nonce: bytes, sealed: bytes, header: bytes) -> bytes | None:
+        """The payload layer alone; None when the tag does not verify."""
+        length = len(sealed) - 16
+        if length < 256:
+            if _chacha_open(
+                self._aead_buffer, _NULL, _NULL, sealed, length + 16, header, len(header),
+                nonce, self._key,
+            ):  # fmt: skip
+                return None
+            return _unpack(self._aead_chars, length)
+        try:
+            return self._decrypt(nonce, sealed, header)
+        except InvalidTag:
+            return None
 
     def open(
         self,
@@ -272,21 +327,18 @@ class PacketCipher:
             nonce_value = epoch | (sequence_number << 48) | 0x80
         else:
             nonce_value = (epoch | (sequence_number << 48)) & ~0x80
-        try:  # the receiver's own epoch first: almost always right, so no loop
-            plaintext = self._decrypt(nonce_value.to_bytes(12, "little"), sealed, header)
+        # The receiver's own epoch first: almost always right.
+        plaintext = self._open_payload(nonce_value.to_bytes(12, "little"), sealed, header)
+        if plaintext is not None:
             return _tuple_new(OpenedPacket, (sequence_number, epoch, plaintext))
-        except InvalidTag:
-            pass
         for candidate in (epoch - 1, epoch + 1) if epoch > 0 else (epoch + 1,):
             if candidate > MAX_EPOCH:
                 continue
-            nonce_value = candidate | (sequence_number << 48)
-            nonce_value = nonce_value | 0x80 if sent_by_initiator else nonce_value & ~0x80
-            try:
-                plaintext = self._decrypt(nonce_value.to_bytes(12, "little"), sealed, header)
-            except InvalidTag:
-                continue
-            return _tuple_new(OpenedPacket, (sequence_number, candidate, plaintext))
+            plaintext = self._open_payload(
+                _nonce(sequence_number, candidate, sent_by_initiator), sealed, header
+            )
+            if plaintext is not None:
+                return _tuple_new(OpenedPacket, (sequence_number, candidate, plaintext))
         raise DecryptError("packet failed authentication")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vectors import load, payload_from_decoded
@@ -14,6 +15,7 @@ from qotp.envelope import (
     MAX_EPOCH,
     MAX_SEQUENCE_NUMBER,
     MIN_PACKET_SIZE,
+    SMALL_PAYLOAD_BYTES,
     EnvelopeHeader,
     MessageType,
     PacketCipher,
@@ -435,3 +437,22 @@ def test_mutated_packets_raise_only_our_errors(packet: bytes, data: st.DataObjec
         mutated[position] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(MIN_PACKET_SIZE - 2, len(mutated)))
     _any_open(bytes(mutated[:cut]))
+
+
+@pytest.mark.parametrize("size", [8, 100, SMALL_PAYLOAD_BYTES - 1, SMALL_PAYLOAD_BYTES, 1300])
+def test_small_and_large_payload_paths_seal_the_same_bytes(size: int) -> None:
+    """libsodium (small payloads) and cryptography (large) are two routes to one AEAD."""
+    key = bytes(range(32))
+    cipher = PacketCipher(key)
+    header = bytes([0x80]) + bytes(range(8))
+    payload = bytes((index * 7) & 0xFF for index in range(size))
+    packet = cipher.seal(header, 5, 3, True, payload)
+    nonce = (3 | (5 << 48) | 0x80).to_bytes(12, "little")
+    assert packet[len(header) + 6 :] == ChaCha20Poly1305(key).encrypt(nonce, payload, header)
+    assert cipher.open(packet, len(header), 3, True).payload == payload
+    # Either route rejects a flipped bit, in the tag or in the ciphertext.
+    for position in (len(packet) - 1, len(header) + 6):
+        tampered = bytearray(packet)
+        tampered[position] ^= 0x01
+        with pytest.raises(DecryptError):
+            cipher.open(bytes(tampered), len(header), 3, True)

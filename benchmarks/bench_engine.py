@@ -1,0 +1,138 @@
+"""Engine cost per packet: the sans-IO sender and receiver in one process, no sockets.
+
+The asyncio benchmark (bench_transport.py) measures what users see; this one
+isolates the protocol work, so that an optimisation of the engine shows up
+without socket and scheduling noise.  Both endpoints run on the real clock
+(pacing and BBR behave as on a link with zero delay); every call into each
+side is timed separately (thread CPU time, so other load on the machine
+matters less), and the report says which side is the bottleneck.
+
+Baseline, in the same run: one ChaCha20-Poly1305 seal plus one open of a
+1400-byte payload, i.e. the floor that the AEAD alone costs per packet.
+
+Run: ``.venv/bin/python benchmarks/bench_engine.py [--megabytes N] [--profile side]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
+
+from qotp.endpoint import QotpEndpoint  # noqa: E402
+
+CLIENT = ("192.0.2.1", 1111)
+SERVER = ("192.0.2.2", 2222)
+
+
+def _aead_floor_ns(rounds: int = 20000) -> float:
+    aead = ChaCha20Poly1305(os.urandom(32))
+    nonce = bytes(12)
+    plaintext = os.urandom(1400)
+    start = time.thread_time_ns()
+    for _ in range(rounds):
+        aead.decrypt(nonce, aead.encrypt(nonce, plaintext, b"h"), b"h")
+    return (time.thread_time_ns() - start) / rounds
+
+
+def run(total_bytes: int, profile: str | None) -> dict[str, float]:
+    clock = time.perf_counter_ns
+    cpu = time.thread_time_ns
+    client = QotpEndpoint()
+    server = QotpEndpoint()
+    spent = {"client": 0, "server": 0}
+    profiler = cProfile.Profile() if profile else None
+    connection = client.connect(SERVER, now=clock(), peer_public_key=server.public_key)
+    chunk = os.urandom(1 << 16)
+    written = 0
+    received = 0
+    server_connection = None
+    start = clock()
+    while received < total_bytes:
+        # -- sender side --
+        if profiler and profile == "client":
+            profiler.enable()
+        t0 = clock()
+        c0 = cpu()
+        while written < total_bytes and connection.send_space() >= len(chunk):
+            connection.send_stream_data(0, chunk, now=t0)
+            written += len(chunk)
+        client.mark_ready(connection)
+        client.handle_timer(t0)
+        to_server = client.datagrams_to_send(t0)
+        while client.next_event() is not None:
+            pass
+        t1 = clock()
+        c1 = cpu()
+        spent["client"] += c1 - c0
+        if profiler and profile == "client":
+            profiler.disable()
+        # -- receiver side --
+        if profiler and profile == "server":
+            profiler.enable()
+        for datagram, _address in to_server:
+            server.receive_datagram(datagram, CLIENT, t1)
+        if server_connection is None and server.connections:
+            server_connection = next(iter(server.connections.values()))
+        if server_connection is not None:
+            while server_connection.readable(0):
+                received += len(server_connection.read(0, now=t1))
+        server.handle_timer(t1)
+        to_client = server.datagrams_to_send(t1)
+        while server.next_event() is not None:
+            pass
+        t2 = clock()
+        c2 = cpu()
+        spent["server"] += c2 - c1
+        if profiler and profile == "server":
+            profiler.disable()
+        # -- back to the sender --
+        if profiler and profile == "client":
+            profiler.enable()
+        for datagram, _address in to_client:
+            client.receive_datagram(datagram, SERVER, t2)
+        spent["client"] += cpu() - c2
+        if profiler and profile == "client":
+            profiler.disable()
+    elapsed = clock() - start
+    packets = connection.statistics().datagrams_sent
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    return {
+        "packets": packets,
+        "client_ns_per_packet": spent["client"] / packets,
+        "server_ns_per_packet": spent["server"] / packets,
+        "mb_s_if_client_bound": total_bytes / (spent["client"] / 1e9) / 1e6,
+        "elapsed_s": elapsed / 1e9,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", choices=("client", "server"))
+    arguments = parser.parse_args()
+    floor = _aead_floor_ns()
+    print(f"baseline: AEAD seal+open of 1400 B: {floor / 1000:.2f} us")
+    for _ in range(1 if arguments.profile else arguments.repeats):
+        result = run(arguments.megabytes * 1_000_000, arguments.profile)
+        print(
+            f"{result['packets']} packets: sender {result['client_ns_per_packet'] / 1000:.2f} us"
+            f" ({result['client_ns_per_packet'] / floor:.1f}x baseline),"
+            f" receiver {result['server_ns_per_packet'] / 1000:.2f} us"
+            f" ({result['server_ns_per_packet'] / floor:.1f}x baseline);"
+            f" sender-bound rate {result['mb_s_if_client_bound']:.1f} MB/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
