@@ -292,7 +292,8 @@ class PacketCipher:
                 nonce, self._key,
             ):  # fmt: skip
                 return None
-            return _unpack(self._aead_chars, length)
+            opened: bytes = _unpack(self._aead_chars, length)
+            return opened
         try:
             return self._decrypt(nonce, sealed, header)
         except InvalidTag:
