@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from qotp.asyncio import QotpConnection, QotpListener, QotpStream
 
@@ -64,14 +66,22 @@ async def serve_connection(connection: QotpConnection, mode: str) -> None:
         task.cancel()
 
 
-def _stream_data(stream_id: int, size: int) -> list[bytes]:
-    generator = random.Random(0x5107 + stream_id)
-    chunks = []
+def _stream_data(stream_id: int, size: int) -> Iterator[bytes]:
+    """``size`` pseudo-random bytes for one stream, made as they are sent.
+
+    A ChaCha20 key stream keyed by the stream id: deterministic, different per
+    stream, without a period a transport bug could hide in, and ~5 GB/s, so
+    the client measures the transport rather than its data source (Python's
+    ``randbytes`` made ~0.35 GB/s, a tenth of the time of a 100 MB run) and
+    holds one chunk in memory instead of the whole transfer.
+    """
+    key = hashlib.sha256(b"qotp test data %d" % stream_id).digest()
+    keystream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+    zeros = bytes(CHUNK_BYTES)
     while size:
         length = min(size, CHUNK_BYTES)
-        chunks.append(generator.randbytes(length))
+        yield keystream.update(zeros[:length] if length < CHUNK_BYTES else zeros)
         size -= length
-    return chunks
 
 
 @dataclass(frozen=True, slots=True)
