@@ -131,6 +131,12 @@ class Connection:
         self._last_receive_ns = now
         self._pacing_deadline: int | None = None
         self._announced_streams: set[int] = set()
+        # The acknowledgement event being gathered (see _flush_ack_event).
+        self._ack_event_now = -1
+        self._ack_event_bytes = 0
+        self._ack_event_newest: SendSample | None = None
+        self._ack_event_rtt_ns = 0
+        self._ack_event_sent_ns = -1
         self.bytes_sent = 0
         self.bytes_received = 0
         self.datagrams_sent = 0
@@ -151,6 +157,7 @@ class Connection:
 
     def statistics(self) -> ConnectionStatistics:
         """Current counters and estimates."""
+        self._flush_ack_event()
         send = self.send_buffer
         return ConnectionStatistics(
             smoothed_rtt_ns=self.rtt.srtt_ns,
@@ -258,6 +265,8 @@ class Connection:
         """Process one datagram routed to this connection; bad ones are counted and dropped."""
         if self._terminated:
             return
+        if self._ack_event_now >= 0 and now != self._ack_event_now:
+            self._flush_ack_event()
         try:
             raw = self.protection.open(data, now)
         except (DecodeError, DecryptError) as error:
@@ -350,21 +359,31 @@ class Connection:
         send = self.send_buffer
         was_low = send.free_space < _WRITABLE_LOW_WATER_BYTES
         result = send.on_ack(
-            ack.stream_id,
-            ack.offset,
-            ack.length,
-            now,
-            peer_window=ack.receive_window,
-            loss_delay_ns=self.rtt.loss_delay_ns(),
+            ack.stream_id, ack.offset, ack.length, now, peer_window=ack.receive_window
         )
         if not result.acked:
             return
+        # Gather the acknowledgement event; RTT, congestion control and loss detection
+        # see the whole batch at once (_flush_ack_event).
+        self._ack_event_now = now
         sample = result.sample
-        if result.rtt_sample_ns is not None:
-            self.rtt.update(result.rtt_sample_ns, now)
         if isinstance(sample, SendSample):
-            self._datagram_bytes_in_flight -= sample.size_bytes
-            self.congestion.on_packet_acked(now, sample, self._datagram_bytes_in_flight)
+            size = sample.size_bytes
+            self._datagram_bytes_in_flight -= size
+            self._ack_event_bytes += size
+            newest = self._ack_event_newest
+            if newest is None or sample.sent_time_ns >= newest.sent_time_ns:
+                self._ack_event_newest = sample
+        rtt_sample = result.rtt_sample_ns
+        if rtt_sample is not None and (
+            self._ack_event_rtt_ns <= 0 or rtt_sample < self._ack_event_rtt_ns
+        ):
+            # All of the batch was acknowledged at ``now``: the newest packet's sample
+            # is the smallest, and the one a stretch ACK would give.
+            self._ack_event_rtt_ns = rtt_sample
+        sent = result.sent_ns
+        if sent > self._ack_event_sent_ns:
+            self._ack_event_sent_ns = sent
         if was_low and send.free_space >= _WRITABLE_LOW_WATER_BYTES:
             self._events.append(StreamWritable(connection_id=self.connection_id))
         if result.send_finished:
@@ -372,6 +391,34 @@ class Connection:
             if state is not None:
                 state.on_send_finished(now)
                 self._sweep_stream(result.stream_id, now)
+
+    def _flush_ack_event(self) -> None:
+        """Hand the acknowledgements gathered at one ``now`` to RTT, congestion and loss.
+
+        Datagrams that arrive together (one socket read, one GRO batch) are one event,
+        as a stretch ACK is in TCP: one RTT sample (the newest packet's), one
+        delivery-rate sample over all the bytes, one pass of loss detection from the
+        newest acknowledged send time.  Per datagram, only the send buffer's records
+        are touched.  Runs before anything reads the estimates (sending, timers,
+        statistics) and when a datagram arrives at a later ``now``.
+        """
+        now = self._ack_event_now
+        if now < 0:
+            return
+        self._ack_event_now = -1
+        rtt_sample = self._ack_event_rtt_ns
+        if rtt_sample > 0:
+            self._ack_event_rtt_ns = 0
+            self.rtt.update(rtt_sample, now)
+        newest = self._ack_event_newest
+        if newest is not None:
+            self._ack_event_newest = None
+            acked_bytes, self._ack_event_bytes = self._ack_event_bytes, 0
+            self.congestion.on_packets_acked(
+                now, newest, acked_bytes, self._datagram_bytes_in_flight
+            )
+        sent, self._ack_event_sent_ns = self._ack_event_sent_ns, -1
+        self.send_buffer.detect_losses(sent, now, self.rtt.loss_delay_ns())
 
     def _maybe_finish_receive(self, stream_id: int, now: int) -> None:
         state = self.streams.get(stream_id)
@@ -405,6 +452,7 @@ class Connection:
         """Everything that may leave now: handshake, retransmissions, data, ACKs."""
         if self._terminated:
             return []
+        self._flush_ack_event()
         protection = self.protection
         datagrams: list[bytes] = []
         if protection.can_carry_payload:
@@ -543,6 +591,7 @@ class Connection:
         """The next absolute deadline (ns) at which :meth:`handle_timer` must run."""
         if self._terminated:
             return None
+        self._flush_ack_event()
         deadline = self._last_receive_ns + self.configuration.idle_timeout_ns
         protection_timer = self.protection.get_timer()
         if protection_timer is not None and protection_timer < deadline:
@@ -564,6 +613,7 @@ class Connection:
         """Run expired timers: idle timeout and the protection's; sending follows."""
         if self._terminated:
             return
+        self._flush_ack_event()
         if now >= self._last_receive_ns + self.configuration.idle_timeout_ns:
             self._terminate("idle timeout", error=False)
             return

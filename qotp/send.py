@@ -214,9 +214,11 @@ class AckResult(NamedTuple):
     delivery_interval_ns: int
     #: What :meth:`SendBuffer.attach_sample` attached to the packet's last send.
     sample: object | None = None
+    #: ``now`` of the packet's last send.
+    sent_ns: int = 0
 
 
-_NOT_ACKED_TEMPLATE = AckResult(False, 0, 0, None, 0, False, False, False, 0, 0, None)
+_NOT_ACKED_TEMPLATE = AckResult(False, 0, 0, None, 0, False, False, False, 0, 0, None, 0)
 
 
 class _InFlight:
@@ -802,14 +804,20 @@ class SendBuffer:
         self._unschedule(record)
         self._streams[key[0]].in_flight_count -= 1
 
-    def _detect_losses(self, acked_sent_ns: int, now: int, loss_delay_ns: int) -> None:
+    def detect_losses(self, acked_sent_ns: int, now: int, loss_delay_ns: int) -> None:
         """Packets sent before an acknowledged one, and long enough ago, are lost.
 
         The time threshold of RFC 9002 section 6.1.2 (the caller passes
-        ``9/8 * max(srtt, latest RTT)``): with one ACK per packet, an earlier
-        packet still unacknowledged that long after is not merely reordered.
+        ``9/8 * max(srtt, latest RTT)``, raised here to the reordering window seen
+        so far): with one ACK per packet, an earlier packet still unacknowledged
+        that long after is not merely reordered.  ``acked_sent_ns`` is the send
+        time of the newest packet just acknowledged (negative: nothing to judge).
         Each timer FIFO is ordered by send time, so only heads are examined.
         """
+        if acked_sent_ns < 0:
+            return
+        if loss_delay_ns < self._reorder_window_ns:
+            loss_delay_ns = self._reorder_window_ns
         limit = now - loss_delay_ns
         if acked_sent_ns < limit:
             limit = acked_sent_ns
@@ -856,9 +864,7 @@ class SendBuffer:
             if window > self._reorder_window_ns:
                 self._reorder_window_ns = window
         if loss_delay_ns is not None:
-            if loss_delay_ns < self._reorder_window_ns:
-                loss_delay_ns = self._reorder_window_ns
-            self._detect_losses(sent, now, loss_delay_ns)
+            self.detect_losses(sent, now, loss_delay_ns)
         data_length = len(record.data)
         self.bytes_in_flight -= data_length
         self.buffered_bytes -= data_length
@@ -887,4 +893,5 @@ class SendBuffer:
             self._delivered_bytes - record.delivered_at_send,
             now - record.delivered_time_at_send,
             record.sample,
+            sent,
         )

@@ -381,10 +381,17 @@ class Bbr:
 
     def on_packet_acked(self, now: int, sample: SendSample, bytes_in_flight: int) -> None:
         """Take a delivery-rate sample, grow the window, run the state machine if needed."""
+        self.on_packets_acked(now, sample, sample.size_bytes, bytes_in_flight)
+
+    def on_packets_acked(
+        self, now: int, newest: SendSample, acked_bytes: int, bytes_in_flight: int
+    ) -> None:
+        """The same for a batch: one rate sample from the newest packet, growth by all."""
         sampler = self.sampler
-        acked = sample.size_bytes
+        sample = newest
+        acked = acked_bytes
         min_rtt = self.rtt.min_rtt_ns
-        rate = sampler.on_acked(now, sample, min_rtt)
+        rate = sampler.on_acked(now, sample, min_rtt, acked)
 
         slow = min_rtt != self._model_min_rtt_ns or self._model_bw == 0
         bw_filter = self._bw_filter

@@ -97,10 +97,16 @@ class NewReno:
 
     def on_packet_acked(self, now: int, sample: SendSample, bytes_in_flight: int) -> None:
         """Grow the window unless the packet was sent before the current recovery began."""
-        self.sampler.on_acked(now, sample, self.rtt.min_rtt_ns)
-        if self._recovery_start_ns is not None and sample.sent_time_ns <= self._recovery_start_ns:
+        self.on_packets_acked(now, sample, sample.size_bytes, bytes_in_flight)
+
+    def on_packets_acked(
+        self, now: int, newest: SendSample, acked_bytes: int, bytes_in_flight: int
+    ) -> None:
+        """Grow the window by the batch unless its newest packet predates the recovery."""
+        self.sampler.on_acked(now, newest, self.rtt.min_rtt_ns, acked_bytes)
+        if self._recovery_start_ns is not None and newest.sent_time_ns <= self._recovery_start_ns:
             return
-        acked = sample.size_bytes
+        acked = acked_bytes
         if self._ssthresh is None or self._cwnd < self._ssthresh:
             self._cwnd += acked
         else:
