@@ -343,6 +343,8 @@ class SendBuffer:
         "_reorder_window_ns",
         "reordered_acks",
         "_max_attempts",
+        "_quiet_at_ns",
+        "_quiet_rto_ns",
         "_ready",
         "_streams",
         "_timers",
@@ -389,6 +391,11 @@ class SendBuffer:
             OrderedDict() for _ in range(max_attempts)
         ]
         self._last_probe_ns: int | None = None
+        #: ``now`` and RTO at which no retransmission was found due: at that same
+        #: ``now`` none can become due (new sends are due an RTO later), so the rest
+        #: of a batch of sends skips the search; a loss (``_lost``) still goes first.
+        self._quiet_at_ns = -1
+        self._quiet_rto_ns = -1
         #: When an ACK last matched a packet in flight (0: never).
         self._latest_ack_ns = 0
         #: Packets a later ACK showed to be lost, oldest first; due at once.
@@ -555,7 +562,9 @@ class SendBuffer:
 
         Raises :class:`RetryLimitExceeded` when a packet's last send timed out.
         """
-        if self._in_flight:
+        if self._in_flight and (
+            self._lost or now != self._quiet_at_ns or rto_ns != self._quiet_rto_ns
+        ):
             packet = self._next_retransmission(now, budget, rto_ns, ack_offset)
             if packet is not None:
                 return packet
@@ -589,6 +598,9 @@ class SendBuffer:
             else:
                 due = self._earliest_due(rto_ns)
                 if due is None or due[0] > now:
+                    if rto_ns > 0:  # else a packet sent now is due now
+                        self._quiet_at_ns = now
+                        self._quiet_rto_ns = rto_ns
                     return None
                 record = due[1]
             key = record.key

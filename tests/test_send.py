@@ -229,6 +229,26 @@ def test_retransmissions_go_first_earliest_deadline_first_across_streams() -> No
     assert send(buffer, 500 * MS).stream_id == 3
 
 
+def test_a_loss_found_between_sends_at_one_instant_still_goes_first() -> None:
+    """Within one instant the buffer skips the deadline search after a miss (nothing
+    can fall due at the instant it was sent), but a loss an ACK reveals is not missed."""
+    buffer = SendBuffer()
+    buffer.write(1, DATA[:3000])
+    send(buffer, 0)
+    second = send(buffer, 10 * MS)
+    buffer.write(2, DATA[:3000])
+    assert send(buffer, 20 * MS).attempt == 1  # searched, nothing due: cached
+    buffer.on_ack(1, second.offset, len(second.data), 20 * MS, loss_delay_ns=5 * MS)
+    again = send(buffer, 20 * MS)
+    assert (again.stream_id, again.offset, again.attempt) == (1, 0, 2)
+    # An RTO of zero makes a packet due the moment it is sent: no caching then.
+    zero = SendBuffer()
+    zero.write(1, DATA[:10])
+    zero.next_packet(0, budget=BUDGET, rto_ns=0)
+    resent = zero.next_packet(0, budget=BUDGET, rto_ns=0)
+    assert resent is not None and resent.attempt == 2
+
+
 def test_retransmission_that_no_longer_fits_is_split() -> None:
     buffer = SendBuffer()
     buffer.write(1, DATA[:2000])
