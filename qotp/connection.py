@@ -358,15 +358,13 @@ class Connection:
     def _on_ack(self, ack: Ack, now: int) -> None:
         send = self.send_buffer
         was_low = send.free_space < _WRITABLE_LOW_WATER_BYTES
-        result = send.on_ack(
-            ack.stream_id, ack.offset, ack.length, now, peer_window=ack.receive_window
-        )
-        if not result.acked:
+        record = send.acknowledge(ack.stream_id, ack.offset, ack.length, now, ack.receive_window)
+        if record is None:
             return
         # Gather the acknowledgement event; RTT, congestion control and loss detection
         # see the whole batch at once (_flush_ack_event).
         self._ack_event_now = now
-        sample = result.sample
+        sample = record.sample
         if isinstance(sample, SendSample):
             size = sample.size_bytes
             self._datagram_bytes_in_flight -= size
@@ -374,23 +372,23 @@ class Connection:
             newest = self._ack_event_newest
             if newest is None or sample.sent_time_ns >= newest.sent_time_ns:
                 self._ack_event_newest = sample
-        rtt_sample = result.rtt_sample_ns
-        if rtt_sample is not None and (
-            self._ack_event_rtt_ns <= 0 or rtt_sample < self._ack_event_rtt_ns
-        ):
-            # All of the batch was acknowledged at ``now``: the newest packet's sample
-            # is the smallest, and the one a stretch ACK would give.
-            self._ack_event_rtt_ns = rtt_sample
-        sent = result.sent_ns
+        sent = record.sent_ns
         if sent > self._ack_event_sent_ns:
             self._ack_event_sent_ns = sent
+            if record.attempts == 1:
+                # All of the batch was acknowledged at ``now``: the newest packet's RTT
+                # is the smallest, and the sample a stretch ACK would give (Karn's rule:
+                # none from a retransmitted packet).
+                self._ack_event_rtt_ns = now - sent
         if was_low and send.free_space >= _WRITABLE_LOW_WATER_BYTES:
             self._events.append(StreamWritable(connection_id=self.connection_id))
-        if result.send_finished:
-            state = self.streams.get(result.stream_id)
-            if state is not None:
-                state.on_send_finished(now)
-                self._sweep_stream(result.stream_id, now)
+        if send.finished_streams:
+            finished, send.finished_streams = send.finished_streams, []
+            for stream_id in finished:
+                state = self.streams.get(stream_id)
+                if state is not None:
+                    state.on_send_finished(now)
+                    self._sweep_stream(stream_id, now)
 
     def _flush_ack_event(self) -> None:
         """Hand the acknowledgements gathered at one ``now`` to RTT, congestion and loss.

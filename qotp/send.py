@@ -106,6 +106,7 @@ __all__ = [
     "MAX_STREAM_OFFSET",
     "SEND_BUFFER_BYTES",
     "AckResult",
+    "InFlightPacket",
     "OutgoingPacket",
     "RetryLimitExceeded",
     "SendBuffer",
@@ -221,8 +222,11 @@ class AckResult(NamedTuple):
 _NOT_ACKED_TEMPLATE = AckResult(False, 0, 0, None, 0, False, False, False, 0, 0, None, 0)
 
 
-class _InFlight:
-    """One sent, not yet acknowledged packet."""
+class InFlightPacket:
+    """One sent, not yet acknowledged packet (what :meth:`SendBuffer.acknowledge` returns).
+
+    Read-only outside this module.
+    """
 
     __slots__ = (
         "attempts",
@@ -355,6 +359,7 @@ class SendBuffer:
         "peer_window",
         "retransmitted_bytes",
         "retransmitted_packets",
+        "finished_streams",
         "lost_samples",
         "released_samples",
         "sent_bytes",
@@ -384,10 +389,10 @@ class SendBuffer:
         self._streams: dict[int, _SendStream] = {}
         #: Streams with new work, in round-robin order.
         self._ready: OrderedDict[int, None] = OrderedDict()
-        self._in_flight: dict[PacketKey, _InFlight] = {}
+        self._in_flight: dict[PacketKey, InFlightPacket] = {}
         #: ``_timers[n]`` holds packets sent ``n + 1`` times, oldest send first: their
         #: deadlines share one multiplier, so each FIFO is also in deadline order.
-        self._timers: list[OrderedDict[PacketKey, _InFlight]] = [
+        self._timers: list[OrderedDict[PacketKey, InFlightPacket]] = [
             OrderedDict() for _ in range(max_attempts)
         ]
         self._last_probe_ns: int | None = None
@@ -399,7 +404,7 @@ class SendBuffer:
         #: When an ACK last matched a packet in flight (0: never).
         self._latest_ack_ns = 0
         #: Packets a later ACK showed to be lost, oldest first; due at once.
-        self._lost: OrderedDict[PacketKey, _InFlight] = OrderedDict()
+        self._lost: OrderedDict[PacketKey, InFlightPacket] = OrderedDict()
         #: Send time of the newest packet acknowledged so far.
         self._latest_acked_sent_ns = 0
         #: ACKs that arrived for a packet sent before one already acknowledged.
@@ -422,6 +427,8 @@ class SendBuffer:
         self.lost_samples: list[object] = []
         #: Samples of datagrams forgotten without a verdict (discarded streams).
         self.released_samples: list[object] = []
+        #: Streams whose sending :meth:`acknowledge` completed; the caller drains it.
+        self.finished_streams: list[int] = []
 
     # -- application side -------------------------------------------------------------
 
@@ -572,8 +579,8 @@ class SendBuffer:
             return None
         return self._next_new_packet(now, budget, rto_ns, ack_offset)
 
-    def _earliest_due(self, rto_ns: int) -> tuple[int, _InFlight] | None:
-        best: tuple[int, _InFlight] | None = None
+    def _earliest_due(self, rto_ns: int) -> tuple[int, InFlightPacket] | None:
+        best: tuple[int, InFlightPacket] | None = None
         for index, timers in enumerate(self._timers):
             if not timers:
                 continue
@@ -652,7 +659,7 @@ class SendBuffer:
             # Split (Go: ReadyToRetransmit): the head goes out now with a fresh key; the
             # tail keeps send count, send time and CLOSE flag, so it stays due.
             data = record.data
-            head = _InFlight(
+            head = InFlightPacket(
                 (stream_id, offset, max_data),
                 data[:max_data],
                 now,
@@ -691,7 +698,7 @@ class SendBuffer:
             # Nothing in flight: an idle gap must not count as delivery time.
             self._delivered_time_ns = now
         key = (stream.stream_id, offset, length)
-        record = _InFlight(
+        record = InFlightPacket(
             key,
             data,
             now,
@@ -802,7 +809,7 @@ class SendBuffer:
 
     # -- acknowledgements -------------------------------------------------------------
 
-    def _unschedule(self, record: _InFlight) -> None:
+    def _unschedule(self, record: InFlightPacket) -> None:
         """Take a record out of its retransmission queue (timer FIFO or lost list)."""
         if record.lost:
             record.lost = False
@@ -810,7 +817,7 @@ class SendBuffer:
         else:
             del self._timers[record.attempts - 1][record.key]
 
-    def _forget(self, record: _InFlight) -> None:
+    def _forget(self, record: InFlightPacket) -> None:
         key = record.key
         del self._in_flight[key]
         self._unschedule(record)
@@ -843,6 +850,55 @@ class SendBuffer:
                 record.lost = True
                 lost[record.key] = record
 
+    def acknowledge(
+        self, stream_id: int, offset: int, length: int, now: int, peer_window: int
+    ) -> InFlightPacket | None:
+        """Apply one ACK; return the packet it acknowledged, or None (the per-ACK path).
+
+        Go: AcknowledgeRange.  The window is taken from every ACK, matched or not,
+        as the reference does.  An unmatched ACK is not an error: it is a duplicate,
+        or it names a packet that was split for retransmission since.  A stream
+        whose sending this ACK completes (CLOSE and every byte before it
+        acknowledged) is appended to :attr:`finished_streams`.  Loss detection is
+        the caller's next step (:meth:`detect_losses`), once per batch of ACKs.
+        """
+        self.peer_window = peer_window
+        key = (stream_id, offset, length)
+        record = self._in_flight.pop(key, None)
+        if record is None:
+            return None
+        if record.lost:
+            record.lost = False
+            del self._lost[key]
+        else:
+            del self._timers[record.attempts - 1][key]
+        stream = self._streams[stream_id]
+        stream.in_flight_count -= 1
+        sent = record.sent_ns
+        if sent >= self._latest_acked_sent_ns:
+            self._latest_acked_sent_ns = sent
+        elif record.attempts == 1:
+            self.reordered_acks += 1
+            extent = self._latest_acked_sent_ns - sent
+            window = extent + extent // 4
+            if window > self._reorder_window_ns:
+                self._reorder_window_ns = window
+        data_length = len(record.data)
+        self.bytes_in_flight -= data_length
+        self.buffered_bytes -= data_length
+        self._delivered_bytes += data_length
+        self._delivered_time_ns = now
+        self._latest_ack_ns = now
+        if (
+            stream.close_sent
+            and not stream.finished
+            and stream.in_flight_count == 0
+            and stream.queued_bytes == 0
+        ):
+            stream.finished = True
+            self.finished_streams.append(stream_id)
+        return record
+
     def on_ack(
         self,
         stream_id: int,
@@ -853,51 +909,27 @@ class SendBuffer:
         peer_window: int | None = None,
         loss_delay_ns: int | None = None,
     ) -> AckResult:
-        """Apply one ACK (Go: AcknowledgeRange); ``peer_window`` is its decoded window.
-
-        The window is taken from every ACK, matched or not, as the reference does.
-        An unmatched ACK is not an error: it is a duplicate, or it names a packet
-        that was split for retransmission since.
+        """Apply one ACK and describe what it did (:meth:`acknowledge`, then optionally
+        :meth:`detect_losses` with ``loss_delay_ns``); ``peer_window`` is its decoded window.
         """
-        if peer_window is not None:
-            self.peer_window = peer_window
-        record = self._in_flight.get((stream_id, offset, length))
+        finished = self.finished_streams
+        finished_before = len(finished)
+        record = self.acknowledge(
+            stream_id, offset, length, now, self.peer_window if peer_window is None else peer_window
+        )
         if record is None:
             return _NOT_ACKED_TEMPLATE._replace(stream_id=stream_id)
-        self._forget(record)
-        self._latest_ack_ns = now
+        send_finished = len(finished) > finished_before
+        if send_finished:
+            finished.pop()
         sent = record.sent_ns
-        if sent >= self._latest_acked_sent_ns:
-            self._latest_acked_sent_ns = sent
-        elif record.attempts == 1:
-            self.reordered_acks += 1
-            extent = self._latest_acked_sent_ns - sent
-            window = extent + extent // 4
-            if window > self._reorder_window_ns:
-                self._reorder_window_ns = window
         if loss_delay_ns is not None:
             self.detect_losses(sent, now, loss_delay_ns)
-        data_length = len(record.data)
-        self.bytes_in_flight -= data_length
-        self.buffered_bytes -= data_length
-        self._delivered_bytes += data_length
-        self._delivered_time_ns = now
-        self._latest_ack_ns = now
-        stream = self._streams[stream_id]
-        send_finished = False
-        if (
-            not stream.finished
-            and stream.close_sent
-            and stream.in_flight_count == 0
-            and stream.queued_bytes == 0
-        ):
-            stream.finished = True
-            send_finished = True
         return AckResult(
             True,
             stream_id,
-            data_length,
-            now - record.sent_ns if record.attempts == 1 else None,
+            len(record.data),
+            now - sent if record.attempts == 1 else None,
             record.attempts,
             record.is_close,
             record.is_ping,
