@@ -360,6 +360,7 @@ class SendBuffer:
         "retransmitted_bytes",
         "retransmitted_packets",
         "finished_streams",
+        "last_record",
         "lost_samples",
         "released_samples",
         "sent_bytes",
@@ -429,6 +430,9 @@ class SendBuffer:
         self.released_samples: list[object] = []
         #: Streams whose sending :meth:`acknowledge` completed; the caller drains it.
         self.finished_streams: list[int] = []
+        #: The in-flight record of the packet :meth:`next_packet` returned last, so that
+        #: the caller can attach the datagram's congestion sample without a lookup.
+        self.last_record: InFlightPacket | None = None
 
     # -- application side -------------------------------------------------------------
 
@@ -651,6 +655,7 @@ class SendBuffer:
                 record.delivered_at_send = self._delivered_bytes
                 record.delivered_time_at_send = self._delivered_time_ns
                 self._timers[record.attempts - 1][key] = record
+                self.last_record = record
                 self.retransmitted_packets += 1
                 self.retransmitted_bytes += length
                 return OutgoingPacket(
@@ -679,6 +684,7 @@ class SendBuffer:
             self._in_flight[head.key] = head
             self._timers[head.attempts - 1][head.key] = head
             self._streams[stream_id].in_flight_count += 1
+            self.last_record = head
             self.split_packets += 1
             self.retransmitted_packets += 1
             self.retransmitted_bytes += max_data
@@ -710,6 +716,7 @@ class SendBuffer:
         )
         self._in_flight[key] = record
         self._timers[0][key] = record
+        self.last_record = record
         stream.in_flight_count += 1
         self.bytes_in_flight += length
         self.sent_packets += 1
