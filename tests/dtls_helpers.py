@@ -14,6 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dtls.config import CertificatePrivateKey, DTLSConfiguration
 from dtls.connection import DTLSConnection
+from dtls.suites import CipherSuite, NamedGroup
 
 SECOND_NS = 1_000_000_000
 CLIENT_ADDRESS = ("10.0.0.1", 5000)
@@ -235,3 +236,50 @@ def configs(
         **options,  # type: ignore[arg-type]
     )
     return client, server, pki
+
+
+# -- OpenSSL's names for what we negotiate (the interop tests) ------------------------
+
+OPENSSL_CIPHER = {
+    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: "ECDHE-ECDSA-AES128-GCM-SHA256",
+    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: "ECDHE-ECDSA-AES256-GCM-SHA384",
+    CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-ECDSA-CHACHA20-POLY1305",
+    CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: "ECDHE-RSA-AES128-GCM-SHA256",
+    CipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: "ECDHE-RSA-AES256-GCM-SHA384",
+    CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-RSA-CHACHA20-POLY1305",
+    CipherSuite.TLS_PSK_WITH_AES_128_GCM_SHA256: "PSK-AES128-GCM-SHA256",
+    CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-PSK-CHACHA20-POLY1305",
+}
+#: The suites authenticated by a certificate (all but the PSK ones).
+CERT_SUITES = [suite for suite in OPENSSL_CIPHER if "PSK" not in suite.name]
+#: Names OpenSSL takes in a group list (``-groups``, ``set1_groups_list``).
+OPENSSL_GROUP = {
+    NamedGroup.x25519: "X25519",
+    NamedGroup.secp256r1: "P-256",
+    NamedGroup.secp384r1: "P-384",
+}
+#: Names OpenSSL reports for a negotiated group ("Shared groups:", SSL_get0_group_name).
+OPENSSL_GROUP_REPORTED = {
+    NamedGroup.x25519: "x25519",
+    NamedGroup.secp256r1: "secp256r1",
+    NamedGroup.secp384r1: "secp384r1",
+}
+
+
+def certificate_kind(suite: CipherSuite, group: NamedGroup) -> str:
+    """The key kind ('rsa', 'p256', 'p384') of a server certificate for ``suite`` and ``group``."""
+    if "RSA" in suite.name:
+        return "rsa"
+    return "p384" if group == NamedGroup.secp384r1 else "p256"
+
+
+def openssl_groups(suite: CipherSuite, group: NamedGroup) -> str:
+    """OpenSSL's group list offering ``group`` with ``suite``.
+
+    With an ECDSA suite and X25519 it adds P-256: OpenSSL insists that the
+    certificate's curve is among the groups in play.
+    """
+    name = OPENSSL_GROUP[group]
+    if "ECDSA" in suite.name and group == NamedGroup.x25519:
+        name += ":P-256"
+    return name

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from dtls_helpers import make_pki, pem_chain, pem_key
+from dtls_processes import free_udp_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -31,9 +31,7 @@ def test_echo_server_and_blocking_client_examples(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_bytes(pem_chain((pki.ca_certificate,)))
     (tmp_path / "cert.pem").write_bytes(pem_chain(chain))
     (tmp_path / "key.pem").write_bytes(pem_key(key))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_udp_port()
     server = subprocess.Popen(
         [
             sys.executable,

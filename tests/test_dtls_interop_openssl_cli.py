@@ -9,134 +9,133 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from dtls_helpers import Pki, make_pki, pem_chain, pem_key
+from cryptography import x509
+from dtls_helpers import (
+    CERT_SUITES,
+    OPENSSL_CIPHER,
+    OPENSSL_GROUP_REPORTED,
+    Pki,
+    certificate_kind,
+    make_pki,
+    openssl_groups,
+    pem_chain,
+    pem_key,
+)
+from dtls_processes import (
+    OPENSSL,
+    PIPE,
+    STEP_SECONDS,
+    Process,
+    dtls_cli,
+    free_udp_port,
+    openssl,
+    read_until,
+)
 
 import dtls.asyncio as dtls_asyncio
-from dtls.config import DTLSConfiguration
+from dtls.config import (
+    CertificatePrivateKey,
+    DTLSConfiguration,
+    load_certificate_chain,
+    load_private_key,
+)
 from dtls.suites import CipherSuite, NamedGroup, SrtpProfile
 
-OPENSSL = shutil.which("openssl") or (
-    "/usr/bin/openssl" if Path("/usr/bin/openssl").exists() else None
-)
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="no openssl binary on this machine")
 
-STEP_SECONDS = 15
-REPO = Path(__file__).resolve().parent.parent
-
-OPENSSL_CIPHER = {
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: "ECDHE-ECDSA-AES128-GCM-SHA256",
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: "ECDHE-ECDSA-AES256-GCM-SHA384",
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-ECDSA-CHACHA20-POLY1305",
-    CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: "ECDHE-RSA-AES128-GCM-SHA256",
-    CipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: "ECDHE-RSA-AES256-GCM-SHA384",
-    CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-RSA-CHACHA20-POLY1305",
-    CipherSuite.TLS_PSK_WITH_AES_128_GCM_SHA256: "PSK-AES128-GCM-SHA256",
-    CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-PSK-CHACHA20-POLY1305",
-}
-OPENSSL_GROUP = {
-    NamedGroup.x25519: "X25519",
-    NamedGroup.secp256r1: "P-256",
-    NamedGroup.secp384r1: "P-384",
-}
 PSK_HEX = "00112233445566778899aabbccddeeff"
+#: s_client options for a plain line pipe: no session dump, stdin lines are data (not
+#: Q/R commands), and the end of stdin closes the connection.
+S_CLIENT_LINES = ("-quiet", "-no_ign_eof", "-nocommands")
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """PEM files of a CA and the certificates it issued; ``files[name]``, ``files[name.key]``."""
     directory = tmp_path_factory.mktemp("dtls-pki")
     pki: Pki = make_pki()
     out = {"ca": str(directory / "ca.pem"), "keylog": str(directory / "keys.log")}
     Path(out["ca"]).write_bytes(pem_chain((pki.ca_certificate,)))
+
+    def save(name: str, chain: tuple[x509.Certificate, ...], key: CertificatePrivateKey) -> None:
+        (directory / f"{name}.pem").write_bytes(pem_chain(chain))
+        (directory / f"{name}.key").write_bytes(pem_key(key))
+        out[name] = str(directory / f"{name}.pem")
+        out[f"{name}.key"] = str(directory / f"{name}.key")
+
     for kind in ("p256", "p384", "rsa"):
-        chain, key = pki.issue("localhost", kind, sans=("127.0.0.1",))
-        (directory / f"{kind}.pem").write_bytes(pem_chain(chain))
-        (directory / f"{kind}.key").write_bytes(pem_key(key))
-        out[kind] = str(directory / f"{kind}.pem")
-        out[f"{kind}.key"] = str(directory / f"{kind}.key")
-    chain, key = pki.issue("other.test", "rsa")
-    (directory / "other.pem").write_bytes(pem_chain(chain))
-    (directory / "other.key").write_bytes(pem_key(key))
-    out["other"] = str(directory / "other.pem")
-    out["other.key"] = str(directory / "other.key")
-    chain, key = pki.issue("client.test", "p256", client=True)
-    (directory / "client.pem").write_bytes(pem_chain(chain))
-    (directory / "client.key").write_bytes(pem_key(key))
-    out["client"] = str(directory / "client.pem")
-    out["client.key"] = str(directory / "client.key")
+        save(kind, *pki.issue("localhost", kind, sans=("127.0.0.1",)))
+    save("other", *pki.issue("other.test", "rsa"))
+    save("client", *pki.issue("client.test", "p256", client=True))
     return out
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _credentials(files: dict[str, str], name: str) -> list[str]:
+    """openssl's ``-cert``/``-key`` options for the certificate ``name``."""
+    return ["-cert", files[name], "-key", files[f"{name}.key"]]
 
 
-def _kind_for(suite: CipherSuite, group: NamedGroup) -> str:
-    if "RSA" in suite.name:
-        return "rsa"
-    return "p384" if group == NamedGroup.secp384r1 else "p256"
+def _cas(files: dict[str, str]) -> tuple[x509.Certificate, ...]:
+    return tuple(x509.load_pem_x509_certificates(Path(files["ca"]).read_bytes()))
 
 
-def _groups_for(suite: CipherSuite, group: NamedGroup) -> str:
-    name = OPENSSL_GROUP[group]
-    if "ECDSA" in suite.name and group == NamedGroup.x25519:
-        name += ":P-256"  # OpenSSL wants the certificate's curve among the groups
-    return name
-
-
-async def _read_until(stream: asyncio.StreamReader, needle: bytes) -> bytes:
-    seen = b""
-    while needle not in seen:
-        line = await asyncio.wait_for(stream.readline(), STEP_SECONDS)
-        if not line:
-            raise AssertionError(f"stream ended before {needle!r}; saw {seen[-2000:]!r}")
-        seen += line
-    return seen
+def _server_config(files: dict[str, str], kind: str, **options: object) -> DTLSConfiguration:
+    return DTLSConfiguration(
+        is_client=False,
+        certificate_chain=load_certificate_chain(Path(files[kind]).read_bytes()),
+        private_key=load_private_key(Path(files[f"{kind}.key"]).read_bytes()),
+        **options,  # type: ignore[arg-type]
+    )
 
 
 @contextlib.asynccontextmanager
-async def _openssl(*arguments: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    assert OPENSSL is not None
-    process = await asyncio.create_subprocess_exec(
-        OPENSSL,
-        *arguments,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+async def _s_server(*arguments: str, naccept: int = 1) -> AsyncIterator[tuple[Process, int, bytes]]:
+    """``openssl s_server`` on a free loopback port, once it says ACCEPT.
+
+    Yields the process, its port and what it printed so far.
+    """
+    port = free_udp_port()
+    async with openssl(
+        "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}", "-naccept", str(naccept), *arguments
+    ) as server:
+        assert server.stdout is not None and server.stdin is not None
+        yield server, port, await read_until(server.stdout, b"ACCEPT")
+
+
+def _s_client(port: int, *arguments: str) -> contextlib.AbstractAsyncContextManager[Process]:
+    """``openssl s_client`` to our server on ``port``."""
+    return openssl("s_client", "-dtls1_2", "-connect", f"127.0.0.1:{port}", *arguments)
+
+
+@contextlib.asynccontextmanager
+async def _cli_server(*arguments: str) -> AsyncIterator[tuple[Process, int]]:
+    """``python -m dtls server`` on a free loopback port, once it says it listens."""
+    port = free_udp_port()
+    async with dtls_cli(
+        "server", "--listen", f"127.0.0.1:{port}", *arguments, stderr=PIPE
+    ) as server:
+        assert server.stderr is not None
+        await read_until(server.stderr, b"listening on")
+        yield server, port
 
 
 async def _with_s_server(
     server_arguments: list[str], configuration: DTLSConfiguration, *, label: str | None = None
 ) -> tuple[dtls_asyncio.AsyncDTLSConnection, bytes]:
     """Run s_server, connect our client, exchange a line each way, close; return s_server output."""
-    port = _free_port()
-    arguments = ["s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}", "-naccept", "1"]
     if label:
-        arguments += ["-keymatexport", label, "-keymatexportlen", "32"]
-    async with _openssl(*arguments, *server_arguments) as server:
+        server_arguments = ["-keymatexport", label, "-keymatexportlen", "32", *server_arguments]
+    async with _s_server(*server_arguments) as (server, port, output):
         assert server.stdout is not None and server.stdin is not None
-        output = await _read_until(server.stdout, b"ACCEPT")
         connection = await asyncio.wait_for(
             dtls_asyncio.connect("127.0.0.1", port, configuration), STEP_SECONDS
         )
         await connection.send(b"hello from python\n")
-        output += await _read_until(server.stdout, b"hello from python")
+        output += await read_until(server.stdout, b"hello from python")
         server.stdin.write(b"hello from openssl\n")
         await server.stdin.drain()
         assert await asyncio.wait_for(connection.recv(), STEP_SECONDS) == b"hello from openssl\n"
@@ -155,16 +154,7 @@ async def _with_s_client(
         "127.0.0.1", 0, configuration, connection_id_bytes=connection_id_bytes
     ) as server:
         _, port = server.local_address
-        async with _openssl(
-            "s_client",
-            "-dtls1_2",
-            "-connect",
-            f"127.0.0.1:{port}",
-            "-quiet",
-            "-no_ign_eof",
-            "-nocommands",
-            *client_arguments,
-        ) as client:
+        async with _s_client(port, *S_CLIENT_LINES, *client_arguments) as client:
             assert client.stdout is not None and client.stdin is not None
             connection = await asyncio.wait_for(server.accept(), STEP_SECONDS)
             client.stdin.write(b"ping from openssl\n")
@@ -172,7 +162,7 @@ async def _with_s_client(
             data = await asyncio.wait_for(connection.recv(), STEP_SECONDS)
             assert data == b"ping from openssl\n"
             await connection.send(b"pong from python\n")
-            output = await _read_until(client.stdout, b"pong from python")
+            output = await read_until(client.stdout, b"pong from python")
             client.stdin.close()
             assert await asyncio.wait_for(connection.recv(), STEP_SECONDS) == b""
             connection.close()
@@ -180,13 +170,9 @@ async def _with_s_client(
             return connection, output
 
 
-CERT_SUITES = [s for s in OPENSSL_CIPHER if "PSK" not in s.name]
-
-
 @pytest.mark.parametrize("suite", CERT_SUITES)
 def test_our_client_against_s_server_every_suite(files: dict[str, str], suite: CipherSuite) -> None:
     group = NamedGroup.x25519
-    kind = _kind_for(suite, group)
     configuration = DTLSConfiguration(
         is_client=True,
         cipher_suites=(suite,),
@@ -196,12 +182,9 @@ def test_our_client_against_s_server_every_suite(files: dict[str, str], suite: C
     connection, output = asyncio.run(
         _with_s_server(
             [
-                "-cert",
-                files[kind],
-                "-key",
-                files[f"{kind}.key"],
+                *_credentials(files, certificate_kind(suite, group)),
                 "-groups",
-                _groups_for(suite, group),
+                openssl_groups(suite, group),
             ],
             configuration,
         )
@@ -214,27 +197,16 @@ def test_our_client_against_s_server_every_suite(files: dict[str, str], suite: C
 def test_our_client_against_s_server_every_group(files: dict[str, str], group: NamedGroup) -> None:
     # An RSA certificate, so that offering one group alone does not clash with an ECDSA
     # certificate's curve (OpenSSL requires that curve among the offered groups).
-    kind = "rsa"
     configuration = DTLSConfiguration(
         is_client=True, groups=(group,), ca_certificates=_cas(files), server_name="127.0.0.1"
     )
-    _, output = asyncio.run(
-        _with_s_server(["-cert", files[kind], "-key", files[f"{kind}.key"]], configuration)
-    )
-    assert b"Shared groups: " + OPENSSL_GROUP_LOWER[group] in output
-
-
-OPENSSL_GROUP_LOWER = {
-    NamedGroup.x25519: b"x25519",
-    NamedGroup.secp256r1: b"secp256r1",
-    NamedGroup.secp384r1: b"secp384r1",
-}
+    _, output = asyncio.run(_with_s_server(_credentials(files, "rsa"), configuration))
+    assert b"Shared groups: " + OPENSSL_GROUP_REPORTED[group].encode() in output
 
 
 @pytest.mark.parametrize("suite", CERT_SUITES)
 def test_s_client_against_our_server_every_suite(files: dict[str, str], suite: CipherSuite) -> None:
-    kind = _kind_for(suite, NamedGroup.x25519)
-    configuration = _server_config(files, kind)
+    configuration = _server_config(files, certificate_kind(suite, NamedGroup.x25519))
     connection, _ = asyncio.run(
         _with_s_client(
             ["-cipher", OPENSSL_CIPHER[suite], "-CAfile", files["ca"], "-verify_return_error"],
@@ -246,9 +218,11 @@ def test_s_client_against_our_server_every_suite(files: dict[str, str], suite: C
 
 @pytest.mark.parametrize("group", list(NamedGroup))
 def test_s_client_against_our_server_every_group(files: dict[str, str], group: NamedGroup) -> None:
-    kind = _kind_for(CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, group)
-    groups = OPENSSL_GROUP[group] + (":P-256" if group == NamedGroup.x25519 else "")
-    connection, _ = asyncio.run(_with_s_client(["-groups", groups], _server_config(files, kind)))
+    suite = CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    configuration = _server_config(files, certificate_kind(suite, group))
+    connection, _ = asyncio.run(
+        _with_s_client(["-groups", openssl_groups(suite, group)], configuration)
+    )
     assert connection.connection._key_share is not None
     assert connection.connection._key_share.group == group
 
@@ -296,10 +270,7 @@ def test_hello_verify_request_alpn_srtp_exporter_small_mtu(files: dict[str, str]
     async def run() -> tuple[bytes, bytes]:
         connection, output = await _with_s_server(
             [
-                "-cert",
-                files["rsa"],
-                "-key",
-                files["rsa.key"],
+                *_credentials(files, "rsa"),
                 "-listen",
                 "-mtu",
                 "300",
@@ -320,8 +291,6 @@ def test_hello_verify_request_alpn_srtp_exporter_small_mtu(files: dict[str, str]
 
 
 def test_mutual_authentication_both_directions(files: dict[str, str]) -> None:
-    from dtls.config import load_certificate_chain, load_private_key
-
     chain = load_certificate_chain(Path(files["client"]).read_bytes())
     key = load_private_key(Path(files["client.key"]).read_bytes())
     client_config = DTLSConfiguration(
@@ -334,10 +303,7 @@ def test_mutual_authentication_both_directions(files: dict[str, str]) -> None:
     _, output = asyncio.run(
         _with_s_server(
             [
-                "-cert",
-                files["p256"],
-                "-key",
-                files["p256.key"],
+                *_credentials(files, "p256"),
                 "-Verify",
                 "1",
                 "-CAfile",
@@ -348,16 +314,10 @@ def test_mutual_authentication_both_directions(files: dict[str, str]) -> None:
         )
     )
     assert b"client.test" in output
-    server_config = DTLSConfiguration(
-        is_client=False,
-        certificate_chain=load_certificate_chain(Path(files["p256"]).read_bytes()),
-        private_key=load_private_key(Path(files["p256.key"]).read_bytes()),
-        ca_certificates=_cas(files),
-        require_client_certificate=True,
+    server_config = _server_config(
+        files, "p256", ca_certificates=_cas(files), require_client_certificate=True
     )
-    connection, _ = asyncio.run(
-        _with_s_client(["-cert", files["client"], "-key", files["client.key"]], server_config)
-    )
+    connection, _ = asyncio.run(_with_s_client(_credentials(files, "client"), server_config))
     assert connection.peer_certificates[0] == chain[0]
 
 
@@ -366,13 +326,8 @@ def test_s_client_reconnect_resumes_with_our_server(files: dict[str, str], ticke
     async def run() -> bytes:
         async with dtls_asyncio.serve("127.0.0.1", 0, _server_config(files, "p256")) as server:
             _, port = server.local_address
-            async with _openssl(
-                "s_client",
-                "-dtls1_2",
-                "-connect",
-                f"127.0.0.1:{port}",
-                "-reconnect",
-                *(() if tickets else ("-no_ticket",)),
+            async with _s_client(
+                port, "-reconnect", *(() if tickets else ("-no_ticket",))
             ) as client:
                 assert client.stdout is not None and client.stdin is not None
                 resumed = []
@@ -389,21 +344,8 @@ def test_s_client_reconnect_resumes_with_our_server(files: dict[str, str], ticke
 
 def test_our_client_resumes_with_s_server(files: dict[str, str]) -> None:
     async def run() -> list[bool]:
-        port = _free_port()
-        async with _openssl(
-            "s_server",
-            "-dtls1_2",
-            "-accept",
-            f"127.0.0.1:{port}",
-            "-naccept",
-            "2",
-            "-cert",
-            files["p256"],
-            "-key",
-            files["p256.key"],
-        ) as server:
+        async with _s_server(*_credentials(files, "p256"), naccept=2) as (server, port, _):
             assert server.stdout is not None
-            await _read_until(server.stdout, b"ACCEPT")
             configuration = DTLSConfiguration(is_client=True, verify_peer=False)
             flags = []
             for _ in range(2):
@@ -416,7 +358,7 @@ def test_our_client_resumes_with_s_server(files: dict[str, str]) -> None:
                 )
                 connection.close()
                 await connection.__aexit__(None, None, None)
-            await _read_until(server.stdout, b"Reused session-id")
+            await read_until(server.stdout, b"Reused session-id")
             return flags
 
     assert asyncio.run(run()) == [False, True]
@@ -425,119 +367,51 @@ def test_our_client_resumes_with_s_server(files: dict[str, str]) -> None:
 # --- the CLI itself ----------------------------------------------------------------------
 
 
-def _cli(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "dtls", *arguments]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def test_cli_server_echo_with_s_client(files: dict[str, str]) -> None:
     async def run() -> bytes:
-        port = _free_port()
-        server = await asyncio.create_subprocess_exec(
-            *_cli(
-                "server",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--cert",
-                files["p256"],
-                "--key",
-                files["p256.key"],
-                "--echo",
-                "--naccept",
-                "1",
-                "--alpn",
-                "x,y",
-            ),
-            stderr=asyncio.subprocess.PIPE,
-            env=_env(),
-        )
-        try:
-            assert server.stderr is not None
-            await _read_until(server.stderr, b"listening on")
-            async with _openssl(
-                "s_client",
-                "-dtls1_2",
-                "-connect",
-                f"127.0.0.1:{port}",
-                "-quiet",
-                "-no_ign_eof",
-                "-nocommands",
-                "-alpn",
-                "y",
-                "-CAfile",
-                files["ca"],
-                "-verify_return_error",
+        async with _cli_server(
+            "--cert", files["p256"], "--key", files["p256.key"], "--echo", "--naccept", "1",
+            "--alpn", "x,y",
+        ) as (server, port):  # fmt: skip
+            async with _s_client(
+                port, *S_CLIENT_LINES, "-alpn", "y", "-CAfile", files["ca"], "-verify_return_error"
             ) as client:
                 assert client.stdin is not None and client.stdout is not None
                 client.stdin.write(b"echo me\n")
                 await client.stdin.drain()
-                seen = await _read_until(client.stdout, b"echo me")
+                seen = await read_until(client.stdout, b"echo me")
                 client.stdin.close()
                 await asyncio.wait_for(client.wait(), STEP_SECONDS)
                 assert client.returncode == 0
             await asyncio.wait_for(server.wait(), STEP_SECONDS)
             assert server.returncode == 0
             return seen
-        finally:
-            if server.returncode is None:
-                server.kill()
-                await server.wait()
 
     assert b"echo me" in asyncio.run(run())
 
 
 def test_cli_client_with_s_server(files: dict[str, str]) -> None:
     async def run() -> tuple[int, bytes, bytes]:
-        port = _free_port()
-        async with _openssl(
-            "s_server",
-            "-dtls1_2",
-            "-accept",
-            f"127.0.0.1:{port}",
-            "-naccept",
-            "1",
-            "-cert",
-            files["p384"],
-            "-key",
-            files["p384.key"],
-        ) as server:
+        async with _s_server(*_credentials(files, "p384")) as (server, port, _):
             assert server.stdout is not None and server.stdin is not None
-            await _read_until(server.stdout, b"ACCEPT")
-            client = await asyncio.create_subprocess_exec(
-                *_cli(
-                    "client",
-                    f"127.0.0.1:{port}",
-                    "--keylog",
-                    files["keylog"],
-                    "--cafile",
-                    files["ca"],
-                    "--servername",
-                    "localhost",
-                    "--cipher",
-                    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-                ),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=_env(),
-            )
-            assert client.stdin is not None and client.stdout is not None
-            client.stdin.write(b"first line\nsecond line\n")
-            await client.stdin.drain()
-            server_output = await _read_until(server.stdout, b"second line")
-            server.stdin.write(b"answer from s_server\n")
-            await server.stdin.drain()
-            client_output = await _read_until(client.stdout, b"answer from s_server")
-            client.stdin.close()
-            await asyncio.wait_for(client.wait(), STEP_SECONDS)
-            server_output += await asyncio.wait_for(server.stdout.read(), STEP_SECONDS)
-            assert client.returncode is not None
-            return client.returncode, client_output, server_output
+            async with dtls_cli(
+                "client", f"127.0.0.1:{port}", "--keylog", files["keylog"],
+                "--cafile", files["ca"], "--servername", "localhost",
+                "--cipher", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+                stdin=PIPE, stdout=PIPE, stderr=PIPE,
+            ) as client:  # fmt: skip
+                assert client.stdin is not None and client.stdout is not None
+                client.stdin.write(b"first line\nsecond line\n")
+                await client.stdin.drain()
+                server_output = await read_until(server.stdout, b"second line")
+                server.stdin.write(b"answer from s_server\n")
+                await server.stdin.drain()
+                client_output = await read_until(client.stdout, b"answer from s_server")
+                client.stdin.close()
+                await asyncio.wait_for(client.wait(), STEP_SECONDS)
+                server_output += await asyncio.wait_for(server.stdout.read(), STEP_SECONDS)
+                assert client.returncode is not None
+                return client.returncode, client_output, server_output
 
     code, client_output, server_output = asyncio.run(run())
     assert code == 0
@@ -550,50 +424,18 @@ def test_cli_client_with_s_server(files: dict[str, str]) -> None:
 
 def test_cli_client_rejects_untrusted_server(files: dict[str, str]) -> None:
     async def run() -> tuple[int, bytes]:
-        port = _free_port()
-        async with _openssl(
-            "s_server",
-            "-dtls1_2",
-            "-accept",
-            f"127.0.0.1:{port}",
-            "-naccept",
-            "1",
-            "-cert",
-            files["p256"],
-            "-key",
-            files["p256.key"],
-        ) as server:
-            assert server.stdout is not None
-            await _read_until(server.stdout, b"ACCEPT")
-            client = await asyncio.create_subprocess_exec(
-                *_cli("client", f"127.0.0.1:{port}", "--servername", "localhost"),
-                stdin=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env=_env(),
-            )
-            _, error = await asyncio.wait_for(client.communicate(), STEP_SECONDS)
-            assert client.returncode is not None
-            return client.returncode, error
+        async with _s_server(*_credentials(files, "p256")) as (_, port, _):
+            async with dtls_cli(
+                "client", f"127.0.0.1:{port}", "--servername", "localhost",
+                stdin=asyncio.subprocess.DEVNULL, stderr=PIPE,
+            ) as client:  # fmt: skip
+                _, error = await asyncio.wait_for(client.communicate(), STEP_SECONDS)
+                assert client.returncode is not None
+                return client.returncode, error
 
     code, error = asyncio.run(run())
     assert code == 1
     assert b"handshake failed" in error
-
-
-def _cas(files: dict[str, str]) -> tuple[object, ...]:
-    from cryptography import x509
-
-    return tuple(x509.load_pem_x509_certificates(Path(files["ca"]).read_bytes()))
-
-
-def _server_config(files: dict[str, str], kind: str) -> DTLSConfiguration:
-    from dtls.config import load_certificate_chain, load_private_key
-
-    return DTLSConfiguration(
-        is_client=False,
-        certificate_chain=load_certificate_chain(Path(files[kind]).read_bytes()),
-        private_key=load_private_key(Path(files[f"{kind}.key"]).read_bytes()),
-    )
 
 
 class _DroppingProxy(asyncio.DatagramProtocol):
@@ -649,15 +491,7 @@ def test_whole_flights_dropped_between_s_client_and_our_server(files: dict[str, 
             assert proxy.transport is not None
             _, proxy_port = proxy.transport.get_extra_info("sockname")
             try:
-                async with _openssl(
-                    "s_client",
-                    "-dtls1_2",
-                    "-connect",
-                    f"127.0.0.1:{proxy_port}",
-                    "-quiet",
-                    "-no_ign_eof",
-                    "-nocommands",
-                ) as client:
+                async with _s_client(proxy_port, *S_CLIENT_LINES) as client:
                     assert client.stdin is not None and client.stdout is not None
                     connection = await asyncio.wait_for(server.accept(), STEP_SECONDS)
                     client.stdin.write(b"made it\n")
@@ -675,56 +509,24 @@ def test_whole_flights_dropped_between_s_client_and_our_server(files: dict[str, 
 
 def test_cli_server_sni_certificate_with_s_client(files: dict[str, str]) -> None:
     async def run() -> bytes:
-        port = _free_port()
-        server = await asyncio.create_subprocess_exec(
-            *_cli(
-                "server",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--cert",
-                files["p256"],
-                "--key",
-                files["p256.key"],
-                "--sni",
-                f"other.test={files['other']},{files['other.key']}",
-                "--echo",
-                "--naccept",
-                "1",
-            ),
-            stderr=asyncio.subprocess.PIPE,
-            env=_env(),
-        )
-        try:
-            assert server.stderr is not None
-            await _read_until(server.stderr, b"listening on")
-            async with _openssl(
-                "s_client",
-                "-dtls1_2",
-                "-connect",
-                f"127.0.0.1:{port}",
-                "-servername",
-                "other.test",
-                "-verify_hostname",
-                "other.test",
-                "-CAfile",
-                files["ca"],
-                "-verify_return_error",
-                "-no_ign_eof",
-                "-nocommands",
-            ) as client:
+        async with _cli_server(
+            "--cert", files["p256"], "--key", files["p256.key"],
+            "--sni", f"other.test={files['other']},{files['other.key']}",
+            "--echo", "--naccept", "1",
+        ) as (server, port):  # fmt: skip
+            async with _s_client(
+                port, "-servername", "other.test", "-verify_hostname", "other.test",
+                "-CAfile", files["ca"], "-verify_return_error", "-no_ign_eof", "-nocommands",
+            ) as client:  # fmt: skip
                 assert client.stdin is not None and client.stdout is not None
-                seen = await _read_until(client.stdout, b"Verify return code")
+                seen = await read_until(client.stdout, b"Verify return code")
                 client.stdin.write(b"sni echo\n")
                 await client.stdin.drain()
-                seen += await _read_until(client.stdout, b"sni echo")
+                seen += await read_until(client.stdout, b"sni echo")
                 client.stdin.close()
                 await asyncio.wait_for(client.wait(), STEP_SECONDS)
             await asyncio.wait_for(server.wait(), STEP_SECONDS)
             return seen
-        finally:
-            if server.returncode is None:
-                server.kill()
-                await server.wait()
 
     output = asyncio.run(run())
     assert b"CN = other.test" in output
@@ -737,32 +539,17 @@ def test_cli_client_saves_and_resumes_session_with_s_server(
     saved = tmp_path / "session.bin"
 
     async def run() -> tuple[list[bytes], bytes]:
-        port = _free_port()
-        async with _openssl(
-            "s_server",
-            "-dtls1_2",
-            "-accept",
-            f"127.0.0.1:{port}",
-            "-naccept",
-            "2",
-            "-cert",
-            files["p256"],
-            "-key",
-            files["p256.key"],
-        ) as server:
+        async with _s_server(*_credentials(files, "p256"), naccept=2) as (server, port, output):
             assert server.stdout is not None
-            output = await _read_until(server.stdout, b"ACCEPT")
             errors = []
             for option in ("--sess-out", "--sess-in"):
-                client = await asyncio.create_subprocess_exec(
-                    *_cli("client", f"127.0.0.1:{port}", "--insecure", option, str(saved)),
-                    stdin=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    env=_env(),
-                )
-                _, error = await asyncio.wait_for(client.communicate(b"hi\n"), STEP_SECONDS)
-                assert client.returncode == 0, error
-                errors.append(error)
+                async with dtls_cli(
+                    "client", f"127.0.0.1:{port}", "--insecure", option, str(saved),
+                    stdin=PIPE, stderr=PIPE,
+                ) as client:  # fmt: skip
+                    _, error = await asyncio.wait_for(client.communicate(b"hi\n"), STEP_SECONDS)
+                    assert client.returncode == 0, error
+                    errors.append(error)
             output += await asyncio.wait_for(server.stdout.read(), STEP_SECONDS)
             return errors, output
 

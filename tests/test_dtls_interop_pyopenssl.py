@@ -9,7 +9,15 @@ import pytest
 
 SSL = pytest.importorskip("OpenSSL.SSL", reason="pyOpenSSL is not installed")
 
-from dtls_helpers import Pki, make_pki  # noqa: E402
+from dtls_helpers import (  # noqa: E402
+    CERT_SUITES,
+    OPENSSL_CIPHER,
+    OPENSSL_GROUP_REPORTED,
+    Pki,
+    certificate_kind,
+    make_pki,
+    openssl_groups,
+)
 from dtls_openssl import (  # noqa: E402
     OPENSSL_ADDRESS,
     drain_openssl,
@@ -25,25 +33,6 @@ from dtls.connection import DTLSConnection, HandshakeState  # noqa: E402
 from dtls.events import PeerClosedWrite  # noqa: E402
 from dtls.suites import CipherSuite, NamedGroup, SrtpProfile  # noqa: E402
 
-OPENSSL_CIPHER = {
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: "ECDHE-ECDSA-AES128-GCM-SHA256",
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: "ECDHE-ECDSA-AES256-GCM-SHA384",
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-ECDSA-CHACHA20-POLY1305",
-    CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: "ECDHE-RSA-AES128-GCM-SHA256",
-    CipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: "ECDHE-RSA-AES256-GCM-SHA384",
-    CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-RSA-CHACHA20-POLY1305",
-}
-OPENSSL_GROUP = {
-    NamedGroup.x25519: "X25519",
-    NamedGroup.secp256r1: "P-256",
-    NamedGroup.secp384r1: "P-384",
-}
-OUR_GROUP_NAME = {
-    NamedGroup.x25519: "x25519",
-    NamedGroup.secp256r1: "secp256r1",
-    NamedGroup.secp384r1: "secp384r1",
-}
-
 
 @pytest.fixture(scope="module")
 def pki() -> Pki:
@@ -55,17 +44,38 @@ def pki() -> Pki:
 
 
 def _server_credentials(pki: Pki, suite: CipherSuite, group: NamedGroup) -> tuple[Any, Any]:
-    if "RSA" in suite.name:
-        return pki.leaves["rsa.server.test"]
-    # OpenSSL insists the ECDSA certificate's curve is among the groups in play.
-    return pki.leaves["p384.server.test" if group == NamedGroup.secp384r1 else "p256.server.test"]
+    return pki.leaves[f"{certificate_kind(suite, group)}.server.test"]
 
 
-def _groups_for_openssl(suite: CipherSuite, group: NamedGroup) -> str:
-    name = OPENSSL_GROUP[group]
-    if "ECDSA" in suite.name and group == NamedGroup.x25519:
-        name += ":P-256"
-    return name
+def _pair_in_roles(
+    our_role: str,
+    chain: Any,
+    key: Any,
+    *,
+    openssl_options: dict[str, Any] | None = None,
+    our_options: dict[str, Any] | None = None,
+) -> tuple[DTLSConnection, Any]:
+    """Ours in ``our_role`` and OpenSSL in the other; the server holds ``chain`` and ``key``.
+
+    Our client does not verify the server. Returns (ours, theirs).
+    """
+    is_server = our_role == "server"
+    theirs = make_openssl(
+        make_context(
+            server=not is_server,
+            chain=() if is_server else chain,
+            key=None if is_server else key,
+            **(openssl_options or {}),
+        ),
+        server=not is_server,
+    )
+    if is_server:
+        config = DTLSConfiguration(
+            is_client=False, certificate_chain=chain, private_key=key, **(our_options or {})
+        )
+    else:
+        config = DTLSConfiguration(is_client=True, verify_peer=False, **(our_options or {}))
+    return DTLSConnection(config, address=OPENSSL_ADDRESS), theirs
 
 
 def _roundtrip(ours: DTLSConnection, theirs: Any, now: int) -> None:
@@ -78,7 +88,7 @@ def _roundtrip(ours: DTLSConnection, theirs: Any, now: int) -> None:
     assert ours.receive() == b"from openssl" * 50
 
 
-@pytest.mark.parametrize("suite", list(OPENSSL_CIPHER))
+@pytest.mark.parametrize("suite", CERT_SUITES)
 @pytest.mark.parametrize("group", list(NamedGroup))
 def test_our_client_openssl_server(pki: Pki, suite: CipherSuite, group: NamedGroup) -> None:
     chain, key = _server_credentials(pki, suite, group)
@@ -88,7 +98,7 @@ def test_our_client_openssl_server(pki: Pki, suite: CipherSuite, group: NamedGro
             chain=chain,
             key=key,
             ciphers=OPENSSL_CIPHER[suite],
-            groups=_groups_for_openssl(suite, group),
+            groups=openssl_groups(suite, group),
         ),
         server=True,
     )
@@ -103,20 +113,20 @@ def test_our_client_openssl_server(pki: Pki, suite: CipherSuite, group: NamedGro
     now = pump(ours, theirs)
     assert ours.is_established, ours.terminated_reason
     assert ours.cipher_suite is suite
-    assert openssl_group(theirs) == OUR_GROUP_NAME[group]
+    assert openssl_group(theirs) == OPENSSL_GROUP_REPORTED[group]
     _roundtrip(ours, theirs, now)
     assert ours.export_keying_material("EXPERIMENTAL-interop", b"ctx", 48) == (
         theirs.export_keying_material(b"EXPERIMENTAL-interop", 48, b"ctx")
     )
 
 
-@pytest.mark.parametrize("suite", list(OPENSSL_CIPHER))
+@pytest.mark.parametrize("suite", CERT_SUITES)
 @pytest.mark.parametrize("group", list(NamedGroup))
 def test_openssl_client_our_server(pki: Pki, suite: CipherSuite, group: NamedGroup) -> None:
     chain, key = _server_credentials(pki, suite, group)
     theirs = make_openssl(
         make_context(
-            server=False, ciphers=OPENSSL_CIPHER[suite], groups=_groups_for_openssl(suite, group)
+            server=False, ciphers=OPENSSL_CIPHER[suite], groups=openssl_groups(suite, group)
         ),
         server=False,
     )
@@ -127,7 +137,7 @@ def test_openssl_client_our_server(pki: Pki, suite: CipherSuite, group: NamedGro
     now = pump(ours, theirs)
     assert ours.is_established, ours.terminated_reason
     assert ours.cipher_suite is suite
-    assert openssl_group(theirs) == OUR_GROUP_NAME[group]
+    assert openssl_group(theirs) == OPENSSL_GROUP_REPORTED[group]
     assert ours.extended_master_secret
     _roundtrip(ours, theirs, now)
     assert ours.export_keying_material("EXPERIMENTAL-interop", None, 32) == (
@@ -138,28 +148,19 @@ def test_openssl_client_our_server(pki: Pki, suite: CipherSuite, group: NamedGro
 @pytest.mark.parametrize("our_role", ["client", "server"])
 def test_alpn_and_srtp_exported_keys_equal(pki: Pki, our_role: str) -> None:
     chain, key = pki.leaves["p256.server.test"]
-    is_server = our_role == "server"
-    theirs = make_openssl(
-        make_context(
-            server=not is_server,
-            chain=() if is_server else chain,
-            key=None if is_server else key,
-            alpn=[b"h2", b"webrtc"],
-            srtp=b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80",
-        ),
-        server=not is_server,
+    ours, theirs = _pair_in_roles(
+        our_role,
+        chain,
+        key,
+        openssl_options={
+            "alpn": [b"h2", b"webrtc"],
+            "srtp": b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80",
+        },
+        our_options={
+            "alpn_protocols": ("webrtc",),
+            "srtp_profiles": (SrtpProfile.SRTP_AES128_CM_SHA1_80,),
+        },
     )
-    common: dict[str, Any] = {
-        "alpn_protocols": ("webrtc",),
-        "srtp_profiles": (SrtpProfile.SRTP_AES128_CM_SHA1_80,),
-    }
-    if is_server:
-        config = DTLSConfiguration(
-            is_client=False, certificate_chain=chain, private_key=key, **common
-        )
-    else:
-        config = DTLSConfiguration(is_client=True, verify_peer=False, **common)
-    ours = DTLSConnection(config, address=OPENSSL_ADDRESS)
     pump(ours, theirs)
     assert ours.is_established, ours.terminated_reason
     assert ours.alpn_protocol == "webrtc"
@@ -174,21 +175,8 @@ def test_alpn_and_srtp_exported_keys_equal(pki: Pki, our_role: str) -> None:
 @pytest.mark.parametrize("our_role", ["client", "server"])
 def test_small_mtu_fragmentation(pki: Pki, our_role: str) -> None:
     chain, key = pki.leaves["rsa.server.test"]
-    is_server = our_role == "server"
-    theirs = make_openssl(
-        make_context(
-            server=not is_server, chain=() if is_server else chain, key=None if is_server else key
-        ),
-        server=not is_server,
-    )
+    ours, theirs = _pair_in_roles(our_role, chain, key, our_options={"mtu": 300})
     theirs.set_ciphertext_mtu(300)
-    if is_server:
-        config = DTLSConfiguration(
-            is_client=False, certificate_chain=chain, private_key=key, mtu=300
-        )
-    else:
-        config = DTLSConfiguration(is_client=True, verify_peer=False, mtu=300)
-    ours = DTLSConnection(config, address=OPENSSL_ADDRESS)
     sizes: list[int] = []
 
     def record_size(index: int, datagram: bytes) -> bool:
@@ -198,7 +186,7 @@ def test_small_mtu_fragmentation(pki: Pki, our_role: str) -> None:
     now = pump(ours, theirs, drop_ours=record_size)
     assert ours.is_established, ours.terminated_reason
     assert max(sizes) <= 300
-    if is_server:
+    if our_role == "server":
         assert len(sizes) > 4  # our RSA certificate flight went out in pieces
     _roundtrip(ours, theirs, now)
 
@@ -315,22 +303,11 @@ def test_close_notify_both_directions(pki: Pki) -> None:
 def test_whole_flights_dropped(pki: Pki, our_role: str) -> None:
     """Our flights vanish twice; our timers (virtual time) bring the handshake home."""
     chain, key = pki.leaves["p256.server.test"]
-    is_server = our_role == "server"
-    theirs = make_openssl(
-        make_context(
-            server=not is_server, chain=() if is_server else chain, key=None if is_server else key
-        ),
-        server=not is_server,
-    )
-    if is_server:
-        config = DTLSConfiguration(is_client=False, certificate_chain=chain, private_key=key)
-    else:
-        config = DTLSConfiguration(is_client=True, verify_peer=False)
-    ours = DTLSConnection(config, address=OPENSSL_ADDRESS)
+    ours, theirs = _pair_in_roles(our_role, chain, key)
     dropped: list[int] = []
     # As a server our first datagram is the stateless HelloVerifyRequest, which only the
     # client's (wall-clock) timer could repeat; drop the flight after it instead.
-    victims = {2, 3} if is_server else {1, 2}
+    victims = {2, 3} if our_role == "server" else {1, 2}
 
     def drop_first_flights(index: int, datagram: bytes) -> bool:
         if index in victims:

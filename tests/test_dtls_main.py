@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-from pathlib import Path
 
 from dtls_helpers import configs
+from dtls_processes import PIPE, STEP_SECONDS, dtls_cli
 
 import dtls.asyncio as dtls_asyncio
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def test_cli_client_exits_when_server_closes_first() -> None:
@@ -27,29 +17,15 @@ def test_cli_client_exits_when_server_closes_first() -> None:
     async def run() -> tuple[int | None, bytes, bytes]:
         async with dtls_asyncio.serve("127.0.0.1", 0, server_config) as server:
             _, port = server.local_address
-            client = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "dtls",
-                "client",
-                f"127.0.0.1:{port}",
-                "--insecure",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=_env(),
-            )
-            try:
-                connection = await asyncio.wait_for(server.accept(), 15)
+            async with dtls_cli(
+                "client", f"127.0.0.1:{port}", "--insecure", stdin=PIPE, stdout=PIPE, stderr=PIPE
+            ) as client:
+                connection = await asyncio.wait_for(server.accept(), STEP_SECONDS)
                 await connection.send(b"goodbye\n")
                 connection.close()
-                await asyncio.wait_for(client.wait(), 15)
+                await asyncio.wait_for(client.wait(), STEP_SECONDS)
                 assert client.stdout is not None and client.stderr is not None
                 return client.returncode, await client.stdout.read(), await client.stderr.read()
-            finally:
-                if client.returncode is None:
-                    client.kill()
-                    await client.wait()
 
     code, out, err = asyncio.run(run())
     assert code == 0, err

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from linksim import NS_PER_SECOND, Addr, LinkConfig, Network
+from netsim import MS, SECOND, Address, LinkConditions, Network
 
 from qotp.errors import LocalProtocolError
 from qotp.recv import IN_ORDER_RESERVE_BYTES, InsertResult, ReceiveBuffer
@@ -23,7 +23,6 @@ from qotp.send import (
     payload_overhead_bytes,
 )
 
-MS = 1_000_000
 RTO = 200 * MS
 #: A Data packet at MTU 1400: 9 bytes header + connection id, 22 bytes SN + MAC.
 BUDGET = 1400 - 31
@@ -544,6 +543,8 @@ MINI_HEADER = struct.Struct("<IB")
 MINI_ACK = struct.Struct("<IQHQ")  # stream, offset, length, window
 MINI_DATA = struct.Struct("<IQ")  # stream, offset
 FLAG_ACK, FLAG_DATA, FLAG_CLOSE = 1, 2, 4
+LEFT_ADDRESS: Address = ("10.0.0.1", 1)
+RIGHT_ADDRESS: Address = ("10.0.0.2", 2)
 
 
 class MiniTransport:
@@ -553,7 +554,7 @@ class MiniTransport:
     the send buffer's retransmission deadline.
     """
 
-    def __init__(self, peer: Addr, *, rto_ns: int = 50 * MS, burst: int = 32) -> None:
+    def __init__(self, peer: Address, *, rto_ns: int = 50 * MS, burst: int = 32) -> None:
         self.peer = peer
         self.rto_ns = rto_ns
         self.burst = burst
@@ -563,7 +564,7 @@ class MiniTransport:
         self.failed: Exception | None = None
         self.dropped_corrupt = 0
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: int) -> None:
+    def receive_datagram(self, data: bytes, addr: Address, now: int) -> None:
         self.now = now
         if len(data) < MINI_HEADER.size:
             self.dropped_corrupt += 1
@@ -584,9 +585,9 @@ class MiniTransport:
                 stream_id, offset, data[position:], is_close=bool(flags & FLAG_CLOSE), now=now
             )
 
-    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Addr]]:
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
         self.now = now
-        out: list[tuple[bytes, Addr]] = []
+        out: list[tuple[bytes, Address]] = []
         if self.failed is not None:
             return out
         while len(out) < self.burst:
@@ -629,25 +630,26 @@ class MiniTransport:
 
 @pytest.mark.parametrize("loss", [0.0, 0.05, 0.2])
 def test_buffers_carry_streams_both_ways_over_a_hostile_network(loss: float) -> None:
-    left_address: Addr = ("10.0.0.1", 1)
-    right_address: Addr = ("10.0.0.2", 2)
-    network = Network(
-        seed=int(loss * 100) + 1,
-        default_link=LinkConfig(
-            delay_ns=10 * MS,
-            jitter_ns=2 * MS,
-            loss=loss,
-            duplicate=0.05,
-            reorder=0.05,
-            corrupt=0.02,
-            bandwidth_bytes_per_s=20_000_000,
-            queue_limit_bytes=400_000,
-        ),
+    left = MiniTransport(RIGHT_ADDRESS)
+    right = MiniTransport(LEFT_ADDRESS)
+    conditions = LinkConditions(
+        delay_ns=10 * MS,
+        jitter_ns=2 * MS,
+        loss=loss,
+        duplicate=0.05,
+        reorder=0.05,
+        corrupt=0.02,
+        bandwidth_bytes_per_s=20_000_000,
+        queue_bytes=400_000,
     )
-    left = MiniTransport(right_address)
-    right = MiniTransport(left_address)
-    network.add(left, left_address)
-    network.add(right, right_address)
+    network = Network(
+        left,
+        right,
+        a_address=LEFT_ADDRESS,
+        b_address=RIGHT_ADDRESS,
+        a_to_b=conditions,
+        seed=int(loss * 100) + 1,
+    )
     rng = random.Random(7)
     streams = {stream_id: rng.randbytes(400_000 + stream_id * 7_000) for stream_id in range(4)}
     for stream_id, data in streams.items():
@@ -668,31 +670,40 @@ def test_buffers_carry_streams_both_ways_over_a_hostile_network(loss: float) -> 
             and all(left.sender.is_send_finished(stream_id) for stream_id in streams)
         )
 
-    assert network.run_until(finished, 120 * NS_PER_SECOND), (left.failed, right.failed)
+    network.run_until(
+        lambda: finished() or left.failed is not None or right.failed is not None,
+        limit_ns=120 * SECOND,
+    )
+    assert left.failed is None and right.failed is None, (left.failed, right.failed)
     for stream_id, data in streams.items():
         assert bytes(received[stream_id]) == data
         assert bytes(received_left[stream_id + 100]) == data[:20_000]
     assert left.sender.buffered_bytes == 0
+    statistics = network.total_statistics()
+    assert statistics.corrupted > 0 and left.dropped_corrupt + right.dropped_corrupt > 0
     if loss:
         assert left.sender.retransmitted_packets > 0
-        assert network.stats.dropped > 0
-    assert left.failed is None and right.failed is None
+        assert statistics.lost > 0
 
 
 def test_vanished_peer_ends_in_the_retry_limit() -> None:
-    left_address: Addr = ("10.0.0.1", 1)
-    right_address: Addr = ("10.0.0.2", 2)
-    network = Network(seed=3, default_link=LinkConfig(delay_ns=10 * MS))
-    left = MiniTransport(right_address, rto_ns=200 * MS)
-    right = MiniTransport(left_address)
-    network.add(left, left_address)
-    network.add(right, right_address)
+    left = MiniTransport(RIGHT_ADDRESS, rto_ns=200 * MS)
+    right = MiniTransport(LEFT_ADDRESS)
+    network = Network(
+        left,
+        right,
+        a_address=LEFT_ADDRESS,
+        b_address=RIGHT_ADDRESS,
+        a_to_b=LinkConditions(delay_ns=10 * MS),
+        seed=3,
+    )
     left.sender.write(1, DATA[:5000])
-    assert network.run_until(lambda: left.sender.buffered_bytes == 0, NS_PER_SECOND)
-    network.blackhole(right_address)
+    network.run_until(lambda: left.sender.buffered_bytes == 0, limit_ns=SECOND)
+    network.b_alive = False
     start = network.now
     left.sender.write(1, DATA[:100])
-    assert network.run_until(lambda: left.failed is not None, 60 * NS_PER_SECOND)
+    network.run_until(lambda: left.failed is not None, limit_ns=start + 60 * SECOND)
     assert isinstance(left.failed, RetryLimitExceeded)
     # Six sends at 0, 0.2, 0.6, 1.4, 3.0, 6.2 s; the last one's backoff ends at 12.6 s.
-    assert network.now - start == pytest.approx(12.6 * NS_PER_SECOND, rel=0.01)
+    assert network.now - start == pytest.approx(12.6 * SECOND, rel=0.01)
+    assert network.statistics("a").undelivered == MAX_SEND_ATTEMPTS
