@@ -13,7 +13,8 @@ opened by the protection and decoded here.
 
 Sending (:meth:`Connection.datagrams_to_send`) fills one batch:
 
-1. the protection's own handshake datagrams (InitSnd and its repeats);
+1. the protection's own handshake datagrams (InitSnd and its repeats, DTLS
+   flights);
 2. then, per datagram, the oldest pending ACK (the reference matches ACKs to
    in-flight packets by their exact ``(stream, offset, length)``, so every
    received packet gets its own ACK) rides along with the next packet that the
@@ -110,7 +111,7 @@ class Connection:
         config = configuration or QotpConfiguration()
         self.configuration = config
         self.protection = protection
-        self.connection_id: int = int(protection.route_key)  # type: ignore[call-overload]
+        self.connection_id = protection.connection_id
         self.address = address
         self.is_initiator = is_initiator
         self.rtt = RttEstimator()
@@ -264,6 +265,9 @@ class Connection:
             self.dropped_datagrams += 1
             logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
             return
+        if raw is None:
+            self._on_handshake_datagram()
+            return
         # Authenticated from here on.
         self._last_receive_ns = now
         self.datagrams_received += 1
@@ -278,8 +282,6 @@ class Connection:
             # The responder holds the final keys from the first authenticated packet
             # on; the initiator once the reply opened.
             self._on_established()
-        if raw is None:
-            return
         try:
             payload = decode_payload(raw)
         except DecodeError as error:
@@ -291,15 +293,26 @@ class Connection:
         except RemoteProtocolError as error:
             self._terminate(f"protocol violation: {error}", error=True)
 
+    def _on_handshake_datagram(self) -> None:
+        """The protection took a datagram for itself: no payload, no proof of the peer's address."""
+        protection = self.protection
+        if not self._established and protection.handshake_complete:
+            self._on_established()
+        if protection.failure is not None:
+            self._on_protection_failure(protection.failure)
+
+    def _on_protection_failure(self, failure: str) -> None:
+        stage = "crypto failed" if self._established else "handshake failed"
+        self._terminate(f"{stage}: {failure}", error=True)
+
     def _on_established(self) -> None:
         self._established = True
-        peer_key = getattr(self.protection, "peer_identity_public_key", None)
         self._events.append(
             ConnectionEstablished(
                 connection_id=self.connection_id,
                 address=self.address,
                 is_initiator=self.is_initiator,
-                peer_public_key=peer_key if isinstance(peer_key, bytes) else None,
+                peer_public_key=self.protection.peer_identity,
             )
         )
 
@@ -419,7 +432,7 @@ class Connection:
                     # The protection's hello is the one packet allowed before the reply.
                     self._sent_new_before_handshake = True
             if protection.failure is not None:
-                self._terminate(f"handshake failed: {protection.failure}", error=True)
+                self._on_protection_failure(protection.failure)
         return datagrams
 
     def _transport_datagrams(self, now: int, datagrams: list[bytes]) -> None:
@@ -572,7 +585,11 @@ class Connection:
 
     def has_pending_output(self) -> bool:
         """Whether :meth:`datagrams_to_send` would produce something right now (cheap hint)."""
-        return bool(self.receive_buffer.pending_acks) or self.send_buffer.has_new_work()
+        return (
+            bool(self.receive_buffer.pending_acks)
+            or self.send_buffer.has_new_work()
+            or self.protection.datagrams_pending
+        )
 
     # -- ending ---------------------------------------------------------------
 
