@@ -636,7 +636,7 @@ class DTLSConnection:
         assert self._pending_read is not None
         epoch = self._pending_read.epoch
         self._read[epoch] = self._pending_read
-        self._replay[epoch] = ReplayWindow()
+        self._replay[epoch] = ReplayWindow(self.configuration.replay_window_records)
         # Parked records are replayed by receive_datagram once the current datagram is done,
         # never from inside message processing: a parked Finished must not overtake messages
         # that the reassembler already released to the loop that is running now.

@@ -685,3 +685,20 @@ def test_seal_and_open_one_record_without_queues(
     assert client.open_datagram(both, SERVER_ADDRESS, now) == [b"one", b"two"]
     client.receive_datagram(server.seal_application_data(b"queued"), SERVER_ADDRESS, now)
     assert client.receive() == b"queued"
+
+
+def test_wide_replay_window_accepts_records_reordered_far() -> None:
+    client_config, server_config, _ = configs()
+    server_config = dataclasses.replace(server_config, replay_window_records=512)
+    client, server = _pair(client_config, server_config)
+    now = run_pair(client, server)
+    records = [client.seal_application_data(index.to_bytes(2, "big")) for index in range(300)]
+    assert server.open_datagram(records[-1], CLIENT_ADDRESS, now) == [(299).to_bytes(2, "big")]
+    assert server.open_datagram(records[0], CLIENT_ADDRESS, now) == [b"\x00\x00"]
+    # The default window (64) would have dropped it as too old.
+    narrow = dataclasses.replace(server_config, replay_window_records=64)
+    client, server = _pair(client_config, narrow)
+    now = run_pair(client, server)
+    records = [client.seal_application_data(index.to_bytes(2, "big")) for index in range(300)]
+    server.open_datagram(records[-1], CLIENT_ADDRESS, now)
+    assert server.open_datagram(records[0], CLIENT_ADDRESS, now) == []
