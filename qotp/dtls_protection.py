@@ -218,8 +218,7 @@ class DtlsProtection:
                 self._on_handshake_completed(now)
             elif isinstance(event, ConnectionTerminated):
                 if self._failure is None:
-                    alert = f" ({event.alert.name})" if event.alert is not None else ""
-                    self._failure = f"DTLS: {event.reason}{alert}"
+                    self._failure = f"DTLS: {event.reason}"
             elif isinstance(event, PeerClosedWrite) and self._failure is None:
                 self._failure = "DTLS: the peer closed the association"
         if not self._key_logged:

@@ -37,6 +37,9 @@ def test_in_band_handshake() -> None:
     (init_snd,) = client.datagrams_to_send(0)
     assert message_type(init_snd) is MessageType.INIT_SND and len(init_snd) == 1400
     assert server.route(init_snd, ADDRESS) == client.connection_id
+    assert server.route(init_snd, ("198.51.100.1", 7)) == client.connection_id  # no address part
+    assert server.local_identity == server.identity.public_key
+    assert server.datagrams_to_send(0) == [] and not client.datagrams_pending
 
     responder = server.accept(init_snd, ADDRESS, 0)
     assert responder is not None and responder.role is Role.RESPONDER
