@@ -538,3 +538,25 @@ def test_dtls_configuration_is_not_mutated_by_the_layer() -> None:
     assert layer.server_configuration is not None
     assert layer.server_configuration.replay_window_records == 4096
     assert client_config.replay_window_records == 64
+
+
+def test_dial_nobody_answers_ends_on_the_dtls_handshake_timeout() -> None:
+    client_config, _, _ = configs(handshake_timeout_ns=5 * SECOND)
+    client = QotpEndpoint(crypto=DtlsCryptoLayer(client=client_config))
+    connection = client.connect(SERVER_ADDRESS, now=0)
+    now, sends, reasons = 0, [], []
+    while now < 60 * SECOND:
+        if client.datagrams_to_send(now):
+            sends.append(now // MS)
+        while (event := client.next_event()) is not None:
+            if isinstance(event, ConnectionTerminated):
+                reasons.append(event.reason)
+        timer = client.get_timer()
+        if timer is None:
+            break
+        now = max(now + 1, timer)
+        client.handle_timer(now)
+    assert connection.is_terminated
+    assert sends == [0, 1000, 3000]  # DTLS flight retransmission: 1 s, doubling
+    assert reasons == ["handshake failed: DTLS: handshake timeout"]
+    assert now == 5 * SECOND and not client.connections
