@@ -13,8 +13,7 @@ opened by the protection and decoded here.
 
 Sending (:meth:`Connection.datagrams_to_send`) fills one batch:
 
-1. the protection's own handshake datagrams (InitSnd and its repeats, DTLS
-   flights);
+1. the protection's own handshake datagrams (InitSnd and its repeats);
 2. then, per datagram, the oldest pending ACK (the reference matches ACKs to
    in-flight packets by their exact ``(stream, offset, length)``, so every
    received packet gets its own ACK) rides along with the next packet that the
