@@ -150,9 +150,7 @@ class CryptoLayer(Protocol):
         """
         ...
 
-    def dial(
-        self, address: Address, *, now: int, peer_identity: bytes | None = None
-    ) -> Protection:
+    def dial(self, address: Address, *, now: int, peer_identity: bytes | None = None) -> Protection:
         """A new initiator-side protection for a connection to ``address``.
 
         With ``peer_identity`` the handshake fails unless the peer proves that
