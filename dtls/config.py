@@ -45,6 +45,9 @@ INITIAL_RETRANSMIT_NS = 1 * SECOND_NS
 MAX_RETRANSMIT_NS = 60 * SECOND_NS
 MAX_RETRANSMISSIONS = 6
 APPLICATION_QUEUE_DATAGRAMS = 256
+REPLAY_WINDOW_RECORDS = 64
+MIN_REPLAY_WINDOW_RECORDS = 32
+MAX_REPLAY_WINDOW_RECORDS = 1 << 16
 MIN_MTU_BYTES = 256
 
 DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
@@ -150,6 +153,7 @@ class DTLSConfiguration:
     require_close_notify: bool = True
     idle_timeout_ns: int | None = None
     application_queue_datagrams: int = APPLICATION_QUEUE_DATAGRAMS
+    replay_window_records: int = REPLAY_WINDOW_RECORDS
 
     def __post_init__(self) -> None:
         if not MIN_HANDSHAKE_TIMEOUT_NS <= self.handshake_timeout_ns <= MAX_HANDSHAKE_TIMEOUT_NS:
@@ -158,6 +162,8 @@ class DTLSConfiguration:
             raise LocalProtocolError(f"mtu must be at least {MIN_MTU_BYTES} bytes")
         if self.idle_timeout_ns is not None and self.idle_timeout_ns <= 0:
             raise LocalProtocolError("idle timeout must be positive")
+        if not MIN_REPLAY_WINDOW_RECORDS <= self.replay_window_records <= MAX_REPLAY_WINDOW_RECORDS:
+            raise LocalProtocolError("replay window must hold 32 to 65536 records")
         if self.connection_id is not None and len(self.connection_id) > 255:
             raise LocalProtocolError("connection id longer than 255 bytes")
         if (self.certificate_chain == ()) != (self.private_key is None):

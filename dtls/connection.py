@@ -247,6 +247,7 @@ class DTLSConnection:
         self._events: deque[Event] = deque()
         self._application_queue: deque[bytes] = deque()
         self._pending_send: list[bytes] = []
+        self._direct_receive: list[bytes] | None = None  # set while open_datagram runs
         self._write_closed = False
         self._read_closed = False
         self.peer_closed = False
@@ -285,6 +286,17 @@ class DTLSConnection:
         epoch = self._write_epoch
         overhead = self._record_overhead(epoch) if epoch else RECORD_HEADER_BYTES + 24
         return max(0, self.configuration.mtu - overhead)
+
+    @property
+    def record_overhead(self) -> int:
+        """Bytes one protected record adds to its plaintext in the current write epoch.
+
+        Header, explicit nonce, AEAD tag and (RFC 9146) the connection id with its
+        inner content-type byte: 37 for AES-GCM, 29 for ChaCha20-Poly1305, plus
+        ``len(cid) + 1`` with a peer connection id.  Before the handshake it is the
+        plaintext header alone.
+        """
+        return self._record_overhead(self._write_epoch)
 
     def start_handshake(self, now: int) -> None:
         """Client: send the first ClientHello.  Servers wait for one; calling this is harmless."""
@@ -330,6 +342,23 @@ class DTLSConnection:
             for record, source in parked:
                 if not self._is_closed():
                     self._handle_record(record, source, now)
+
+    def open_datagram(self, data: bytes, addr: Address, now: int) -> list[bytes]:
+        """Process one datagram like :meth:`receive_datagram`; return its application data.
+
+        The application records the datagram carried come back here, in order,
+        instead of going to the receive queue (no ``ApplicationDataReceived``).
+        For callers that hand each datagram's payload straight to a protocol of
+        their own; handshake, alerts and timers work exactly as with
+        :meth:`receive_datagram`, and it never raises for bad input either.
+        """
+        received: list[bytes] = []
+        self._direct_receive = received
+        try:
+            self.receive_datagram(data, addr, now)
+        finally:
+            self._direct_receive = None
+        return received
 
     def _receive_application_fast(self, data: bytes, now: int) -> bool:
         """One protected application-data record filling the datagram: the bulk case.
@@ -418,18 +447,28 @@ class DTLSConnection:
                 raise LocalProtocolError("too much data queued before the handshake finished")
             self._pending_send.append(bytes(data))
             return
+        self._outgoing.append(self.seal_application_data(data))
+
+    def seal_application_data(self, data: bytes) -> bytes:
+        """Protect one application datagram as one record and return it, queueing nothing.
+
+        For callers that schedule their own datagrams (a transport carrying one
+        packet per record): the record goes wherever the caller sends it.  Only
+        once established; :meth:`send` is the queueing form.
+        """
+        if self._state is not HandshakeState.ESTABLISHED or self._write_closed:
+            raise LocalProtocolError("application data needs an established, writable connection")
+        if len(data) > 16384:
+            raise LocalProtocolError("application datagram larger than 2^14 bytes")
         epoch = self._write_epoch
         protection = self._write[epoch]
         if protection is None or self.peer_connection_id:
-            self._outgoing.append(self._seal(ContentType.application_data, epoch, data))
-            return
+            return self._seal(ContentType.application_data, epoch, data)
         sequence_number = self._send_sequence[epoch]
         if sequence_number > MAX_SEQUENCE_NUMBER:
             raise LocalProtocolError("sequence numbers of this epoch are used up")
         self._send_sequence[epoch] = sequence_number + 1
-        self._outgoing.append(
-            protection.seal_plain(ContentType.application_data, sequence_number, data)
-        )
+        return protection.seal_plain(ContentType.application_data, sequence_number, data)
 
     def receive(self) -> bytes | None:
         """Next received application datagram, or None when the queue is empty."""
@@ -597,7 +636,7 @@ class DTLSConnection:
         assert self._pending_read is not None
         epoch = self._pending_read.epoch
         self._read[epoch] = self._pending_read
-        self._replay[epoch] = ReplayWindow()
+        self._replay[epoch] = ReplayWindow(self.configuration.replay_window_records)
         # Parked records are replayed by receive_datagram once the current datagram is done,
         # never from inside message processing: a parked Finished must not overtake messages
         # that the reassembler already released to the loop that is running now.
@@ -716,6 +755,10 @@ class DTLSConnection:
             self.dropped_records += 1
             return
         if self._read_closed or self.peer_closed:
+            return
+        direct = self._direct_receive
+        if direct is not None:
+            direct.append(payload)
             return
         if len(self._application_queue) >= self.configuration.application_queue_datagrams:
             self.dropped_application_datagrams += 1

@@ -20,18 +20,27 @@ import heapq
 import logging
 import os
 from collections import deque
+from dataclasses import dataclass
 
 from cryptography import x509
 
 from . import handshake as hs
 from .config import CertificatePrivateKey, DTLSConfiguration
 from .connection import Address, DTLSConnection, ServerContext, encode_hello_verify_datagram
+from .cookie import CookieGenerator
 from .errors import DTLSError, LocalProtocolError
 from .events import ConnectionAccepted, ConnectionTerminated, Event, HandshakeCompleted
 from .handshake import HandshakeType
 from .records import ContentType, decode_datagram
 
-__all__ = ["DEFAULT_CONNECTION_ID_BYTES", "MAX_CONNECTIONS", "DTLSEndpoint"]
+__all__ = [
+    "DEFAULT_CONNECTION_ID_BYTES",
+    "MAX_CONNECTIONS",
+    "DTLSEndpoint",
+    "HelloCheck",
+    "check_client_hello",
+    "starts_with_initial_hello",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +128,7 @@ class DTLSEndpoint:
             connection is not None
             and connection.is_established
             and not connection.is_client
-            and _starts_with_initial_hello(data)
+            and starts_with_initial_hello(data)
         ):
             # RFC 6347 4.2.8: a new epoch-0 ClientHello on a live association is a client
             # that lost its state; check its cookie statelessly and, once valid, start over.
@@ -199,44 +208,20 @@ class DTLSEndpoint:
     def _stateless_hello(
         self, data: bytes, addr: Address, now: int, replacing: DTLSConnection | None = None
     ) -> DTLSConnection | None:
-        records, _ = decode_datagram(data)
-        if not records:
-            self.dropped_datagrams += 1
-            return None
-        record = records[0]
-        if record.content_type != ContentType.handshake or record.epoch != 0:
-            self.dropped_datagrams += 1
-            return None
-        try:
-            fragment, _ = hs.decode_handshake_fragment(record.payload)
-            if (
-                fragment.msg_type != HandshakeType.client_hello
-                or fragment.fragment_offset != 0
-                or len(fragment.body) != fragment.length
-            ):
-                raise DTLSError("not a whole ClientHello")
-            hello = hs.decode_client_hello(fragment.body)
-        except DTLSError:
-            self.dropped_datagrams += 1
-            return None
-        if replacing is not None and hello.random == replacing.client_random:
-            # A late copy of the hello that built the live connection: old news.
-            self.dropped_datagrams += 1
-            return None
-        cookies = self.server_context.cookies
-        if self.configuration.cookie_exchange and not cookies.verify(addr, hello, now):
-            cookie = cookies.make(addr, hello, now)
-            self._outgoing.append(
-                (
-                    encode_hello_verify_datagram(
-                        cookie,
-                        message_seq=fragment.message_seq,
-                        record_sequence=record.sequence_number,
-                    ),
-                    addr,
-                )
-            )
+        check = check_client_hello(
+            data,
+            addr,
+            now,
+            self.server_context.cookies,
+            cookie_exchange=self.configuration.cookie_exchange,
+            stale_random=None if replacing is None else replacing.client_random,
+        )
+        if check.reply is not None:
+            self._outgoing.append((check.reply, addr))
             self.hello_verify_requests_sent += 1
+            return None
+        if check.hello is None:
+            self.dropped_datagrams += 1
             return None
         if len(self.connections) >= self.max_connections:
             self.dropped_datagrams += 1
@@ -310,8 +295,71 @@ class DTLSEndpoint:
             self._by_connection_id.pop(connection.local_connection_id, None)
 
 
-def _starts_with_initial_hello(data: bytes) -> bool:
-    """Cheap test: the datagram starts with an epoch-0 record carrying a ClientHello."""
+@dataclass(frozen=True, slots=True)
+class HelloCheck:
+    """What a server does with a datagram from an address it has no connection for.
+
+    Three outcomes: ``hello`` set -- a whole ClientHello whose cookie verified (or
+    no cookie exchange is configured): create the connection and feed it the
+    datagram; ``reply`` set -- send this HelloVerifyRequest back and keep no
+    state; both None -- drop the datagram.
+    """
+
+    hello: hs.ClientHello | None = None
+    reply: bytes | None = None
+
+
+def check_client_hello(
+    data: bytes,
+    addr: Address,
+    now: int,
+    cookies: CookieGenerator,
+    *,
+    cookie_exchange: bool = True,
+    stale_random: bytes | None = None,
+) -> HelloCheck:
+    """The stateless first step of a server (RFC 6347 4.2.1), without allocating anything.
+
+    Only the first record is parsed; it must be an epoch-0 record holding one
+    whole, unfragmented ClientHello.  A hello whose random equals
+    ``stale_random`` (a late copy of the hello that built a live association)
+    is dropped.  Never raises for bad input.
+    """
+    records, _ = decode_datagram(data)
+    if not records:
+        return HelloCheck()
+    record = records[0]
+    if record.content_type != ContentType.handshake or record.epoch != 0:
+        return HelloCheck()
+    try:
+        fragment, _ = hs.decode_handshake_fragment(record.payload)
+        if (
+            fragment.msg_type != HandshakeType.client_hello
+            or fragment.fragment_offset != 0
+            or len(fragment.body) != fragment.length
+        ):
+            return HelloCheck()
+        hello = hs.decode_client_hello(fragment.body)
+    except DTLSError:
+        return HelloCheck()
+    if stale_random is not None and hello.random == stale_random:
+        return HelloCheck()
+    if cookie_exchange and not cookies.verify(addr, hello, now):
+        cookie = cookies.make(addr, hello, now)
+        return HelloCheck(
+            reply=encode_hello_verify_datagram(
+                cookie, message_seq=fragment.message_seq, record_sequence=record.sequence_number
+            )
+        )
+    return HelloCheck(hello=hello)
+
+
+def starts_with_initial_hello(data: bytes) -> bool:
+    """Cheap test: the datagram starts with an epoch-0 record carrying a ClientHello.
+
+    A server that sees this from the address of a live association may be
+    facing a client that lost its state (RFC 6347 4.2.8).
+    """
     return (
         len(data) >= 25
         and data[0] == ContentType.handshake

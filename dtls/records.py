@@ -141,11 +141,15 @@ class ReplayWindow:
 
     ``is_fresh`` is checked before decrypting (cheap rejection); ``mark`` only
     after the record authenticated, so forged records cannot move the window.
+    ``size`` is 64 records by default (the RFC's preferred size); a receiver
+    may choose a larger one, which a transport that reorders a lot needs.
     """
 
-    __slots__ = ("_bitmap", "_highest")
+    __slots__ = ("_bitmap", "_highest", "_mask", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = REPLAY_WINDOW_SIZE) -> None:
+        self.size = size
+        self._mask = (1 << size) - 1
         self._highest = -1
         self._bitmap = 0  # bit i set: (highest - i) was received
 
@@ -154,7 +158,7 @@ class ReplayWindow:
         if sequence_number > self._highest:
             return True
         offset = self._highest - sequence_number
-        if offset >= REPLAY_WINDOW_SIZE:
+        if offset >= self.size:
             return False
         return not (self._bitmap >> offset) & 1
 
@@ -167,10 +171,10 @@ class ReplayWindow:
         """Record an authenticated sequence number as seen."""
         if sequence_number > self._highest:
             shift = sequence_number - self._highest
-            if shift >= REPLAY_WINDOW_SIZE:
+            if shift >= self.size:
                 self._bitmap = 1  # never shift by a huge peer-chosen amount
             else:
-                self._bitmap = ((self._bitmap << shift) | 1) & ((1 << REPLAY_WINDOW_SIZE) - 1)
+                self._bitmap = ((self._bitmap << shift) | 1) & self._mask
             self._highest = sequence_number
         else:
             self._bitmap |= 1 << (self._highest - sequence_number)

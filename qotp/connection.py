@@ -111,7 +111,7 @@ class Connection:
         config = configuration or QotpConfiguration()
         self.configuration = config
         self.protection = protection
-        self.connection_id: int = int(protection.route_key)  # type: ignore[call-overload]
+        self.connection_id = protection.connection_id
         self.address = address
         self.is_initiator = is_initiator
         self.rtt = RttEstimator()
@@ -274,6 +274,9 @@ class Connection:
             self.dropped_datagrams += 1
             logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
             return
+        if raw is None:
+            self._on_handshake_datagram()
+            return
         # Authenticated from here on.
         self._last_receive_ns = now
         self.datagrams_received += 1
@@ -288,8 +291,6 @@ class Connection:
             # The responder holds the final keys from the first authenticated packet
             # on; the initiator once the reply opened.
             self._on_established()
-        if raw is None:
-            return
         try:
             payload = decode_payload(raw)
         except DecodeError as error:
@@ -301,15 +302,26 @@ class Connection:
         except RemoteProtocolError as error:
             self._terminate(f"protocol violation: {error}", error=True)
 
+    def _on_handshake_datagram(self) -> None:
+        """The protection took a datagram for itself: no payload, no proof of the peer's address."""
+        protection = self.protection
+        if not self._established and protection.handshake_complete:
+            self._on_established()
+        if protection.failure is not None:
+            self._on_protection_failure(protection.failure)
+
+    def _on_protection_failure(self, failure: str) -> None:
+        stage = "crypto failed" if self._established else "handshake failed"
+        self._terminate(f"{stage}: {failure}", error=True)
+
     def _on_established(self) -> None:
         self._established = True
-        peer_key = getattr(self.protection, "peer_identity_public_key", None)
         self._events.append(
             ConnectionEstablished(
                 connection_id=self.connection_id,
                 address=self.address,
                 is_initiator=self.is_initiator,
-                peer_public_key=peer_key if isinstance(peer_key, bytes) else None,
+                peer_public_key=self.protection.peer_identity,
             )
         )
 
@@ -466,7 +478,7 @@ class Connection:
                     # The protection's hello is the one packet allowed before the reply.
                     self._sent_new_before_handshake = True
             if protection.failure is not None:
-                self._terminate(f"handshake failed: {protection.failure}", error=True)
+                self._on_protection_failure(protection.failure)
         return datagrams
 
     def _transport_datagrams(self, now: int, datagrams: list[bytes]) -> None:
@@ -649,7 +661,11 @@ class Connection:
 
     def has_pending_output(self) -> bool:
         """Whether :meth:`datagrams_to_send` would produce something right now (cheap hint)."""
-        return bool(self.receive_buffer.pending_acks) or self.send_buffer.has_new_work()
+        return (
+            bool(self.receive_buffer.pending_acks)
+            or self.send_buffer.has_new_work()
+            or self.protection.datagrams_pending
+        )
 
     # -- ending ---------------------------------------------------------------
 

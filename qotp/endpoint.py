@@ -2,9 +2,12 @@
 
 Go: listener.go, minus the socket.
 
-Routing goes through the crypto layer (QOTP: the connection id in the
-cleartext header).  A connection is created only for a datagram the crypto
-layer accepts as a valid first packet (InitSnd, authentic InitCryptoSnd),
+The crypto layer is pluggable (:mod:`qotp.protection`): QOTP's native
+envelope by default, or DTLS (:class:`qotp.dtls_protection.DtlsCryptoLayer`).
+Routing goes through it (QOTP: the connection id in the cleartext header;
+DTLS: the source address or an RFC 9146 connection id).  A connection is
+created only for a datagram the crypto layer accepts as a valid first packet
+(InitSnd, authentic InitCryptoSnd, a DTLS ClientHello with a valid cookie),
 never while merely decoding.  Anything undecodable, unauthenticated, or for
 an unknown connection is dropped and counted in :attr:`QotpEndpoint.drops`;
 nothing a peer sends can stop the endpoint or touch another connection.
@@ -30,7 +33,7 @@ from qotp.errors import DecodeError, DecryptError, LocalProtocolError
 from qotp.events import Event
 from qotp.keys import KeyPair
 from qotp.native import NativeCryptoLayer
-from qotp.protection import Address, Protection
+from qotp.protection import Address, CryptoLayer, Protection
 
 __all__ = ["QotpEndpoint"]
 
@@ -46,10 +49,20 @@ class QotpEndpoint:
         identity: KeyPair | None = None,
         configuration: QotpConfiguration | None = None,
         key_log: Callable[[str], None] | None = None,
+        crypto: CryptoLayer | None = None,
     ) -> None:
+        """``crypto`` defaults to QOTP's native envelope with ``identity`` (made if None).
+
+        ``identity`` belongs to the native layer: give one or the other.
+        """
         self.configuration = configuration or QotpConfiguration()
-        self.identity = identity or KeyPair.generate()
-        self.crypto = NativeCryptoLayer(self.identity, mtu=self.configuration.mtu)
+        if crypto is not None and identity is not None:
+            raise LocalProtocolError("identity is the native layer's: pass it to the crypto layer")
+        self.identity = identity
+        if crypto is None:
+            self.identity = identity or KeyPair.generate()
+            crypto = NativeCryptoLayer(self.identity, mtu=self.configuration.mtu)
+        self.crypto: CryptoLayer = crypto
         self.connections: dict[int, Connection] = {}
         self.drops: Counter[str] = Counter()
         """Dropped datagrams by reason (``"undecodable"``, ``"unknown connection"``, ...)."""
@@ -62,17 +75,29 @@ class QotpEndpoint:
 
     @property
     def public_key(self) -> bytes:
-        """Our identity public key (what 0-RTT dialers must know)."""
-        return self.identity.public_key
+        """Our identity as peers see it (native: the X25519 key 0-RTT dialers must know).
+
+        Over DTLS: the DER SubjectPublicKeyInfo of our certificate.  Raises
+        :class:`LocalProtocolError` when the crypto layer has no identity.
+        """
+        identity = self.crypto.local_identity
+        if identity is None:
+            raise LocalProtocolError("this crypto layer has no identity of its own")
+        return identity
 
     # -- commands -------------------------------------------------------------
 
     def connect(
         self, address: Address, *, now: int, peer_public_key: bytes | None = None
     ) -> Connection:
-        """Dial a peer: in-band handshake, or 0-RTT when its public key is given."""
-        protection = self.crypto.dial(peer_public_key=peer_public_key, now=now)
+        """Dial a peer.
+
+        ``peer_public_key`` is the identity the peer must prove (its
+        :attr:`public_key`): natively it also makes the handshake 0-RTT.
+        """
+        protection = self.crypto.dial(address, now=now, peer_identity=peer_public_key)
         if protection.connection_id in self.connections:
+            self.crypto.forget(protection)
             raise LocalProtocolError("connection id collision; dial again")
         connection = self._add(protection, address, is_initiator=True, now=now)
         return connection
@@ -102,24 +127,29 @@ class QotpEndpoint:
         """Route one datagram; creates a connection for a valid first packet."""
         crypto = self.crypto
         try:
-            route = crypto.route(data)
+            route = crypto.route(data, address)
         except DecodeError as error:
             self.drops["undecodable"] += 1
             logger.debug("dropped datagram from %s: %s", address, error)
             return
-        connection = self.connections.get(route)
+        connection = None if route is None else self.connections.get(route)
         if connection is None:
             if len(self.connections) >= self.configuration.max_connections:
                 self.drops["connection limit"] += 1
                 return
             try:
-                protection = crypto.accept(data, now)
+                protection = crypto.accept(data, address, now)
             except (DecodeError, DecryptError) as error:
                 self.drops["bad first packet"] += 1
                 logger.debug("dropped first packet from %s: %s", address, error)
                 return
             if protection is None:
                 self.drops["unknown connection"] += 1
+                return
+            if protection.connection_id in self.connections:
+                # A layer whose ids the peer influences (DTLS: the ClientHello random).
+                crypto.forget(protection)
+                self.drops["connection id collision"] += 1
                 return
             connection = self._add(protection, address, is_initiator=False, now=now)
         before = connection.dropped_datagrams
@@ -134,7 +164,7 @@ class QotpEndpoint:
     def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
         """Datagrams of every connection with work, round-robin over connections."""
         self._settle()
-        output: list[tuple[bytes, Address]] = []
+        output = self.crypto.datagrams_to_send(now)
         ready = self._ready
         self._ready = OrderedDict()
         for connection_id in ready:
@@ -214,6 +244,7 @@ class QotpEndpoint:
         if connection.is_terminated:
             if self.connections.get(connection_id) is connection:
                 del self.connections[connection_id]
+                self.crypto.forget(connection.protection)
             self._timer_of.pop(connection_id, None)
             self._ready.pop(connection_id, None)
             return

@@ -54,6 +54,7 @@ from qotp.envelope import (
 from qotp.errors import DecodeError, DecryptError, LocalProtocolError
 from qotp.keys import KeyPair
 from qotp.payload import Payload, PayloadKind, encode_payload
+from qotp.protection import Address, Protection
 
 __all__ = [
     "HANDSHAKE_INITIAL_RTO_NS",
@@ -191,9 +192,14 @@ class NativeProtection:
     # -- Protection interface -----------------------------------------------
 
     @property
-    def route_key(self) -> int:
-        """The connection id."""
-        return self.connection_id
+    def peer_identity(self) -> bytes | None:
+        """The peer's X25519 identity public key (from its first packet, or the dialed one)."""
+        return self.peer_identity_public_key
+
+    @property
+    def datagrams_pending(self) -> bool:
+        """Always False: the hellos leave on :meth:`get_timer`'s deadline."""
+        return False
 
     @property
     def handshake_complete(self) -> bool:
@@ -409,20 +415,37 @@ class NativeCryptoLayer:
         self.identity = identity
         self.mtu = mtu
 
-    def route(self, datagram: bytes) -> int:
-        """The connection id; raises :class:`DecodeError` for undecodable datagrams."""
+    @property
+    def local_identity(self) -> bytes:
+        """Our identity public key (what 0-RTT dialers must know)."""
+        return self.identity.public_key
+
+    def route(self, datagram: bytes, address: Address) -> int:
+        """The connection id from the header (the address plays no part).
+
+        Raises :class:`DecodeError` for undecodable datagrams.
+        """
         connection_id = data_connection_id(datagram)
         if connection_id is not None:
             return connection_id
         return int(decode_envelope_header(datagram, mtu=self.mtu).connection_id)
 
-    def dial(self, *, peer_public_key: bytes | None = None, now: int = 0) -> NativeProtection:
-        """A new initiator-side protection."""
+    def dial(
+        self, address: Address, *, now: int = 0, peer_identity: bytes | None = None
+    ) -> NativeProtection:
+        """A new initiator-side protection: in-band, or 0-RTT with the peer's public key."""
         return NativeProtection.dial(
-            self.identity, peer_public_key=peer_public_key, mtu=self.mtu, now=now
+            self.identity, peer_public_key=peer_identity, mtu=self.mtu, now=now
         )
 
-    def accept(self, datagram: bytes, now: int) -> NativeProtection | None:
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
+        """Nothing: native crypto never answers without a connection."""
+        return []
+
+    def forget(self, protection: Protection) -> None:
+        """Nothing to forget: routing needs no table."""
+
+    def accept(self, datagram: bytes, address: Address, now: int) -> NativeProtection | None:
         """A responder for a valid InitSnd / authentic InitCryptoSnd, else None.
 
         Nothing is created for anything else (a Data packet of an unknown

@@ -1,10 +1,11 @@
 """The crypto seam between the QOTP transport and whatever protects its packets.
 
 The transport (streams, ACKs, congestion and flow control, close) never looks
-past this interface.  Two implementations exist or are planned: QOTP's native
-envelope (:mod:`qotp.native`, wire-compatible with the Go reference) and DTLS
-record protection.  The seam is structural (:class:`typing.Protocol`), so a
-DTLS package can implement it without importing :mod:`qotp`.
+past this interface.  Two implementations exist: QOTP's native envelope
+(:mod:`qotp.native`, wire-compatible with the Go reference) and DTLS 1.2
+record protection (:mod:`qotp.dtls_protection`, over the :mod:`dtls`
+package).  The seam is structural (:class:`typing.Protocol`), so the
+:mod:`dtls` package never imports :mod:`qotp`; the adapter lives here.
 
 Two roles:
 
@@ -12,32 +13,35 @@ Two roles:
   per-packet envelope: it says whether a transport payload can be carried yet,
   how many payload bytes fit in the next datagram, seals a payload into a
   datagram, opens a datagram back into a payload, and emits its own handshake
-  datagrams on its own timer.
+  datagrams on its own timer.  It also names the connection (a u64 both
+  sides agree on) and reports the peer's authenticated identity.
 * :class:`CryptoLayer` -- one per endpoint (socket).  It routes an incoming
-  datagram to a connection key, creates the responder-side protection for a
-  valid first packet, and creates initiator-side protections for dials.
+  datagram (with its source address) to a connection id, creates the
+  responder-side protection for a valid first packet, creates initiator-side
+  protections for dials, may answer statelessly (a DTLS HelloVerifyRequest),
+  and forgets a connection the endpoint dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Protocol
 
-__all__ = ["Address", "CryptoLayer", "Protection", "RouteKey"]
+__all__ = ["Address", "CryptoLayer", "Protection"]
 
 Address = tuple[str, int]
 """A UDP address as the socket layer reports it: (host, port)."""
-
-RouteKey = Hashable
-"""What the endpoint indexes connections by (QOTP: the u64 connection id)."""
 
 
 class Protection(Protocol):
     """Per-connection crypto state as the transport sees it."""
 
     @property
-    def route_key(self) -> RouteKey:
-        """The key the endpoint finds this connection under."""
+    def connection_id(self) -> int:
+        """The u64 naming this connection in events and logs; the endpoint files it under it.
+
+        QOTP: the connection id on the wire.  DTLS: taken from the ClientHello
+        random, so both sides know the same number.
+        """
         ...
 
     @property
@@ -56,7 +60,28 @@ class Protection(Protocol):
 
     @property
     def failure(self) -> str | None:
-        """Why the handshake failed for good (the connection must end), else None."""
+        """Why the protection failed for good (handshake failure, fatal alert), else None.
+
+        Once set, the connection must end.
+        """
+        ...
+
+    @property
+    def peer_identity(self) -> bytes | None:
+        """The peer's authenticated identity, once known, else None.
+
+        QOTP: its X25519 identity public key.  DTLS: the DER SubjectPublicKeyInfo
+        of its certificate (None for PSK or a client without certificate).
+        """
+        ...
+
+    @property
+    def datagrams_pending(self) -> bool:
+        """Whether :meth:`datagrams_to_send` has something now, without waiting for a timer.
+
+        DTLS: a flight that answers the datagram just opened.  QOTP: never (its
+        hellos are timer-driven).
+        """
         ...
 
     def payload_budget(self, mtu: int) -> int:
@@ -71,8 +96,10 @@ class Protection(Protocol):
         """Authenticate and decrypt a datagram routed to this connection.
 
         Returns the transport payload, or None when the datagram was only for
-        the handshake.  Raises :class:`qotp.errors.DecodeError` or
-        :class:`qotp.errors.DecryptError` for anything unacceptable.
+        the handshake: the transport then takes it as no proof of the peer's
+        address and no sign of life.  Raises
+        :class:`qotp.errors.DecodeError` or :class:`qotp.errors.DecryptError`
+        for anything unacceptable.
         """
         ...
 
@@ -96,14 +123,45 @@ class Protection(Protocol):
 class CryptoLayer(Protocol):
     """Per-endpoint crypto: routing, accepting, dialing."""
 
-    def route(self, datagram: bytes) -> RouteKey:
-        """The connection key of a datagram; raises ``DecodeError`` if it has none."""
+    @property
+    def local_identity(self) -> bytes | None:
+        """What peers see as our :attr:`Protection.peer_identity` (None if nothing)."""
         ...
 
-    def accept(self, datagram: bytes, now: int) -> Protection | None:
-        """A responder-side protection for a datagram with an unknown route key.
+    def route(self, datagram: bytes, address: Address) -> int | None:
+        """The connection id a datagram from ``address`` belongs to.
 
-        Returns None when the datagram cannot start a connection (it is then
-        dropped); raises ``DecodeError``/``DecryptError`` for bad bytes.
+        QOTP reads it from the header and ignores the address; DTLS looks the
+        address (or an RFC 9146 connection id) up.  The id may name no live
+        connection, and None means the layer knows none: either way the
+        endpoint then offers the datagram to :meth:`accept`.  Raises
+        ``DecodeError`` for datagrams that cannot be routed at all.  Runs for
+        every datagram: keep it cheap.
         """
+        ...
+
+    def accept(self, datagram: bytes, address: Address, now: int) -> Protection | None:
+        """A responder-side protection for a datagram that routed to no connection.
+
+        Returns None when the datagram starts no connection: it is dropped, or
+        answered statelessly through :meth:`datagrams_to_send` (a DTLS
+        ClientHello without a valid cookie); raises ``DecodeError``/
+        ``DecryptError`` for bad bytes.
+        """
+        ...
+
+    def dial(self, address: Address, *, now: int, peer_identity: bytes | None = None) -> Protection:
+        """A new initiator-side protection for a connection to ``address``.
+
+        With ``peer_identity`` the handshake fails unless the peer proves that
+        identity (QOTP: its public key, which also enables 0-RTT).
+        """
+        ...
+
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
+        """Stateless replies of the layer itself (no connection behind them)."""
+        ...
+
+    def forget(self, protection: Protection) -> None:
+        """The endpoint dropped this protection's connection: stop routing to it."""
         ...

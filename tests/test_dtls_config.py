@@ -22,6 +22,10 @@ def test_invalid_configurations_rejected() -> None:
         DTLSConfiguration(connection_id=bytes(256))
     with pytest.raises(LocalProtocolError):
         DTLSConfiguration(idle_timeout_ns=0)
+    with pytest.raises(LocalProtocolError):
+        DTLSConfiguration(replay_window_records=16)
+    with pytest.raises(LocalProtocolError):
+        DTLSConfiguration(replay_window_records=(1 << 16) + 1)
     pki = make_pki()
     chain, _ = pki.issue("x.test")
     with pytest.raises(LocalProtocolError):

@@ -642,3 +642,63 @@ def test_certificate_validation_time_is_configurable() -> None:
     run_pair(client, server)
     assert client.state is HandshakeState.CLOSED
     assert "bad_certificate" in (client.terminated_reason or "")
+
+
+@pytest.mark.parametrize(
+    ("suite", "overhead"),
+    [
+        (CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, 37),
+        (CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, 29),
+    ],
+)
+@pytest.mark.parametrize("cid", [False, True])
+def test_seal_and_open_one_record_without_queues(
+    suite: CipherSuite, overhead: int, cid: bool
+) -> None:
+    client_config, server_config, _ = configs(
+        cipher_suites=(suite,), connection_id=b"\x01\x02" if cid else None
+    )
+    if cid:
+        server_config = dataclasses.replace(server_config, connection_id=b"\x0a\x0b\x0c")
+    client, server = _pair(client_config, server_config)
+    assert client.record_overhead == 13  # plaintext epoch 0
+    with pytest.raises(LocalProtocolError):
+        client.seal_application_data(b"too early")
+    now = run_pair(client, server)
+    _events(client)
+    _events(server)
+    assert client.record_overhead == overhead + (3 + 1 if cid else 0)
+    assert server.record_overhead == overhead + (2 + 1 if cid else 0)
+    record = client.seal_application_data(b"x" * 100)
+    assert len(record) == 100 + client.record_overhead
+    assert client.datagrams_to_send(now) == []  # nothing was queued
+    assert server.open_datagram(record, CLIENT_ADDRESS, now) == [b"x" * 100]
+    assert server.pending() == 0 and _events(server) == []
+    # Replayed or tampered records come back empty and are counted.
+    dropped = server.dropped_records
+    assert server.open_datagram(record, CLIENT_ADDRESS, now) == []
+    tampered = record[:-1] + bytes((record[-1] ^ 1,))
+    assert server.open_datagram(tampered, CLIENT_ADDRESS, now) == []
+    assert server.dropped_records == dropped + 2
+    # Two records in one datagram come back in order; receive_datagram still queues.
+    both = server.seal_application_data(b"one") + server.seal_application_data(b"two")
+    assert client.open_datagram(both, SERVER_ADDRESS, now) == [b"one", b"two"]
+    client.receive_datagram(server.seal_application_data(b"queued"), SERVER_ADDRESS, now)
+    assert client.receive() == b"queued"
+
+
+def test_wide_replay_window_accepts_records_reordered_far() -> None:
+    client_config, server_config, _ = configs()
+    server_config = dataclasses.replace(server_config, replay_window_records=512)
+    client, server = _pair(client_config, server_config)
+    now = run_pair(client, server)
+    records = [client.seal_application_data(index.to_bytes(2, "big")) for index in range(300)]
+    assert server.open_datagram(records[-1], CLIENT_ADDRESS, now) == [(299).to_bytes(2, "big")]
+    assert server.open_datagram(records[0], CLIENT_ADDRESS, now) == [b"\x00\x00"]
+    # The default window (64) would have dropped it as too old.
+    narrow = dataclasses.replace(server_config, replay_window_records=64)
+    client, server = _pair(client_config, narrow)
+    now = run_pair(client, server)
+    records = [client.seal_application_data(index.to_bytes(2, "big")) for index in range(300)]
+    server.open_datagram(records[-1], CLIENT_ADDRESS, now)
+    assert server.open_datagram(records[0], CLIENT_ADDRESS, now) == []

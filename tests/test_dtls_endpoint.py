@@ -9,7 +9,8 @@ from dtls_helpers import SECOND_NS, Link, configs
 
 from dtls.config import DTLSConfiguration, ServerCertificates
 from dtls.connection import DTLSConnection
-from dtls.endpoint import DTLSEndpoint
+from dtls.cookie import CookieGenerator
+from dtls.endpoint import DTLSEndpoint, HelloCheck, check_client_hello, starts_with_initial_hello
 from dtls.events import ConnectionAccepted, ConnectionTerminated
 
 SERVER = ("192.0.2.1", 4433)
@@ -223,3 +224,29 @@ def test_idle_established_peers_are_reclaimed() -> None:
     endpoint.handle_timer(deadline)
     assert endpoint.connections == {}
     assert connection.terminated_reason == "idle timeout"
+
+
+def test_check_client_hello_outcomes() -> None:
+    client_config, _, _ = configs()
+    cookies = CookieGenerator()
+    client = DTLSConnection(client_config, address=SERVER)
+    client.start_handshake(0)
+    ((hello, _),) = client.datagrams_to_send(0)
+    assert starts_with_initial_hello(hello)
+    first = check_client_hello(hello, ("198.51.100.7", 1), 0, cookies)
+    assert first.hello is None and first.reply is not None
+    client.receive_datagram(first.reply, SERVER, 0)
+    ((hello_with_cookie, _),) = client.datagrams_to_send(0)
+    second = check_client_hello(hello_with_cookie, ("198.51.100.7", 1), 0, cookies)
+    assert second.reply is None and second.hello is not None
+    assert second.hello.random == client.client_random
+    # The cookie is bound to the address; a stale random is dropped; garbage too.
+    assert check_client_hello(hello_with_cookie, ("198.51.100.8", 1), 0, cookies).reply
+    stale = check_client_hello(
+        hello_with_cookie, ("198.51.100.7", 1), 0, cookies, stale_random=client.client_random
+    )
+    assert stale == HelloCheck()
+    assert check_client_hello(b"\x16garbage", ("198.51.100.7", 1), 0, cookies) == HelloCheck()
+    unchecked = check_client_hello(hello, ("198.51.100.7", 1), 0, cookies, cookie_exchange=False)
+    assert unchecked.hello is not None
+    assert not starts_with_initial_hello(b"\x17" + hello[1:])

@@ -85,3 +85,16 @@ def test_replay_window_big_jump_is_cheap() -> None:
     assert not window.is_fresh(2**48 - 1)
     assert window.is_fresh(2**48 - 2)
     assert not window.is_fresh(5)
+
+
+def test_replay_window_of_another_size() -> None:
+    window = ReplayWindow(1024)
+    window.mark(2000)
+    assert window.is_fresh(2000 - 1023)
+    assert not window.is_fresh(2000 - 1024)
+    window.mark(1500)
+    assert not window.is_fresh(1500)
+    window.mark(2600)  # shifts by 600: 1500 still inside, 1400 not
+    assert not window.is_fresh(1500)
+    assert window.is_fresh(1700)
+    assert not window.is_fresh(2600 - 1024)

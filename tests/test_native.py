@@ -14,6 +14,7 @@ from qotp.payload import Payload, PayloadKind, decode_payload, encode_payload
 VECTORS = load()
 KEYS = VECTORS["crypto"]["keys"]
 MS = 1_000_000
+ADDRESS = ("192.0.2.1", 1111)
 
 
 def ping(stream_id: int = 0) -> bytes:
@@ -35,21 +36,24 @@ def test_in_band_handshake() -> None:
     assert not client.can_carry_payload
     (init_snd,) = client.datagrams_to_send(0)
     assert message_type(init_snd) is MessageType.INIT_SND and len(init_snd) == 1400
-    assert server.route(init_snd) == client.connection_id
+    assert server.route(init_snd, ADDRESS) == client.connection_id
+    assert server.route(init_snd, ("198.51.100.1", 7)) == client.connection_id  # no address part
+    assert server.local_identity == server.identity.public_key
+    assert server.datagrams_to_send(0) == [] and not client.datagrams_pending
 
-    responder = server.accept(init_snd, 0)
+    responder = server.accept(init_snd, ADDRESS, 0)
     assert responder is not None and responder.role is Role.RESPONDER
     # The InitSnd reads as a PING on stream 0 at offset 0 (the reference's behaviour).
     first = responder.open(init_snd, 0)
     assert first is not None and decode_payload(first) == Payload(PayloadKind.PING, 0, 0)
-    assert responder.peer_identity_public_key == client_identity.public_key
+    assert responder.peer_identity == client_identity.public_key
 
     reply = responder.seal(data(b"hi"), 0)
     assert message_type(reply) is MessageType.INIT_RCV
     payload = client.open(reply, 0)
     assert payload is not None and decode_payload(payload).data == b"hi"
     assert client.handshake_complete and client.can_carry_payload
-    assert client.peer_identity_public_key == server.identity.public_key
+    assert client.peer_identity == server.identity.public_key
 
     datagram = client.seal(data(b"hello"), 0)
     assert message_type(datagram) is MessageType.DATA
@@ -68,7 +72,7 @@ def test_zero_rtt_handshake() -> None:
     assert message_type(first) is MessageType.INIT_CRYPTO_SND and len(first) == 1400
     assert client.datagrams_to_send(0) == []  # the transport's packet already is the hello
 
-    responder = server.accept(first, 0)
+    responder = server.accept(first, ADDRESS, 0)
     assert responder is not None
     payload = responder.open(first, 0)
     assert payload is not None and decode_payload(payload).data == b"early"
@@ -87,20 +91,20 @@ def test_zero_rtt_forged_first_packet_creates_nothing() -> None:
     other = KeyPair.generate()
     client = NativeProtection.dial(KeyPair.generate(), peer_public_key=other.public_key)
     with pytest.raises(DecryptError):
-        server.accept(client.seal(data(b"x"), 0), 0)
+        server.accept(client.seal(data(b"x"), 0), ADDRESS, 0)
 
 
 def test_data_of_unknown_connection_is_not_accepted() -> None:
     server = NativeCryptoLayer(KeyPair.generate())
     packet = bytes.fromhex(VECTORS["crypto"]["data"][0]["packet"])
-    assert server.accept(packet, 0) is None
+    assert server.accept(packet, ADDRESS, 0) is None
 
 
 def test_repeated_init_snd_is_acknowledged_again() -> None:
     server = NativeCryptoLayer(KeyPair.generate())
     client = NativeProtection.dial(KeyPair.generate())
     (init_snd,) = client.datagrams_to_send(0)
-    responder = server.accept(init_snd, 0)
+    responder = server.accept(init_snd, ADDRESS, 0)
     assert responder is not None
     assert responder.open(init_snd, 0) == responder.open(init_snd, 0)
     impostor = NativeProtection.dial(
@@ -131,7 +135,7 @@ def test_reply_to_another_dial_is_rejected() -> None:
     server = NativeCryptoLayer(KeyPair.generate())
     client = NativeProtection.dial(KeyPair.generate())
     (init_snd,) = client.datagrams_to_send(0)
-    responder = server.accept(init_snd, 0)
+    responder = server.accept(init_snd, ADDRESS, 0)
     assert responder is not None
     responder.open(init_snd, 0)
     reply = responder.seal(ping(), 0)

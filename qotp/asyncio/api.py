@@ -31,7 +31,7 @@ from qotp.events import (
     StreamWritable,
 )
 from qotp.keys import KeyPair
-from qotp.protection import Address
+from qotp.protection import Address, CryptoLayer
 
 from .transport import UdpSocket
 
@@ -49,8 +49,14 @@ async def listen(
     identity: KeyPair | None = None,
     configuration: QotpConfiguration | None = None,
     key_log: Callable[[str], None] | None = None,
+    crypto: CryptoLayer | None = None,
 ) -> QotpListener:
-    """Bind a UDP socket and start the engine on it; the listener accepts and dials."""
+    """Bind a UDP socket and start the engine on it; the listener accepts and dials.
+
+    ``crypto`` picks the crypto layer (default: QOTP's native envelope with
+    ``identity``); e.g. :class:`qotp.dtls_protection.DtlsCryptoLayer` runs
+    the whole API over DTLS 1.2.
+    """
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, _type, _proto, _name, address = infos[0]
@@ -60,7 +66,9 @@ async def listen(
     except OSError:
         sock.close()
         raise
-    endpoint = QotpEndpoint(identity=identity, configuration=configuration, key_log=key_log)
+    endpoint = QotpEndpoint(
+        identity=identity, configuration=configuration, key_log=key_log, crypto=crypto
+    )
     return QotpListener(endpoint, sock, loop)
 
 
@@ -289,9 +297,8 @@ class QotpConnection(_ClosesOnExit):
 
     @property
     def peer_public_key(self) -> bytes | None:
-        """The peer's identity public key, once known."""
-        key = getattr(self.engine.protection, "peer_identity_public_key", None)
-        return key if isinstance(key, bytes) else None
+        """The peer's authenticated identity, once known (native: its public key)."""
+        return self.engine.protection.peer_identity
 
     @property
     def is_closed(self) -> bool:
