@@ -230,6 +230,7 @@ class InFlightPacket:
 
     __slots__ = (
         "attempts",
+        "backoff",
         "data",
         "delivered_at_send",
         "delivered_time_at_send",
@@ -256,6 +257,12 @@ class InFlightPacket:
         self.data = data
         self.sent_ns = sent_ns
         self.attempts = attempts
+        #: Sends in a row with no ACK for anything in between (1 after an ACK): the
+        #: RTO multiplier is ``2 ** (backoff - 1)`` and the retry limit counts these,
+        #: so retransmissions while the peer is answering (fast, after a loss) neither
+        #: stretch the timer nor bring the end closer.  It is also the index of the
+        #: timer FIFO the packet waits in.
+        self.backoff = 1
         self.is_close = is_close
         self.is_ping = is_ping
         self.delivered_at_send = delivered_at_send
@@ -391,7 +398,7 @@ class SendBuffer:
         #: Streams with new work, in round-robin order.
         self._ready: OrderedDict[int, None] = OrderedDict()
         self._in_flight: dict[PacketKey, InFlightPacket] = {}
-        #: ``_timers[n]`` holds packets sent ``n + 1`` times, oldest send first: their
+        #: ``_timers[n]`` holds packets whose backoff is ``n + 1``, oldest send first: their
         #: deadlines share one multiplier, so each FIFO is also in deadline order.
         self._timers: list[OrderedDict[PacketKey, InFlightPacket]] = [
             OrderedDict() for _ in range(max_attempts)
@@ -622,13 +629,18 @@ class SendBuffer:
                 if record.sample is not None:
                     self.lost_samples.append(record.sample)
                 continue
-            if record.attempts >= self._max_attempts and self._latest_ack_ns <= record.sent_ns:
-                # Sent the reference's six times and silence since the last send,
-                # through the longest backoff: the peer or the path is gone.  A peer
-                # that keeps acknowledging other packets is only on a lossy path; there
-                # the packet keeps its longest backoff instead (with 20 % loss each
-                # way, six failed round trips in a row happen 0.2 % of the time).
+            silent = self._latest_ack_ns <= record.sent_ns
+            if silent and record.backoff >= self._max_attempts:
+                # Sent the reference's six times in a row without the peer answering
+                # anything, through the longest backoff: the peer or the path is gone.
+                # Sends that an ACK for other data followed do not count: a peer that
+                # keeps acknowledging is alive and the path only lossy (with 20 % loss
+                # each way a packet fails six round trips in a row 0.2 % of the time,
+                # which a transfer of thousands of packets meets every time).
                 raise RetryLimitExceeded(key, record.attempts)
+            backoff = record.backoff + 1 if silent else 1
+            if backoff > self._max_attempts:
+                backoff = self._max_attempts
             stream_id, offset, length = key
             overhead = payload_overhead_bytes(
                 has_ack=ack_offset is not None,
@@ -643,7 +655,7 @@ class SendBuffer:
                 # our first packets assumed, or an application that stopped reading).
                 max_data = self.peer_window
             self._unschedule(record)
-            timers = self._timers[min(record.attempts, self._max_attempts) - 1]
+            timers = self._timers[record.backoff - 1]
             if record.sample is not None:
                 # The datagram that carried it last is lost; the new one gets its own.
                 self.lost_samples.append(record.sample)
@@ -651,10 +663,11 @@ class SendBuffer:
             if length <= max_data:
                 if record.attempts < self._max_attempts:
                     record.attempts += 1
+                record.backoff = backoff
                 record.sent_ns = now
                 record.delivered_at_send = self._delivered_bytes
                 record.delivered_time_at_send = self._delivered_time_ns
-                self._timers[record.attempts - 1][key] = record
+                self._timers[backoff - 1][key] = record
                 self.last_record = record
                 self.retransmitted_packets += 1
                 self.retransmitted_bytes += length
@@ -681,8 +694,9 @@ class SendBuffer:
             self._in_flight[tail_key] = record
             timers[tail_key] = record
             timers.move_to_end(tail_key, last=False)
+            head.backoff = backoff
             self._in_flight[head.key] = head
-            self._timers[head.attempts - 1][head.key] = head
+            self._timers[backoff - 1][head.key] = head
             self._streams[stream_id].in_flight_count += 1
             self.last_record = head
             self.split_packets += 1
@@ -822,7 +836,7 @@ class SendBuffer:
             record.lost = False
             del self._lost[record.key]
         else:
-            del self._timers[record.attempts - 1][record.key]
+            del self._timers[record.backoff - 1][record.key]
 
     def _forget(self, record: InFlightPacket) -> None:
         key = record.key
@@ -878,7 +892,7 @@ class SendBuffer:
             record.lost = False
             del self._lost[key]
         else:
-            del self._timers[record.attempts - 1][key]
+            del self._timers[record.backoff - 1][key]
         stream = self._streams[stream_id]
         stream.in_flight_count -= 1
         sent = record.sent_ns

@@ -103,6 +103,30 @@ def test_32_mb_over_8_streams_arrives_bit_exact(loss: float) -> None:
     assert stats.duplicated > 0
 
 
+@pytest.mark.parametrize("seed", [4, 7, 10])
+def test_a_lossy_tail_does_not_end_a_live_connection(seed: int) -> None:
+    """With 20 % loss each way, some packet of a few thousand meets six failed round
+    trips in a row while the peer keeps acknowledging others.  Those fast resends must
+    neither count towards the retry limit (the connection used to end once the rest
+    of the transfer was done: these seeds did) nor stretch its timer."""
+    conditions = LinkConditions(
+        delay_ns=5 * MS, jitter_ns=2 * MS, loss=0.2, duplicate=0.02, corrupt=0.005,
+        bandwidth_bytes_per_s=100 * MB, queue_bytes=4 * MB,
+    )  # fmt: skip
+    client, server = QotpEndpoint(), QotpEndpoint()
+    network = Network(client, server, a_to_b=conditions, b_to_a=conditions, seed=seed)
+    transfer = Transfer(network, client, server, 4, MB)
+    connection = transfer.connection
+
+    def everything_acknowledged() -> bool:
+        return transfer.done() and connection.send_buffer.buffered_bytes == 0
+
+    network.run_until(everything_acknowledged, on_step=transfer.step, limit_ns=60 * SECOND)
+    transfer.verify()
+    assert not connection.is_terminated
+    assert network.now < 5 * SECOND
+
+
 def test_corruption_is_dropped_not_delivered() -> None:
     conditions = LinkConditions(delay_ns=2 * MS, corrupt=0.05, jitter_ns=1 * MS)
     transfer = run_transfer(conditions, streams=2, size=MB, seed=3)

@@ -192,13 +192,24 @@ def test_unlucky_packet_is_not_fatal_while_the_peer_acks_others() -> None:
     assert now == 6200 * MS
     assert buffer.on_ack(2, 0, 10, now + MS).acked
     # Stream 1's packet used all its sends, but the peer is alive: it goes again,
-    # at the longest backoff, counted from the latest ACK (RFC 6298 5.3).
+    # at the longest backoff, counted from the latest ACK (RFC 6298 5.3)...
     assert buffer.next_deadline(RTO) == (6201 + 6400) * MS
     again = send(buffer, 12601 * MS)
     assert (again.stream_id, again.attempt) == (1, MAX_SEND_ATTEMPTS)
-    assert buffer.next_deadline(RTO) == (12601 + 6400) * MS
-    with pytest.raises(RetryLimitExceeded):
-        buffer.next_packet(19001 * MS, budget=BUDGET, rto_ns=RTO)
+    # ...and since the peer answered after its previous send, the backoff starts over:
+    # the end needs six sends in a row into silence.
+    sends = [12601]
+    while True:
+        deadline = buffer.next_deadline(RTO)
+        assert deadline is not None
+        try:
+            send(buffer, deadline)
+        except RetryLimitExceeded as error:
+            assert error.key == (1, 0, 10)
+            break
+        sends.append(deadline // MS)
+    assert sends == [12601, 12801, 13201, 14001, 15601, 18801]
+    assert deadline // MS == 25201
 
 
 def test_retransmitted_packets_give_no_rtt_sample_and_the_rto_is_the_callers() -> None:
