@@ -386,7 +386,7 @@ class Connection:
         if state is None or not state.is_closed:
             return
         self.streams.remove(stream_id)
-        self.receive_buffer.finish_stream(stream_id)
+        self.receive_buffer.finish_stream(stream_id, now)
         self.send_buffer.discard_stream(stream_id)
         self._announced_streams.add(stream_id)
         self._events.append(StreamClosed(connection_id=self.connection_id, stream_id=stream_id))
