@@ -234,9 +234,7 @@ class StreamTable:
         """The stream's state, or None when it does not exist (any more)."""
         return self._streams.get(stream_id)
 
-    def open(
-        self, stream_id: int, now: int, *, by_peer: bool = False
-    ) -> tuple[StreamState, bool]:
+    def open(self, stream_id: int, now: int, *, by_peer: bool = False) -> tuple[StreamState, bool]:
         """The stream's state, created if needed; the flag says whether it is new.
 
         ``by_peer`` says who creates a new stream (it is ignored for an existing
