@@ -46,7 +46,10 @@ class QotpConfiguration:
     with this limit would refuse until they reach the retransmission backoff
     (between two of our endpoints with equal settings the refusal path is then
     only hit briefly, while the peer still holds a stream we already ended).
-    The two budgets are separate, so a peer cannot use up ours.
+    The two budgets are separate, so a peer cannot use up ours. The wire has no
+    way to announce the limit: a peer that keeps many multi-packet streams
+    beyond it fills its congestion window with refused packets, which can
+    starve its accepted streams until its retry limit ends the connection.
 
     1024 is a hundred times the ten concurrent streams of the interop tests and
     far above what a multi-stream file transfer uses; beyond it, each stream's

@@ -97,9 +97,10 @@ the reason the lifetime is not shorter.
 
 The other side of the trade-off: while its tombstone lives, a stream id cannot
 be reused. Data on a reused id would be acknowledged and dropped, so the
-connection refuses to open a local stream on a tombstoned id
-(LocalProtocolError) and the peer must wait the lifetime (the reference's
-applications pick ids freely; none that we know reuses one at once).
+connection refuses to open a local stream on an id it holds a tombstone for
+(LocalProtocolError). That covers the usual case only: the peer's tombstone
+starts when *it* finishes the stream, possibly later than ours. Nothing on the
+wire tells a reused id from a late copy; applications should not reuse ids.
 
 Cost: tombstones are u32 in arrays, not objects. Ids finished within one
 *generation* (at most :data:`STREAM_TOMBSTONE_LIFETIME_NS` / 8, or 8192 ids)
