@@ -231,6 +231,35 @@ def test_a_stream_id_is_usable_again_once_its_tombstone_expired() -> None:
     assert opened_ids(pair.events["server"]) == [7, 7]
 
 
+def test_at_the_tombstone_cap_new_peer_streams_wait_rather_than_tombstones_go() -> None:
+    long_idle = QotpConfiguration(idle_timeout_ns=10 * 60 * SECOND)
+    capped = QotpConfiguration(idle_timeout_ns=10 * 60 * SECOND, max_stream_tombstones=2)
+    pair = EnginePair(QotpEndpoint(configuration=long_idle), QotpEndpoint(configuration=capped))
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    app = EchoLessServer(pair.server)
+
+    def finished(*stream_ids: int) -> bool:
+        app.step(pair.now)
+        closed = closed_ids(pair.events["server"])
+        return all(stream_id in closed for stream_id in stream_ids)
+
+    for stream_id in (0, 10):  # not consecutive: two tombstone entries
+        client.send_stream_data(stream_id, b"early", end_stream=True, now=0)
+    pair.client.mark_ready(client)
+    pair.run_until(lambda: finished(0, 10))
+    server = server_connection(pair.server)
+    assert server is not None
+    client.send_stream_data(20, b"late", end_stream=True, now=pair.now)
+    pair.client.mark_ready(client)
+    pair.run_until(lambda: server.refused_stream_packets >= 2)
+    assert 20 not in server.streams
+    assert server.receive_buffer.is_finished(0) and server.receive_buffer.is_finished(10)
+    # Once the tombstones expired, the retransmission gets in.
+    pair.now += STREAM_TOMBSTONE_LIFETIME_NS + STREAM_TOMBSTONE_LIFETIME_NS // 8
+    pair.run_until(lambda: finished(20), limit_ns=pair.now + 120 * SECOND)
+    assert bytes(app.received[20]) == b"late"
+
+
 def test_finished_streams_cost_little_memory() -> None:
     """Streams opened and finished leave a few bytes each (tombstones), not objects.
 
