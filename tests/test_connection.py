@@ -34,7 +34,14 @@ def opened_ids(events: list[object]) -> list[int]:
     return [event.stream_id for event in events if isinstance(event, StreamOpened)]
 
 
-class EchoLessServer:
+def drain_events(endpoint: QotpEndpoint) -> list[object]:
+    events: list[object] = []
+    while (event := endpoint.next_event()) is not None:
+        events.append(event)
+    return events
+
+
+class ReadAndCloseServer:
     """Server application: reads every stream the peer opened to its end, then closes its side.
 
     With ``netsim`` it collects the endpoint's events; under ``EnginePair`` the
@@ -49,8 +56,7 @@ class EchoLessServer:
 
     def step(self, now: int) -> None:
         endpoint = self.endpoint
-        while (event := endpoint.next_event()) is not None:
-            self.events.append(event)
+        self.events += drain_events(endpoint)
         connection = server_connection(endpoint)
         if connection is None:
             return
@@ -82,7 +88,7 @@ def test_peer_streams_beyond_the_limit_are_refused_until_slots_free_over_a_lossy
     for stream_id, data in payloads.items():
         assert connection.send_stream_data(stream_id, data, end_stream=True, now=0) == len(data)
     client.mark_ready(connection)
-    app = EchoLessServer(server)
+    app = ReadAndCloseServer(server)
     client_events: list[object] = []
 
     def step(now: int) -> None:
@@ -119,7 +125,7 @@ def test_a_refused_packet_is_not_acknowledged_and_leaves_no_state() -> None:
     assert server.refused_stream_packets == 1
     assert server.receive_buffer.pending_acks == 0
     assert 2 not in server.streams and not server.receive_buffer.has_stream(2)
-    assert 2 not in opened_ids(pair.events["server"]) + opened_ids(list(_drain(pair.server)))
+    assert 2 not in opened_ids(pair.events["server"]) + opened_ids(drain_events(pair.server))
     # Stream 1 finishes: its slot frees and the client's retransmission gets in.
     assert server.read(1) == b"first"
     client.close_stream(1, now=pair.now)
@@ -130,13 +136,6 @@ def test_a_refused_packet_is_not_acknowledged_and_leaves_no_state() -> None:
     assert 1 in closed_ids(pair.events["server"])
     assert server.read(2) == b"second" and server.at_eof(2)
     assert client.statistics().retransmitted_packets >= 1
-
-
-def _drain(endpoint: QotpEndpoint) -> list[object]:
-    events: list[object] = []
-    while (event := endpoint.next_event()) is not None:
-        events.append(event)
-    return events
 
 
 def test_local_streams_beyond_the_limit_raise_and_finished_ids_are_not_reused() -> None:
@@ -196,7 +195,7 @@ def test_late_retransmission_of_a_finished_stream_is_acknowledged_not_delivered(
     assert deliver(pair.server, pair.client, SERVER_ADDRESS) == 1
     pair.client.mark_ready(client)
     assert deliver(pair.client, pair.server, pair.client_address) == 1  # the CLOSE's ACK
-    events = _drain(pair.server)
+    events = drain_events(pair.server)
     assert opened_ids(events) == [5] and closed_ids(events) == [5]
     assert client.send_buffer.bytes_in_flight == 4
     duplicates = server.receive_buffer.duplicate_packets
@@ -211,7 +210,7 @@ def test_a_stream_id_is_usable_again_once_its_tombstone_expired() -> None:
     long_idle = QotpConfiguration(idle_timeout_ns=10 * 60 * SECOND)
     pair = EnginePair(QotpEndpoint(configuration=long_idle), QotpEndpoint(configuration=long_idle))
     client = pair.client.connect(SERVER_ADDRESS, now=0)
-    app = EchoLessServer(pair.server)
+    app = ReadAndCloseServer(pair.server)
 
     def finished(stream_id: int, count: int) -> bool:
         app.step(pair.now)
@@ -236,7 +235,7 @@ def test_at_the_tombstone_cap_new_peer_streams_wait_rather_than_tombstones_go() 
     capped = QotpConfiguration(idle_timeout_ns=10 * 60 * SECOND, max_stream_tombstones=2)
     pair = EnginePair(QotpEndpoint(configuration=long_idle), QotpEndpoint(configuration=capped))
     client = pair.client.connect(SERVER_ADDRESS, now=0)
-    app = EchoLessServer(pair.server)
+    app = ReadAndCloseServer(pair.server)
 
     def finished(*stream_ids: int) -> bool:
         app.step(pair.now)
@@ -268,7 +267,7 @@ def test_finished_streams_cost_little_memory() -> None:
     """
     pair = EnginePair()
     client = pair.client.connect(SERVER_ADDRESS, now=0)
-    app = EchoLessServer(pair.server)
+    app = ReadAndCloseServer(pair.server)
     next_id = 0
 
     def run_streams(count: int, batch: int = 500) -> None:
