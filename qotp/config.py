@@ -30,6 +30,44 @@ class QotpConfiguration:
     """Upper bound on datagrams one ``datagrams_to_send`` call returns per connection."""
     max_connections: int = 100_000
     """Connections one endpoint keeps at most; first packets beyond are dropped."""
+    max_streams: int = 1024
+    """Streams each side may have open at once on one connection (the reference has no bound).
+
+    Every stream the peer opens costs us receive and close state (about 2 KB
+    before any data), so a peer naming millions of stream ids would otherwise
+    exhaust memory. Data or a CLOSE that would open a stream beyond this many
+    peer-opened ones is *refused*: not stored and not acknowledged (an ACK says
+    the bytes are kept), counted in ``ConnectionStatistics.refused_stream_packets``;
+    the peer retransmits, and once one of its streams has finished the next copy
+    is accepted. A PING never opens a stream and is always acknowledged.
+
+    Our own application gets the same budget: opening a stream beyond it raises
+    LocalProtocolError from the command instead of sending packets that a peer
+    with this limit would refuse until they reach the retransmission backoff
+    (between two of our endpoints with equal settings the refusal path is then
+    only hit briefly, while the peer still holds a stream we already ended).
+    The two budgets are separate, so a peer cannot use up ours. The wire has no
+    way to announce the limit: a peer that keeps many multi-packet streams
+    beyond it fills its congestion window with refused packets, which can
+    starve its accepted streams until its retry limit ends the connection.
+
+    1024 is a hundred times the ten concurrent streams of the interop tests and
+    far above what a multi-stream file transfer uses; beyond it, each stream's
+    share of the 16 MiB receive window drops under 16 KiB, so more streams would
+    not move data faster. Worst case about 2 MB of stream state per connection.
+    Against the reference, which gives up after six sends, keep its concurrent
+    streams within this limit (or raise it)."""
+    max_stream_tombstones: int = 65_536
+    """Finished streams remembered at most per connection (tombstone entries).
+
+    A finished stream's id is kept for two minutes (``qotp.recv``, "Tombstones"),
+    so that a late retransmission is acknowledged again instead of opening the
+    stream anew and delivering its bytes twice. Sequentially numbered streams
+    share one entry per run; other ids cost one entry each (4 to 8 bytes). When
+    the count is reached, new streams from the peer are refused until entries
+    expire, never forgotten early: a peer numbering its streams at random is then
+    held to about 480 new streams per second. At most about 512 KiB per
+    connection."""
 
     def __post_init__(self) -> None:
         if not 128 <= self.mtu <= 65_507:
@@ -38,5 +76,7 @@ class QotpConfiguration:
             raise ValueError("buffer sizes must be positive")
         if self.idle_timeout_ns <= 0:
             raise ValueError("idle_timeout_ns must be positive")
+        if self.max_streams <= 0 or self.max_stream_tombstones <= 0:
+            raise ValueError("max_streams and max_stream_tombstones must be positive")
         if self.congestion_control not in ("bbr", "newreno"):
             raise ValueError(f"unknown congestion control {self.congestion_control!r}")

@@ -37,6 +37,17 @@ connection ends on :meth:`Connection.close` once its streams are done, after
 30 s without receiving anything, when a packet exhausts its retransmissions,
 when the handshake fails, or when the peer contradicts data it sent before
 (the reference panics there; we end only this connection).
+
+Stream limits (not in the reference): the peer may hold at most
+``QotpConfiguration.max_streams`` streams open.  A packet that would open one
+more is refused -- not stored, not acknowledged, counted in
+:attr:`Connection.refused_stream_packets` -- and the peer's retransmission gets
+in once one of its streams has finished; the same holds while
+``max_stream_tombstones`` finished streams are remembered.  Our own
+application gets the same number of streams and a LocalProtocolError beyond
+it, and cannot reuse the id of a stream that ended less than two minutes ago
+(:mod:`qotp.recv`, "Tombstones").  For a packet on a known stream all this
+costs nothing: the limit is looked at only when the stream table misses.
 """
 
 from __future__ import annotations
@@ -60,9 +71,9 @@ from qotp.events import (
 )
 from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
 from qotp.protection import Address, Protection
-from qotp.recv import InsertResult, ReceiveBuffer
+from qotp.recv import STREAM_TOMBSTONE_LIFETIME_NS, InsertResult, ReceiveBuffer
 from qotp.send import RetryLimitExceeded, SendBuffer
-from qotp.stream import StreamTable
+from qotp.stream import StreamState, StreamTable
 
 __all__ = ["Connection", "ConnectionStatistics"]
 
@@ -72,6 +83,8 @@ _ACK_ONLY = PayloadKind.ACK_ONLY
 _tuple_new = tuple.__new__
 _PING = PayloadKind.PING
 _DATA = PayloadKind.DATA
+_BUFFER_FULL = InsertResult.BUFFER_FULL
+_REFUSED = InsertResult.REFUSED
 _WRITABLE_LOW_WATER_BYTES = 256 * 1024
 """StreamWritable is reported when free send-buffer space climbs back past this."""
 
@@ -93,6 +106,9 @@ class ConnectionStatistics:
     retransmitted_packets: int
     retransmitted_bytes: int
     dropped_datagrams: int
+    refused_stream_packets: int
+    """Packets that would have opened a stream beyond the limits; not acknowledged."""
+    open_streams: int
     peer_receive_window: int
 
 
@@ -131,18 +147,21 @@ class Connection:
         self._terminated = False
         self._last_receive_ns = now
         self._pacing_deadline: int | None = None
-        self._announced_streams: set[int] = set()
         # The acknowledgement event being gathered (see _flush_ack_event).
         self._ack_event_now = -1
         self._ack_event_bytes = 0
         self._ack_event_newest: SendSample | None = None
         self._ack_event_rtt_ns = 0
         self._ack_event_sent_ns = -1
+        self._max_streams = config.max_streams
+        self._max_stream_tombstones = config.max_stream_tombstones
         self.bytes_sent = 0
         self.bytes_received = 0
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.dropped_datagrams = 0
+        self.refused_stream_packets = 0
+        """Packets refused because they would open a stream beyond the limits."""
 
     # -- state ----------------------------------------------------------------
 
@@ -174,6 +193,8 @@ class Connection:
             retransmitted_packets=send.retransmitted_packets,
             retransmitted_bytes=send.retransmitted_bytes,
             dropped_datagrams=self.dropped_datagrams,
+            refused_stream_packets=self.refused_stream_packets,
+            open_streams=len(self.streams),
             peer_receive_window=send.peer_window,
         )
 
@@ -198,7 +219,7 @@ class Connection:
         self._check_open()
         state = self.streams.get(stream_id)
         if state is None:
-            state, _ = self.streams.open(stream_id, now)
+            state = self._open_local_stream(stream_id, now)
         if not state.can_write:
             raise LocalProtocolError(f"stream {stream_id} is closed for writing")
         accepted = self.send_buffer.write(stream_id, data) if data else 0
@@ -207,13 +228,40 @@ class Connection:
         return accepted
 
     def close_stream(self, stream_id: int, *, now: int = 0) -> None:
-        """Send FIN: the stream ends after what was written so far (idempotent)."""
+        """Send FIN: the stream ends after what was written so far (idempotent).
+
+        Closing a stream that already finished (and was removed) does nothing;
+        a close on an unused id opens the stream and sends a bare CLOSE.
+        """
         self._check_open()
         state = self.streams.get(stream_id)
         if state is None:
-            state, _ = self.streams.open(stream_id, now)
+            if self.receive_buffer.is_finished(stream_id, now):
+                return
+            state = self._open_local_stream(stream_id, now)
         if state.can_write:
             state.close_send(self.send_buffer.close(stream_id), now)
+
+    def _open_local_stream(self, stream_id: int, now: int) -> StreamState:
+        """Open a stream for our application, within its budget of streams.
+
+        Raising here (rather than sending) keeps us within what a peer with the
+        same ``max_streams`` accepts, and keeps data off an id the peer still
+        holds a tombstone for: it would acknowledge that data and drop it.
+        """
+        if self.receive_buffer.is_finished(stream_id, now):
+            raise LocalProtocolError(
+                f"stream {stream_id} ended less than "
+                f"{STREAM_TOMBSTONE_LIFETIME_NS // 1_000_000_000} s ago; its id cannot be "
+                "reused yet (the peer would take new data for a late retransmission)"
+            )
+        if self.streams.local_count >= self._max_streams:
+            raise LocalProtocolError(
+                f"{self._max_streams} streams are open (max_streams); wait for one to "
+                "close (StreamClosed) before opening another"
+            )
+        state, _ = self.streams.open(stream_id, now)
+        return state
 
     def ping(self, stream_id: int, *, now: int = 0) -> None:
         """Send a PING on the stream (acknowledged, never retransmitted; an RTT probe)."""
@@ -237,8 +285,9 @@ class Connection:
         """Whether the peer closed the stream and everything before the close was read."""
         state = self.streams.get(stream_id)
         if state is None:
-            # Removed streams are finished; unknown ones are open.
-            return stream_id in self._announced_streams
+            # Removed streams are finished (while their tombstone lives); unknown
+            # ones are open.
+            return self.receive_buffer.is_finished(stream_id)
         return self.receive_buffer.at_eof(stream_id) or state.at_eof
 
     def send_space(self) -> int:
@@ -336,22 +385,34 @@ class Connection:
         self.bytes_received += len(data)
         receive = self.receive_buffer
         readable_before = receive.readable(stream_id)
-        result = receive.insert(
-            stream_id, payload.stream_offset, data, is_close=payload.is_close, now=now
-        )
-        if result is InsertResult.BUFFER_FULL:
-            return
         state = self.streams.get(stream_id)
+        result = receive.insert(
+            stream_id,
+            payload.stream_offset,
+            data,
+            is_close=payload.is_close,
+            now=now,
+            # Evaluated only when the stream table misses (short-circuit).
+            may_open_stream=state is not None or self._may_open_peer_stream(now),
+        )
+        if result is _BUFFER_FULL:
+            return
         if state is None:
-            if not data and not payload.is_close:
-                return  # a PING on an unknown stream is acknowledged, nothing more
+            if result is _REFUSED:
+                self.refused_stream_packets += 1
+                logger.debug(
+                    "connection %016x: refused a packet opening stream %d (%d open, %d finished)",
+                    self.connection_id,
+                    stream_id,
+                    self.streams.peer_count,
+                    receive.tombstone_count(now),
+                )
+                return
             if not receive.has_stream(stream_id):
-                return  # late retransmission for a stream already finished
-            state, _ = self.streams.open(stream_id, now)
-        state.touch(now)
-        if stream_id not in self._announced_streams and (data or payload.is_close):
-            self._announced_streams.add(stream_id)
+                return  # a PING, or a late retransmission for a stream already finished
+            state, _ = self.streams.open(stream_id, now, by_peer=True)
             self._events.append(StreamOpened(connection_id=self.connection_id, stream_id=stream_id))
+        state.touch(now)
         if payload.is_close:
             close_offset = receive.close_offset(stream_id)
             if close_offset is not None:
@@ -367,6 +428,13 @@ class Connection:
                 )
         if state.recv_close_offset is not None:
             self._maybe_finish_receive(stream_id, now)
+
+    def _may_open_peer_stream(self, now: int) -> bool:
+        """Whether the peer may open one more stream now (see the module docstring)."""
+        return (
+            self.streams.peer_count < self._max_streams
+            and self.receive_buffer.tombstone_count(now) < self._max_stream_tombstones
+        )
 
     def _on_ack(self, ack: Ack, now: int) -> None:
         send = self.send_buffer
@@ -444,9 +512,8 @@ class Connection:
         if state is None or not state.is_closed:
             return
         self.streams.remove(stream_id)
-        self.receive_buffer.finish_stream(stream_id)
+        self.receive_buffer.finish_stream(stream_id, now)
         self.send_buffer.discard_stream(stream_id)
-        self._announced_streams.add(stream_id)
         self._events.append(StreamClosed(connection_id=self.connection_id, stream_id=stream_id))
         if self._closing and not len(self.streams):
             self._terminate("closed", error=False)

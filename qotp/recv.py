@@ -39,7 +39,8 @@ and ``Flush``, stream.go ``Read``), v0.2.19:
   reference; data at or after the close offset is ACKed and dropped.
 * A stream's receive direction is closed once the application has read up to
   the close offset; a CLOSE at offset 0 closes it at once.
-* The reference never bounds the number of streams or pending ACKs.
+* The reference never bounds the number of streams or pending ACKs, and forgets
+  a finished stream completely.
 
 Where we differ, on purpose
 ===========================
@@ -57,30 +58,88 @@ Where we differ, on purpose
   :class:`CloseOffsetError`; no correct peer produces them.
 * The ACK queue is bounded (:data:`MAX_PENDING_ACKS`); an ACK beyond that is
   dropped and counted, which only costs the peer a retransmission.
+* A PING on a stream without receive state is acknowledged and leaves no state
+  behind (the reference creates the stream).
+* A new stream gets receive state only when the caller allows it
+  (``may_open_stream``; the connection's stream limit); otherwise its packet is
+  :attr:`InsertResult.REFUSED`: nothing stored, no ACK, the peer retransmits.
+* Finished streams leave a *tombstone* (:class:`StreamTombstones`), so that a
+  late retransmission of one is acknowledged again but not taken for the first
+  packet of a new stream. The reference keeps nothing (a late retransmission
+  there resurrects the stream).
+
+Tombstones
+==========
+
+A stream is finished once the application read it to the peer's close offset
+and our own CLOSE was acknowledged, so every byte the peer can still send for it
+was received before: any later packet for its id is a retransmission whose
+earlier ACK was lost. It must be acknowledged again (or the peer never stops)
+and must not be delivered: without the tombstone a copy at offset 0 would open
+the stream anew and hand the same bytes to the application twice.
+
+How long is enough? The peer sends a packet at most six times, waiting
+``RTO * 2**(k - 1)`` before the k-th retransmission, with the RTO clamped to at
+most 2 s: its last copy leaves at most ``(1 + 2 + 4 + 8 + 16) * 2 s = 62 s``
+after the first (:data:`PEER_RETRANSMISSION_SPAN_NS`), and the first left
+before we finished the stream. Allowing the copy 30 s in the network (the
+reference discards RTT samples above 30 s; a connection silent that long has
+ended) gives 92 s; a tombstone lives :data:`STREAM_TOMBSTONE_LIFETIME_NS`
+(120 s) after the last packet for its stream, since every late packet renews it.
+With the reference as the peer nothing can arrive later. Our own sender goes on
+after the sixth send while the peer keeps acknowledging *other* packets (a lossy
+but live path), at its longest backoff of 64 s; since each copy that arrives
+renews the tombstone, only a copy following more than 120 s of lost copies *and*
+lost ACKs can outlive it. That copy would open the stream anew: data at offset
+0 would reach the application a second time, data further in would leave a
+stream that never becomes readable. That is the residual risk of a bound, and
+the reason the lifetime is not shorter.
+
+The other side of the trade-off: while its tombstone lives, a stream id cannot
+be reused. Data on a reused id would be acknowledged and dropped, so the
+connection refuses to open a local stream on an id it holds a tombstone for
+(LocalProtocolError). That covers the usual case only: the peer's tombstone
+starts when *it* finishes the stream, possibly later than ours. Nothing on the
+wire tells a reused id from a late copy; applications should not reuse ids.
+
+Cost: tombstones are u32 in arrays, not objects. Ids finished within one
+*generation* (at most :data:`STREAM_TOMBSTONE_LIFETIME_NS` / 8, or 8192 ids)
+sit in a sorted array, 4 bytes each; a full generation is sealed into runs of
+consecutive ids (8 bytes a run, so sequentially numbered streams cost almost
+nothing) and expires as a whole. Every id thus lives at least the lifetime and
+at most one generation longer. The count is capped by the connection
+(``QotpConfiguration.max_stream_tombstones``), which refuses new peer streams
+rather than forget a tombstone early: a legitimate peer is slowed down, never
+handed a duplicate.
 """
 
 from __future__ import annotations
 
 import logging
-from bisect import bisect_right
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import deque
 from enum import Enum
 from typing import NamedTuple
 
 from sortedcontainers import SortedDict
 
+from qotp.congestion.rtt import MAX_RTO_NS
 from qotp.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "IN_ORDER_RESERVE_BYTES",
     "MAX_PENDING_ACKS",
+    "PEER_RETRANSMISSION_SPAN_NS",
     "RECV_BUFFER_BYTES",
+    "STREAM_TOMBSTONE_LIFETIME_NS",
     "Ack",
     "CloseOffsetError",
     "InsertResult",
     "OverlapMismatchError",
     "ReceiveBuffer",
     "StreamIntegrityError",
+    "StreamTombstones",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,6 +157,19 @@ _STREAM_OFFSET_LIMIT = 1 << 48
 _MAX_PACKET_DATA_BYTES = 0xFFFF
 #: Compact a stream's list of readable chunks once this many are consumed.
 _COMPACT_CHUNKS = 256
+_SECOND_NS = 1_000_000_000
+#: The latest a peer sends a copy of a packet after its first send: six sends,
+#: ``RTO * 2**(k - 1)`` before the k-th retransmission, RTO at most 2 s (62 s).
+PEER_RETRANSMISSION_SPAN_NS = (1 + 2 + 4 + 8 + 16) * MAX_RTO_NS
+#: How long a finished stream's id is remembered after the last packet for it:
+#: the retransmission span plus 30 s in the network is 92 s; we keep 120 s.
+STREAM_TOMBSTONE_LIFETIME_NS = 120 * _SECOND_NS
+#: A tombstone generation spans at most this long (expiry granularity) ...
+_TOMBSTONE_GENERATION_NS = STREAM_TOMBSTONE_LIFETIME_NS // 8
+#: ... and at most this many ids (32 KiB; bounds the cost of an insertion).
+_TOMBSTONE_GENERATION_IDS = 8192
+_STREAM_ID_LIMIT = 1 << 32
+_U32 = "I" if array("I").itemsize >= 4 else "L"
 
 
 class StreamIntegrityError(RemoteProtocolError):
@@ -136,6 +208,9 @@ class InsertResult(Enum):
     DUPLICATE = "duplicate"
     #: The new bytes do not fit; dropped without an ACK, the peer will retransmit.
     BUFFER_FULL = "buffer_full"
+    #: The packet would open a new stream, which the caller did not allow; dropped
+    #: without an ACK and without keeping state, the peer will retransmit.
+    REFUSED = "refused"
 
 
 Chunk = bytes | memoryview
@@ -195,6 +270,121 @@ class _RecvStream:
         self.next_offset = offset + len(chunk)
 
 
+class _SealedTombstones:
+    """One expired-as-a-whole generation of tombstones: sorted runs of consecutive ids."""
+
+    __slots__ = ("expires_ns", "firsts", "lasts")
+
+    def __init__(self, sorted_ids: array[int], expires_ns: int) -> None:
+        self.expires_ns = expires_ns
+        firsts: list[int] = []
+        lasts: list[int] = []
+        previous = -2
+        for stream_id in sorted_ids:
+            if stream_id == previous + 1:
+                lasts[-1] = stream_id
+            else:
+                firsts.append(stream_id)
+                lasts.append(stream_id)
+            previous = stream_id
+        #: ``firsts[i]..lasts[i]`` (inclusive) are finished; sorted, disjoint runs.
+        self.firsts = array(_U32, firsts)
+        self.lasts = array(_U32, lasts)
+
+    def __len__(self) -> int:
+        return len(self.firsts)
+
+    def __contains__(self, stream_id: int) -> bool:
+        index = bisect_right(self.firsts, stream_id) - 1
+        return index >= 0 and stream_id <= self.lasts[index]
+
+
+class StreamTombstones:
+    """Ids of finished streams, each kept for at least a lifetime after it was added.
+
+    See "Tombstones" in the module docstring for why and for how long. Ids go
+    into an open generation, a sorted ``array`` of u32 (4 bytes an id; in-order
+    ids append, others cost one memmove). Once it spans
+    :data:`_TOMBSTONE_GENERATION_NS` or holds :data:`_TOMBSTONE_GENERATION_IDS`
+    ids it is sealed into runs of consecutive ids (8 bytes a run) and expires as
+    a whole, ``lifetime_ns`` after its newest id. Adding an id that is present
+    renews it. Membership costs one bisection per generation (a handful); only
+    packets for streams without receive state ask.
+    """
+
+    __slots__ = (
+        "_lifetime_ns",
+        "_open",
+        "_open_latest_ns",
+        "_open_since_ns",
+        "_sealed",
+        "_sealed_runs",
+    )
+
+    def __init__(self, lifetime_ns: int = STREAM_TOMBSTONE_LIFETIME_NS) -> None:
+        if lifetime_ns <= 0:
+            raise LocalProtocolError("tombstone lifetime must be positive")
+        self._lifetime_ns = lifetime_ns
+        self._open = array(_U32)
+        self._open_since_ns = 0
+        self._open_latest_ns = 0
+        self._sealed: deque[_SealedTombstones] = deque()
+        self._sealed_runs = 0
+
+    def __len__(self) -> int:
+        """Entries kept: ids of the open generation plus runs of the sealed ones.
+
+        An id renewed in a later generation counts once per generation.
+        """
+        return self._sealed_runs + len(self._open)
+
+    def __contains__(self, stream_id: object) -> bool:
+        if not isinstance(stream_id, int):
+            return False
+        open_ids = self._open
+        index = bisect_left(open_ids, stream_id)
+        if index < len(open_ids) and open_ids[index] == stream_id:
+            return True
+        return any(stream_id in generation for generation in self._sealed)
+
+    def add(self, stream_id: int, now: int) -> None:
+        """Remember ``stream_id`` (again) until at least ``now`` plus the lifetime."""
+        if not 0 <= stream_id < _STREAM_ID_LIMIT:
+            raise LocalProtocolError(f"stream id {stream_id} is not a u32")
+        self.expire(now)
+        open_ids = self._open
+        if open_ids and (
+            now - self._open_since_ns >= _TOMBSTONE_GENERATION_NS
+            or len(open_ids) >= _TOMBSTONE_GENERATION_IDS
+        ):
+            self._seal()
+            open_ids = self._open
+        if not open_ids:
+            self._open_since_ns = self._open_latest_ns = now
+        if not open_ids or stream_id > open_ids[-1]:
+            open_ids.append(stream_id)
+        else:
+            index = bisect_left(open_ids, stream_id)
+            if open_ids[index] != stream_id:
+                open_ids.insert(index, stream_id)
+        if now > self._open_latest_ns:
+            self._open_latest_ns = now
+
+    def expire(self, now: int) -> None:
+        """Forget generations whose newest id is older than the lifetime."""
+        sealed = self._sealed
+        while sealed and sealed[0].expires_ns <= now:
+            self._sealed_runs -= len(sealed.popleft())
+        if self._open and self._open_latest_ns + self._lifetime_ns <= now:
+            self._open = array(_U32)
+
+    def _seal(self) -> None:
+        generation = _SealedTombstones(self._open, self._open_latest_ns + self._lifetime_ns)
+        self._sealed.append(generation)
+        self._sealed_runs += len(generation)
+        self._open = array(_U32)
+
+
 class ReceiveBuffer:
     """The receive side of one connection (Go: rcv.go ReceiveBuffer).
 
@@ -226,7 +416,7 @@ class ReceiveBuffer:
         self.buffered_bytes = 0
         self.max_pending_acks = max_pending_acks
         self._streams: dict[int, _RecvStream] = {}
-        self._finished: set[int] = set()
+        self._finished = StreamTombstones()
         self._acks: deque[Ack] = deque()
         self._ack_keys: set[Ack] = set()
         self.duplicate_packets = 0
@@ -273,6 +463,7 @@ class ReceiveBuffer:
         *,
         is_close: bool = False,
         now: int = 0,
+        may_open_stream: bool = True,
     ) -> InsertResult:
         """Take one data / PING / CLOSE packet of a stream (Go: Insert, EmptyInsert, Close).
 
@@ -280,6 +471,9 @@ class ReceiveBuffer:
         object or a read-only view of one; writable views are copied). Empty
         ``data`` is a PING, or a bare CLOSE with ``is_close``. ACK-only packets
         have no stream header and must not be passed here.
+
+        ``may_open_stream=False`` refuses data or a CLOSE for a stream that has
+        neither receive state nor a tombstone (:attr:`InsertResult.REFUSED`).
         """
         length = len(data)
         end = offset + length
@@ -287,14 +481,10 @@ class ReceiveBuffer:
             raise RemoteProtocolError(
                 f"stream {stream_id}: segment {offset}+{length} outside the 48-bit offset space"
             )
-        if stream_id in self._finished:
-            # A late retransmission for a stream already read to its end.
-            self.duplicate_packets += 1
-            self._queue_ack(stream_id, offset, length)
-            return InsertResult.DUPLICATE
         stream = self._streams.get(stream_id)
         if stream is None:
-            stream = self._streams[stream_id] = _RecvStream(stream_id)
+            # Off the per-packet path: a new stream, a PING, or a late retransmission.
+            return self._insert_unknown(stream_id, offset, data, is_close, now, may_open_stream)
         stream.last_receive_ns = now
         close_offset = stream.close_offset
         if is_close:
@@ -375,6 +565,44 @@ class ReceiveBuffer:
         if segments:
             self._pull_segments(stream)
         return InsertResult.ACCEPTED
+
+    def _insert_unknown(
+        self,
+        stream_id: int,
+        offset: int,
+        data: bytes | memoryview,
+        is_close: bool,
+        now: int,
+        may_open_stream: bool,
+    ) -> InsertResult:
+        """:meth:`insert` for a stream without receive state."""
+        length = len(data)
+        finished = self._finished
+        finished.expire(now)
+        if stream_id in finished:
+            # A late retransmission for a stream already read to its end: its first
+            # ACK was lost. The peer is still sending copies, so keep the tombstone
+            # for another lifetime.
+            finished.add(stream_id, now)
+            self.duplicate_packets += 1
+            self._queue_ack(stream_id, offset, length)
+            return InsertResult.DUPLICATE
+        if not length and not is_close:
+            # A PING asks for an ACK and nothing else: no state for it.
+            self._queue_ack(stream_id, offset, 0)
+            return InsertResult.ACCEPTED
+        if not may_open_stream:
+            return InsertResult.REFUSED
+        self._streams[stream_id] = _RecvStream(stream_id)
+        kept = False
+        try:
+            result = self.insert(stream_id, offset, data, is_close=is_close, now=now)
+            kept = result is not InsertResult.BUFFER_FULL
+        finally:
+            if not kept:
+                # Nothing was stored: keep no state for a stream that does not exist.
+                del self._streams[stream_id]
+        return result
 
     def _may_use_reserve(self, stream: _RecvStream, new_bytes: int) -> bool:
         """Whether in-order bytes may go beyond the capacity, into the reserve.
@@ -531,37 +759,51 @@ class ReceiveBuffer:
         return 0 if stream is None else stream.read_offset
 
     def at_eof(self, stream_id: int) -> bool:
-        """Whether everything up to the peer's close offset has been read (Go: IsReadyToClose)."""
-        if stream_id in self._finished:
-            return True
+        """Whether everything up to the peer's close offset has been read (Go: IsReadyToClose).
+
+        True for a finished stream while its tombstone lives.
+        """
         stream = self._streams.get(stream_id)
-        return (
-            stream is not None
-            and stream.close_offset is not None
-            and stream.read_offset >= stream.close_offset
-        )
+        if stream is None:
+            return stream_id in self._finished
+        return stream.close_offset is not None and stream.read_offset >= stream.close_offset
 
     def has_stream(self, stream_id: int) -> bool:
         """Whether the stream has receive state (tombstones of finished streams excluded)."""
         return stream_id in self._streams
 
+    def is_finished(self, stream_id: int, now: int | None = None) -> bool:
+        """Whether the stream finished recently enough to still have a tombstone.
+
+        With ``now``, expired tombstones are dropped first; without, the answer
+        may still include some (the safe side for refusing to reuse an id).
+        """
+        if now is not None:
+            self._finished.expire(now)
+        return stream_id in self._finished
+
+    def tombstone_count(self, now: int) -> int:
+        """Tombstone entries kept after dropping expired ones (see :class:`StreamTombstones`)."""
+        self._finished.expire(now)
+        return len(self._finished)
+
     def stream_ids(self) -> list[int]:
         """Streams with receive state, in order of first arrival."""
         return list(self._streams)
 
-    def finish_stream(self, stream_id: int) -> int:
-        """Drop the stream's state and remember it as finished; return the bytes freed.
+    def finish_stream(self, stream_id: int, now: int = 0) -> int:
+        """Drop the stream's state and leave a tombstone; return the bytes freed.
 
-        Later packets for it are ACKed and ignored, so a late retransmission does not
-        resurrect the stream as a new one starting at offset 0.
+        For :data:`STREAM_TOMBSTONE_LIFETIME_NS` after ``now`` (renewed by every
+        later packet), packets for it are ACKed and ignored, so a late
+        retransmission does not resurrect the stream as a new one.
         """
         freed = self.forget_stream(stream_id)
-        self._finished.add(stream_id)
+        self._finished.add(stream_id, now)
         return freed
 
     def forget_stream(self, stream_id: int) -> int:
         """Drop the stream's state without a tombstone; return the bytes freed."""
-        self._finished.discard(stream_id)
         stream = self._streams.pop(stream_id, None)
         if stream is None:
             return 0

@@ -53,6 +53,9 @@ Where we differ, on purpose
 * The send direction is CLOSED only when our CLOSE itself is acknowledged.
 * Each stream records its last activity, so idle streams can be swept
   (:data:`STREAM_IDLE_TIMEOUT_NS`, the reference's 30 s connection deadline).
+* Each stream records who opened it, and the table counts open streams per
+  opener, so the connection can bound how many streams the peer holds open
+  (``QotpConfiguration.max_streams``; the reference has no bound).
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class StreamState:
     __slots__ = (
         "created_ns",
         "last_activity_ns",
+        "opened_by_peer",
         "recv_close_offset",
         "recv_phase",
         "send_close_offset",
@@ -111,8 +115,10 @@ class StreamState:
         "stream_id",
     )
 
-    def __init__(self, stream_id: int, now: int) -> None:
+    def __init__(self, stream_id: int, now: int, *, opened_by_peer: bool = False) -> None:
         self.stream_id = stream_id
+        #: Whether a packet from the peer created the stream (else our application did).
+        self.opened_by_peer = opened_by_peer
         self.send_phase = DirectionPhase.OPEN
         self.recv_phase = DirectionPhase.OPEN
         self.send_close_offset: int | None = None
@@ -203,12 +209,20 @@ class StreamState:
 
 
 class StreamTable:
-    """The streams of one connection, in creation order, with idle bookkeeping."""
+    """The streams of one connection, in creation order, with idle bookkeeping.
 
-    __slots__ = ("_streams",)
+    Open streams are counted per opener (:attr:`peer_count`, :attr:`local_count`)
+    so that limits cost a comparison, not a scan.
+    """
+
+    __slots__ = ("_streams", "local_count", "peer_count")
 
     def __init__(self) -> None:
         self._streams: dict[int, StreamState] = {}
+        #: Open streams that a packet from the peer created.
+        self.peer_count = 0
+        #: Open streams that our application created.
+        self.local_count = 0
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -220,19 +234,33 @@ class StreamTable:
         """The stream's state, or None when it does not exist (any more)."""
         return self._streams.get(stream_id)
 
-    def open(self, stream_id: int, now: int) -> tuple[StreamState, bool]:
-        """The stream's state, created if needed; the flag says whether it is new."""
+    def open(self, stream_id: int, now: int, *, by_peer: bool = False) -> tuple[StreamState, bool]:
+        """The stream's state, created if needed; the flag says whether it is new.
+
+        ``by_peer`` says who creates a new stream (it is ignored for an existing
+        one: a stream keeps its opener).
+        """
         state = self._streams.get(stream_id)
         if state is not None:
             return state, False
         if not 0 <= stream_id <= 0xFFFFFFFF:
             raise LocalProtocolError(f"stream id {stream_id} is not a u32")
-        state = self._streams[stream_id] = StreamState(stream_id, now)
+        state = self._streams[stream_id] = StreamState(stream_id, now, opened_by_peer=by_peer)
+        if by_peer:
+            self.peer_count += 1
+        else:
+            self.local_count += 1
         return state, True
 
     def remove(self, stream_id: int) -> StreamState | None:
         """Forget a stream (closed, idle or reset); return its last state."""
-        return self._streams.pop(stream_id, None)
+        state = self._streams.pop(stream_id, None)
+        if state is not None:
+            if state.opened_by_peer:
+                self.peer_count -= 1
+            else:
+                self.local_count -= 1
+        return state
 
     def ids(self) -> list[int]:
         """Stream ids in creation order."""

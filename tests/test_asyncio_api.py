@@ -10,6 +10,8 @@ import pytest
 
 from qotp.asyncio import QotpListener, listen
 from qotp.asyncio.api import ConnectionClosedError
+from qotp.config import QotpConfiguration
+from qotp.errors import LocalProtocolError
 from qotp.tool import run_client, serve_connection
 
 
@@ -85,6 +87,39 @@ def test_accept_stream_and_readexactly() -> None:
             outgoing.close()
             with pytest.raises(asyncio.IncompleteReadError):
                 await incoming.readexactly(1)
+
+    run(main())
+
+
+def test_streams_beyond_max_streams_raise_and_finished_streams_are_forgotten() -> None:
+    async def main() -> None:
+        two = QotpConfiguration(max_streams=2)
+        async with (
+            await listen("127.0.0.1", 0) as server,
+            await listen("127.0.0.1", 0, configuration=two) as client,
+        ):
+            task = asyncio.create_task(echo_server(server))
+            connection = await client.dial(server.local_address)
+            first, second, third = (connection.stream(index) for index in (1, 2, 3))
+            first.write(b"one")
+            second.write(b"two")
+            with pytest.raises(LocalProtocolError, match="max_streams"):
+                third.write(b"three")
+            with pytest.raises(LocalProtocolError, match="max_streams"):
+                third.close()
+            first.close()
+            assert await first.read() == b"one"
+            await first.wait_closed()
+            assert first.at_eof() and await first.read() == b""
+            assert 1 not in connection._streams  # no object kept per finished stream
+            third.write(b"three")  # a slot is free again; nothing of the refused write
+            third.close()
+            assert await third.read() == b"three"
+            with pytest.raises(LocalProtocolError, match="reused"):
+                connection.stream(1).write(b"again")
+            second.close()
+            assert await second.read() == b"two"
+            task.cancel()
 
     run(main())
 

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qotp.errors import QotpError, RemoteProtocolError
+from qotp.errors import LocalProtocolError, QotpError, RemoteProtocolError
 from qotp.recv import (
     IN_ORDER_RESERVE_BYTES,
+    PEER_RETRANSMISSION_SPAN_NS,
     RECV_BUFFER_BYTES,
+    STREAM_TOMBSTONE_LIFETIME_NS,
     Ack,
     CloseOffsetError,
     InsertResult,
     OverlapMismatchError,
     ReceiveBuffer,
     StreamIntegrityError,
+    StreamTombstones,
 )
 
 DATA = bytes(range(256)) * 40
+SECOND = 1_000_000_000
+LIFETIME = STREAM_TOMBSTONE_LIFETIME_NS
+#: The longest a tombstone may outlive its lifetime (one generation).
+GENERATION = STREAM_TOMBSTONE_LIFETIME_NS // 8
 
 
 def drain_acks(buffer: ReceiveBuffer) -> list[Ack]:
@@ -266,6 +275,122 @@ def test_finished_stream_acks_and_ignores_late_packets() -> None:
     assert buffer.readable(1) == 0
     assert buffer.at_eof(1)
     assert not buffer.has_stream(1)
+
+
+def test_ping_on_an_unknown_stream_is_acked_without_keeping_state() -> None:
+    buffer = ReceiveBuffer()
+    assert buffer.insert(4, 9, b"", may_open_stream=False) is InsertResult.ACCEPTED
+    assert drain_acks(buffer) == [Ack(4, 9, 0)]
+    assert not buffer.has_stream(4) and buffer.stream_ids() == []
+
+
+def test_a_new_stream_can_be_refused_without_ack_or_state() -> None:
+    buffer = ReceiveBuffer()
+    buffer.insert(1, 0, DATA[:10])
+    drain_acks(buffer)
+    for offset, data, is_close in ((0, DATA[:10], False), (10, b"", True), (50, DATA[:5], True)):
+        result = buffer.insert(2, offset, data, is_close=is_close, may_open_stream=False)
+        assert result is InsertResult.REFUSED
+    assert buffer.pending_acks == 0 and not buffer.has_stream(2) and buffer.buffered_bytes == 10
+    # Only *new* streams are refused; a known one takes data as ever.
+    assert buffer.insert(1, 10, DATA[10:20], may_open_stream=False) is InsertResult.ACCEPTED
+    # The retransmission, once allowed, opens the stream.
+    assert buffer.insert(2, 0, DATA[:10]) is InsertResult.ACCEPTED
+    assert buffer.read(2) == DATA[:10]
+
+
+def test_a_new_stream_that_does_not_fit_leaves_no_state() -> None:
+    buffer = ReceiveBuffer(capacity=10)
+    buffer.insert(1, 0, bytes(IN_ORDER_RESERVE_BYTES))  # full, reserve included
+    assert buffer.insert(2, 0, DATA[:11]) is InsertResult.BUFFER_FULL
+    assert buffer.insert(3, 5, DATA[:5], is_close=True) is InsertResult.BUFFER_FULL
+    assert buffer.stream_ids() == [1]
+
+
+def test_a_tombstone_outlives_the_peers_retransmissions_then_expires() -> None:
+    # The peer's last copy of a packet leaves at most 62 s after the first.
+    assert PEER_RETRANSMISSION_SPAN_NS == 62 * SECOND < LIFETIME
+    buffer = ReceiveBuffer()
+    buffer.insert(1, 0, DATA[:10], is_close=True, now=0)
+    buffer.read(1)
+    buffer.finish_stream(1, now=SECOND)
+    drain_acks(buffer)
+    late = SECOND + LIFETIME - 1
+    assert buffer.insert(1, 0, DATA[:10], is_close=True, now=late) is InsertResult.DUPLICATE
+    assert drain_acks(buffer) == [Ack(1, 0, 10)]
+    # That late copy renewed the tombstone: the peer was evidently still sending.
+    assert buffer.is_finished(1, now=late + LIFETIME - 1)
+    assert buffer.insert(1, 0, DATA[:10], now=late + LIFETIME - 1) is InsertResult.DUPLICATE
+    gone = late + LIFETIME - 1 + LIFETIME + GENERATION
+    assert not buffer.is_finished(1, now=gone)
+    assert buffer.tombstone_count(gone) == 0
+    # Now the id is a new stream.
+    assert buffer.insert(1, 0, b"new", now=gone) is InsertResult.ACCEPTED
+    assert buffer.read(1) == b"new"
+
+
+def test_tombstones_keep_runs_of_ids_and_expire_generation_by_generation() -> None:
+    tombstones = StreamTombstones()
+    for stream_id in range(20_000):  # sequential ids: a run per generation
+        tombstones.add(stream_id, now=0)
+    assert len(tombstones) < 8192 and all(i in tombstones for i in (0, 8191, 8192, 19_999))
+    assert 20_000 not in tombstones and -1 not in tombstones and "1" not in tombstones
+    scattered = random.Random(3).sample(range(1 << 32), 3000)
+    for index, stream_id in enumerate(scattered):
+        tombstones.add(stream_id, now=index * SECOND // 100)  # 30 s: several generations
+    assert all(stream_id in tombstones for stream_id in scattered)
+    tombstones.expire(LIFETIME + GENERATION)
+    assert 5 not in tombstones
+    assert scattered[-1] in tombstones
+    tombstones.expire(30 * SECOND + LIFETIME + GENERATION)
+    assert len(tombstones) == 0
+    with pytest.raises(LocalProtocolError):
+        tombstones.add(1 << 32, now=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40 * SECOND)), max_size=60))
+def test_tombstones_live_at_least_the_lifetime_and_at_most_a_generation_more(
+    additions: list[tuple[int, int]],
+) -> None:
+    tombstones = StreamTombstones()
+    now = 0
+    last_added: dict[int, int] = {}
+    for stream_id, step in additions:
+        now += step
+        tombstones.add(stream_id, now)
+        last_added[stream_id] = now
+        tombstones.expire(now)
+        for known, added in last_added.items():
+            if now < added + LIFETIME:
+                assert known in tombstones
+            if now >= added + LIFETIME + GENERATION:
+                assert known not in tombstones
+
+
+@pytest.mark.parametrize("numbering", ["sequential", "random"])
+def test_ten_thousand_finished_streams_cost_a_few_bytes_each(numbering: str) -> None:
+    stream_ids = list(range(10_000))
+    if numbering == "random":
+        stream_ids = random.Random(5).sample(range(1 << 32), 10_000)
+    buffer = ReceiveBuffer()
+    buffer.insert(1 << 31, 0, DATA[:1])  # the streams' table exists before measuring
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for now, stream_id in enumerate(stream_ids):
+            buffer.insert(stream_id, 0, DATA[:100], is_close=True, now=now)
+            buffer.read(stream_id)
+            buffer.finish_stream(stream_id, now=now)
+            buffer.pop_ack()
+        gc.collect()
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # u32 ids in arrays (runs for consecutive ones); an open stream costs ~2 KB.
+    assert growth < 10_000 * 16, growth
+    assert all(buffer.at_eof(stream_id) for stream_id in stream_ids[::97])
 
 
 def test_forget_stream_frees_its_bytes() -> None:

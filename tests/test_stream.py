@@ -99,6 +99,21 @@ def test_table_tracks_closed_and_idle_streams() -> None:
         table.open(-1, now=0)
 
 
+def test_table_counts_open_streams_per_opener() -> None:
+    table = StreamTable()
+    table.open(1, now=0)
+    ours, _ = table.open(2, now=0)
+    theirs, _ = table.open(3, now=0, by_peer=True)
+    assert not ours.opened_by_peer and theirs.opened_by_peer
+    assert (table.local_count, table.peer_count) == (2, 1)
+    # An existing stream keeps its opener.
+    assert table.open(3, now=1)[0] is theirs and table.peer_count == 1
+    table.remove(3)
+    table.remove(3)
+    table.remove(1)
+    assert (table.local_count, table.peer_count) == (1, 0)
+
+
 def test_close_handshake_through_the_buffers() -> None:
     """A writes and closes; B answers and closes: the order the SPEC describes."""
     a_send, b_send = SendBuffer(), SendBuffer()

@@ -306,7 +306,14 @@ class QotpConnection(_ClosesOnExit):
         return self._terminated.is_set()
 
     def stream(self, stream_id: int) -> QotpStream:
-        """The stream with this id (created locally if new)."""
+        """The stream with this id (created locally if new).
+
+        A stream is forgotten once both directions finished (StreamClosed), so
+        asking again for its id gives a new stream; writing to it raises
+        LocalProtocolError while the id cannot be reused yet (two minutes).
+        Writing to a new stream also raises it when ``max_streams`` of ours are
+        open.
+        """
         stream = self._streams.get(stream_id)
         if stream is None:
             stream = self._streams[stream_id] = QotpStream(self, stream_id)
@@ -378,9 +385,11 @@ class QotpConnection(_ClosesOnExit):
             stream._on_writable()
 
     def _on_stream_closed(self, stream_id: int) -> None:
-        stream = self._streams.get(stream_id)
+        # Forgotten here, or a long-lived connection would keep an object for
+        # every stream it ever carried; the user's handle keeps working.
+        stream = self._streams.pop(stream_id, None)
         if stream is not None:
-            stream._on_closed()
+            stream._on_finished()
 
     def _on_terminated(self, reason: str, *, error: bool) -> None:
         if self._terminated.is_set():
@@ -402,6 +411,10 @@ class QotpStream(_ClosesOnExit):
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
         self._close_requested = False
+        self._close_sent = False
+        #: Both directions finished: the engine forgot the stream (its at_eof
+        #: only remembers that for a while).
+        self._finished = False
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._closed = asyncio.Event()
@@ -427,7 +440,7 @@ class QotpStream(_ClosesOnExit):
                 data = engine.read(self.stream_id, n, now=time.monotonic_ns())
                 self.connection._kick()  # reading frees window; ACKs advertise it
                 return data
-            if engine.at_eof(self.stream_id):
+            if self._finished or engine.at_eof(self.stream_id):
                 return b""
             if self.connection.is_closed:
                 if self.connection.closed_by_error:
@@ -450,7 +463,10 @@ class QotpStream(_ClosesOnExit):
 
     def at_eof(self) -> bool:
         """Whether the peer closed the stream and everything was read."""
-        return self._engine.at_eof(self.stream_id) and not self._engine.readable(self.stream_id)
+        engine = self._engine
+        return (self._finished or engine.at_eof(self.stream_id)) and not engine.readable(
+            self.stream_id
+        )
 
     # -- writing --------------------------------------------------------------
 
@@ -461,9 +477,17 @@ class QotpStream(_ClosesOnExit):
         if self.connection.is_closed:
             raise ConnectionClosedError(self.connection.close_reason or "connection closed")
         if data:
-            self._pending.append(bytes(data))
-            self._pending_bytes += len(data)
-            self._flush_pending()
+            chunk = bytes(data)
+            self._pending.append(chunk)
+            self._pending_bytes += len(chunk)
+            try:
+                self._flush_pending()
+            except LocalProtocolError:
+                # The engine would not open the stream (max_streams, or an id that
+                # ended too recently): nothing of this write was taken.
+                self._pending.pop()
+                self._pending_bytes -= len(chunk)
+                raise
 
     def _flush_pending(self) -> None:
         engine = self._engine
@@ -481,8 +505,9 @@ class QotpStream(_ClosesOnExit):
                 self._pending[0] = chunk[accepted:]
                 break
             self._pending.popleft()
-        if not self._pending and self._close_requested:
+        if not self._pending and self._close_requested and not self._close_sent:
             engine.close_stream(self.stream_id, now=now)
+            self._close_sent = True
             moved = True
         if moved:
             self.connection._kick()
@@ -505,7 +530,12 @@ class QotpStream(_ClosesOnExit):
         if self._close_requested or self.connection.is_closed:
             return
         self._close_requested = True
-        self._flush_pending()
+        try:
+            self._flush_pending()
+        except LocalProtocolError:
+            # Closing an unused stream opens it, beyond max_streams here.
+            self._close_requested = False
+            raise
 
     async def wait_closed(self) -> None:
         """Wait until both directions are finished (or the connection ended)."""
@@ -528,6 +558,10 @@ class QotpStream(_ClosesOnExit):
     def _on_writable(self) -> None:
         self._flush_pending()
         self._writable.set()
+
+    def _on_finished(self) -> None:
+        self._finished = True
+        self._on_closed()
 
     def _on_closed(self) -> None:
         self._readable.set()
