@@ -10,7 +10,12 @@ matters less), and the report says which side is the bottleneck.
 Baseline, in the same run: one ChaCha20-Poly1305 seal plus one open of a
 1400-byte payload, i.e. the floor that the AEAD alone costs per packet.
 
-Run: ``.venv/bin/python benchmarks/bench_engine.py [--megabytes N] [--profile side]``.
+``--crypto`` runs the same transport over DTLS 1.2 record protection instead of
+QOTP's native envelope (PSK suites, so no certificates are needed), for
+comparing the two crypto layers under the one transport.
+
+Run: ``.venv/bin/python benchmarks/bench_engine.py [--megabytes N] [--crypto all]
+[--profile side]``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
 
+from dtls.config import DTLSConfiguration  # noqa: E402
+from dtls.suites import CipherSuite  # noqa: E402
+from qotp.dtls_protection import DtlsCryptoLayer  # noqa: E402
 from qotp.endpoint import QotpEndpoint  # noqa: E402
 
 CLIENT = ("192.0.2.1", 1111)
@@ -43,14 +51,34 @@ def _aead_floor_ns(rounds: int = 20000) -> float:
     return (time.thread_time_ns() - start) / rounds
 
 
-def run(total_bytes: int, profile: str | None) -> dict[str, float]:
+CRYPTO_LAYERS = {
+    "native": None,
+    "dtls-psk-aes128gcm": CipherSuite.TLS_PSK_WITH_AES_128_GCM_SHA256,
+    "dtls-ecdhe-psk-chacha20": CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+
+def _endpoints(crypto: str) -> tuple[QotpEndpoint, QotpEndpoint]:
+    suite = CRYPTO_LAYERS[crypto]
+    if suite is None:
+        return QotpEndpoint(), QotpEndpoint()
+    psk = bytes(range(32))
+    client_config = DTLSConfiguration(cipher_suites=(suite,), psk=psk, psk_identity=b"bench")
+    server_config = DTLSConfiguration(is_client=False, cipher_suites=(suite,), psk=psk)
+    return (
+        QotpEndpoint(crypto=DtlsCryptoLayer(client=client_config)),
+        QotpEndpoint(crypto=DtlsCryptoLayer(server=server_config)),
+    )
+
+
+def run(total_bytes: int, profile: str | None, crypto: str = "native") -> dict[str, float]:
     clock = time.perf_counter_ns
     cpu = time.thread_time_ns
-    client = QotpEndpoint()
-    server = QotpEndpoint()
+    client, server = _endpoints(crypto)
     spent = {"client": 0, "server": 0}
     profiler = cProfile.Profile() if profile else None
-    connection = client.connect(SERVER, now=clock(), peer_public_key=server.public_key)
+    peer_key = server.public_key if crypto == "native" else None
+    connection = client.connect(SERVER, now=clock(), peer_public_key=peer_key)
     chunk = os.urandom(1 << 16)
     written = 0
     received = 0
@@ -120,18 +148,25 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", choices=("client", "server"))
-    arguments = parser.parse_args()
+    parser.add_argument(
+        "--crypto", choices=(*CRYPTO_LAYERS, "all"), default="native",
+        help="the crypto layer under the transport (default: QOTP's native envelope)",
+    )  # fmt: skip
+    arguments, _ = parser.parse_known_args()  # ./run.sh bench passes every bench its flags
     floor = _aead_floor_ns()
     print(f"baseline: AEAD seal+open of 1400 B: {floor / 1000:.2f} us")
-    for _ in range(1 if arguments.profile else arguments.repeats):
-        result = run(arguments.megabytes * 1_000_000, arguments.profile)
-        print(
-            f"{result['packets']} packets: sender {result['client_ns_per_packet'] / 1000:.2f} us"
-            f" ({result['client_ns_per_packet'] / floor:.1f}x baseline),"
-            f" receiver {result['server_ns_per_packet'] / 1000:.2f} us"
-            f" ({result['server_ns_per_packet'] / floor:.1f}x baseline);"
-            f" sender-bound rate {result['mb_s_if_client_bound']:.1f} MB/s"
-        )
+    layers = list(CRYPTO_LAYERS) if arguments.crypto == "all" else [arguments.crypto]
+    for crypto in layers:
+        for _ in range(1 if arguments.profile else arguments.repeats):
+            result = run(arguments.megabytes * 1_000_000, arguments.profile, crypto)
+            print(
+                f"{crypto}: {result['packets']} packets:"
+                f" sender {result['client_ns_per_packet'] / 1000:.2f} us"
+                f" ({result['client_ns_per_packet'] / floor:.1f}x baseline),"
+                f" receiver {result['server_ns_per_packet'] / 1000:.2f} us"
+                f" ({result['server_ns_per_packet'] / floor:.1f}x baseline);"
+                f" sender-bound rate {result['mb_s_if_client_bound']:.1f} MB/s"
+            )
 
 
 if __name__ == "__main__":
