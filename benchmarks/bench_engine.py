@@ -26,6 +26,8 @@ import os
 import pstats
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -83,53 +85,48 @@ def run(total_bytes: int, profile: str | None, crypto: str = "native") -> dict[s
     written = 0
     received = 0
     server_connection = None
+
+    @contextmanager
+    def side(name: str) -> Iterator[None]:
+        """Charge the enclosed work to one side's CPU time (and its profile)."""
+        active = profiler if profile == name else None
+        if active is not None:
+            active.enable()
+        before = cpu()
+        yield
+        spent[name] += cpu() - before
+        if active is not None:
+            active.disable()
+
     start = clock()
     while received < total_bytes:
-        # -- sender side --
-        if profiler and profile == "client":
-            profiler.enable()
-        t0 = clock()
-        c0 = cpu()
-        while written < total_bytes and connection.send_space() >= len(chunk):
-            connection.send_stream_data(0, chunk, now=t0)
-            written += len(chunk)
-        client.mark_ready(connection)
-        client.handle_timer(t0)
-        to_server = client.datagrams_to_send(t0)
-        while client.next_event() is not None:
-            pass
-        t1 = clock()
-        c1 = cpu()
-        spent["client"] += c1 - c0
-        if profiler and profile == "client":
-            profiler.disable()
-        # -- receiver side --
-        if profiler and profile == "server":
-            profiler.enable()
-        for datagram, _address in to_server:
-            server.receive_datagram(datagram, CLIENT, t1)
-        if server_connection is None and server.connections:
-            server_connection = next(iter(server.connections.values()))
-        if server_connection is not None:
-            while server_connection.readable(0):
-                received += len(server_connection.read(0, now=t1))
-        server.handle_timer(t1)
-        to_client = server.datagrams_to_send(t1)
-        while server.next_event() is not None:
-            pass
-        t2 = clock()
-        c2 = cpu()
-        spent["server"] += c2 - c1
-        if profiler and profile == "server":
-            profiler.disable()
-        # -- back to the sender --
-        if profiler and profile == "client":
-            profiler.enable()
-        for datagram, _address in to_client:
-            client.receive_datagram(datagram, SERVER, t2)
-        spent["client"] += cpu() - c2
-        if profiler and profile == "client":
-            profiler.disable()
+        with side("client"):
+            now = clock()
+            while written < total_bytes and connection.send_space() >= len(chunk):
+                connection.send_stream_data(0, chunk, now=now)
+                written += len(chunk)
+            client.mark_ready(connection)
+            client.handle_timer(now)
+            to_server = client.datagrams_to_send(now)
+            while client.next_event() is not None:
+                pass
+        with side("server"):
+            now = clock()
+            for datagram, _address in to_server:
+                server.receive_datagram(datagram, CLIENT, now)
+            if server_connection is None and server.connections:
+                server_connection = next(iter(server.connections.values()))
+            if server_connection is not None:
+                while server_connection.readable(0):
+                    received += len(server_connection.read(0, now=now))
+            server.handle_timer(now)
+            to_client = server.datagrams_to_send(now)
+            while server.next_event() is not None:
+                pass
+        with side("client"):
+            now = clock()
+            for datagram, _address in to_client:
+                client.receive_datagram(datagram, SERVER, now)
     elapsed = clock() - start
     packets = connection.statistics().datagrams_sent
     if profiler:
