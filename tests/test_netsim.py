@@ -5,8 +5,6 @@ whose every datagram can be accounted for.
 
 from __future__ import annotations
 
-import hashlib
-import random
 import struct
 import zlib
 
@@ -20,64 +18,24 @@ from netsim import (
     Network,
     SimulationStalled,
 )
+from transfer import Transfer as SharedTransfer
 
-from qotp.connection import Connection
 from qotp.endpoint import QotpEndpoint
 from qotp.events import ConnectionTerminated
 
 MB = 1 << 20
 
 
-def stream_payload(stream_id: int, size: int) -> bytes:
-    return random.Random(stream_id).randbytes(size)
-
-
-class Transfer:
-    """Client writes ``size`` bytes on each of ``streams`` streams and closes; server reads."""
+class Transfer(SharedTransfer):
+    """The shared driver bound to its network; the server leaves its halves open."""
 
     def __init__(self, network: Network, client: QotpEndpoint, server: QotpEndpoint,
                  streams: int, size: int, *, zero_rtt: bool = False) -> None:  # fmt: skip
-        self.network = network
-        self.client = client
-        self.server = server
-        self.payloads = {stream_id: stream_payload(stream_id, size) for stream_id in range(streams)}
-        self.offsets = dict.fromkeys(self.payloads, 0)
-        self.received = {stream_id: bytearray() for stream_id in self.payloads}
         key = server.public_key if zero_rtt else None
-        self.connection: Connection = client.connect(network.b_address, now=0, peer_public_key=key)
-
-    def step(self, now: int) -> None:
-        connection = self.connection
-        if not connection.is_terminated:
-            for stream_id, data in self.payloads.items():
-                offset = self.offsets[stream_id]
-                if offset < len(data):
-                    written = connection.send_stream_data(
-                        stream_id, data[offset : offset + 256 * 1024], now=now
-                    )
-                    self.offsets[stream_id] = offset + written
-                    if self.offsets[stream_id] == len(data):
-                        connection.close_stream(stream_id, now=now)
-                    self.client.mark_ready(connection)
-        server = self.server.connections.get(connection.connection_id)
-        if server is not None:
-            for stream_id in self.payloads:
-                chunk = server.read(stream_id)
-                if chunk:
-                    self.received[stream_id].extend(chunk)
-                    self.server.mark_ready(server)
-        for endpoint in (self.client, self.server):
-            while endpoint.next_event() is not None:
-                pass
-
-    def done(self) -> bool:
-        return all(len(self.received[k]) == len(v) for k, v in self.payloads.items())
-
-    def verify(self) -> None:
-        for stream_id, data in self.payloads.items():
-            assert (
-                hashlib.sha256(self.received[stream_id]).digest() == hashlib.sha256(data).digest()
-            )
+        super().__init__(
+            client, server, network.b_address, streams, size, peer_public_key=key, close=False
+        )
+        self.network = network
 
 
 def run_transfer(conditions: LinkConditions, *, streams: int, size: int, seed: int,

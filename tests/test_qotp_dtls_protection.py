@@ -19,12 +19,12 @@ import pytest
 from dtls_helpers import configs
 from enginepair import CLIENT_ADDRESS, SERVER_ADDRESS, EnginePair
 from netsim import MS, SECOND, LinkConditions, Network
+from transfer import Transfer
 
 from dtls.config import DTLSConfiguration
 from dtls.suites import CipherSuite
 from qotp.asyncio import listen
 from qotp.config import QotpConfiguration
-from qotp.connection import Connection
 from qotp.dtls_protection import (
     MAX_RECORD_PLAINTEXT_BYTES,
     DtlsCryptoLayer,
@@ -36,9 +36,7 @@ from qotp.errors import LocalProtocolError
 from qotp.events import (
     ConnectionEstablished,
     ConnectionTerminated,
-    Event,
     PeerAddressChanged,
-    StreamClosed,
 )
 from qotp.keys import KeyPair
 
@@ -77,80 +75,6 @@ def endpoints(
         QotpEndpoint(crypto=client_layer, configuration=configuration),
         QotpEndpoint(crypto=server_layer, configuration=configuration),
     )
-
-
-def stream_payload(stream_id: int, size: int) -> bytes:
-    return random.Random(stream_id).randbytes(size)
-
-
-class Transfer:
-    """The client writes each stream and closes it; the server reads and closes its half.
-
-    Done when every byte arrived and every stream is closed (FIN/ACK) on both sides.
-    """
-
-    def __init__(
-        self, client: QotpEndpoint, server: QotpEndpoint, address: tuple[str, int],
-        streams: int, size: int, *, peer_public_key: bytes | None = None,
-    ) -> None:  # fmt: skip
-        self.client = client
-        self.server = server
-        self.payloads = {stream_id: stream_payload(stream_id, size) for stream_id in range(streams)}
-        self.offsets = dict.fromkeys(self.payloads, 0)
-        self.received = {stream_id: bytearray() for stream_id in self.payloads}
-        self.server_closed: set[int] = set()
-        self.events: dict[str, list[Event]] = {"client": [], "server": []}
-        self.connection: Connection = client.connect(
-            address, now=0, peer_public_key=peer_public_key
-        )
-
-    @property
-    def server_connection(self) -> Connection | None:
-        return self.server.connections.get(self.connection.connection_id)
-
-    def step(self, now: int) -> None:
-        connection = self.connection
-        if not connection.is_terminated:
-            for stream_id, data in self.payloads.items():
-                offset = self.offsets[stream_id]
-                if offset < len(data):
-                    written = connection.send_stream_data(
-                        stream_id, data[offset : offset + 256 * 1024], now=now
-                    )
-                    self.offsets[stream_id] = offset + written
-                    if self.offsets[stream_id] == len(data):
-                        connection.close_stream(stream_id, now=now)
-                    self.client.mark_ready(connection)
-        server = self.server_connection
-        if server is not None and not server.is_terminated:
-            for stream_id in self.payloads:
-                chunk = server.read(stream_id)
-                if chunk:
-                    self.received[stream_id].extend(chunk)
-                    self.server.mark_ready(server)
-                if stream_id not in self.server_closed and server.at_eof(stream_id):
-                    self.server_closed.add(stream_id)
-                    server.close_stream(stream_id, now=now)
-                    self.server.mark_ready(server)
-        for name, endpoint in (("client", self.client), ("server", self.server)):
-            while (event := endpoint.next_event()) is not None:
-                self.events[name].append(event)
-
-    def closed_streams(self, side: str) -> set[int]:
-        return {e.stream_id for e in self.events[side] if isinstance(e, StreamClosed)}
-
-    def done(self) -> bool:
-        return (
-            all(len(self.received[k]) == len(v) for k, v in self.payloads.items())
-            and self.closed_streams("client") == set(self.payloads)
-            and self.closed_streams("server") == set(self.payloads)
-        )
-
-    def verify(self) -> None:
-        for stream_id, data in self.payloads.items():
-            assert (
-                hashlib.sha256(self.received[stream_id]).digest() == hashlib.sha256(data).digest()
-            )
 
 
 def run_pair(pair: EnginePair, transfer: Transfer, until: Callable[[], bool] | None = None) -> None:
