@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qotp.endpoint import QotpEndpoint
-from qotp.events import Event
+from qotp.events import ConnectionTerminated, Event
 from qotp.protection import Address
 
 CLIENT_ADDRESS: Address = ("192.0.2.1", 1111)
@@ -67,3 +67,26 @@ class EnginePair:
         while not condition():
             if not self.step() or self.now > limit_ns:
                 raise AssertionError(f"condition not reached by {self.now / 1e9:.3f} s")
+
+
+def run_alone(endpoint: QotpEndpoint, *, limit_ns: int) -> tuple[list[int], list[str], int]:
+    """Drive an endpoint nobody answers on its own timers until it has none left.
+
+    Returns the instants (ns) at which it sent something, the reasons of the
+    connections that ended, and the last instant reached (at most ``limit_ns``).
+    """
+    now = 0
+    sends: list[int] = []
+    reasons: list[str] = []
+    while now < limit_ns:
+        if endpoint.datagrams_to_send(now):
+            sends.append(now)
+        while (event := endpoint.next_event()) is not None:
+            if isinstance(event, ConnectionTerminated):
+                reasons.append(event.reason)
+        timer = endpoint.get_timer()
+        if timer is None:
+            break
+        now = max(now + 1, timer)
+        endpoint.handle_timer(now)
+    return sends, reasons, now

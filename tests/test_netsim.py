@@ -9,6 +9,7 @@ import struct
 import zlib
 
 import pytest
+from enginepair import run_alone
 from netsim import (
     MS,
     SECOND,
@@ -21,7 +22,6 @@ from netsim import (
 from transfer import Transfer as SharedTransfer
 
 from qotp.endpoint import QotpEndpoint
-from qotp.events import ConnectionTerminated
 
 MB = 1 << 20
 
@@ -139,22 +139,8 @@ def test_terminated_event_reason_for_vanished_peer() -> None:
     client = QotpEndpoint()
     connection = client.connect(("10.0.0.2", 2000), now=0)
     connection.send_stream_data(0, b"x" * 10_000, now=0)
-    now = 0
-    reasons = []
-    while now < 60 * SECOND and not connection.is_terminated:
-        client.datagrams_to_send(now)
-        while (event := client.next_event()) is not None:
-            if isinstance(event, ConnectionTerminated):
-                reasons.append(event.reason)
-        timer = client.get_timer()
-        if timer is None:
-            break
-        now = max(now + 1, timer)
-        client.handle_timer(now)
-    client.datagrams_to_send(now)
-    while (event := client.next_event()) is not None:
-        if isinstance(event, ConnectionTerminated):
-            reasons.append(event.reason)
+    _sends, reasons, _now = run_alone(client, limit_ns=60 * SECOND)
+    assert connection.is_terminated
     assert reasons and "handshake" in reasons[0]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from dtls_helpers import configs
-from enginepair import CLIENT_ADDRESS, SERVER_ADDRESS, EnginePair
+from enginepair import CLIENT_ADDRESS, SERVER_ADDRESS, EnginePair, run_alone
 from netsim import MS, SECOND, LinkConditions, Network
 from transfer import Transfer
 
@@ -466,19 +466,9 @@ def test_dial_nobody_answers_ends_on_the_dtls_handshake_timeout() -> None:
     client_config, _, _ = configs(handshake_timeout_ns=5 * SECOND)
     client = QotpEndpoint(crypto=DtlsCryptoLayer(client=client_config))
     connection = client.connect(SERVER_ADDRESS, now=0)
-    now, sends, reasons = 0, [], []
-    while now < 60 * SECOND:
-        if client.datagrams_to_send(now):
-            sends.append(now // MS)
-        while (event := client.next_event()) is not None:
-            if isinstance(event, ConnectionTerminated):
-                reasons.append(event.reason)
-        timer = client.get_timer()
-        if timer is None:
-            break
-        now = max(now + 1, timer)
-        client.handle_timer(now)
+    sends, reasons, now = run_alone(client, limit_ns=60 * SECOND)
     assert connection.is_terminated
-    assert sends == [0, 1000, 3000]  # DTLS flight retransmission: 1 s, doubling
+    # DTLS flight retransmission: 1 s, doubling.
+    assert [send // MS for send in sends] == [0, 1000, 3000]
     assert reasons == ["handshake failed: DTLS: handshake timeout"]
     assert now == 5 * SECOND and not client.connections
