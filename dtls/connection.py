@@ -1100,19 +1100,7 @@ class DTLSConnection:
             )
         premaster, exchange_body = self._client_premaster(key_exchange)
         self._queue_handshake(HandshakeType.client_key_exchange, exchange_body)
-        session_hash = (
-            transcript_hash(self._suite.hash_name, bytes(self._transcript))
-            if self.extended_master_secret
-            else None
-        )
-        self._master_secret = derive_master_secret(
-            self._suite.hash_name,
-            premaster,
-            client_random=self.client_random,
-            server_random=self.server_random,
-            session_hash=session_hash,
-        )
-        self._derive_keys(now)
+        self._derive_master_secret(premaster, now)
         if signing_key is not None and self._certificate_requested is not None:
             scheme = choose_signature_scheme(
                 signing_key, self._certificate_requested.signature_schemes
@@ -1425,19 +1413,7 @@ class DTLSConnection:
                 )
             self._client_key_exchange_seen = True
             premaster = self._server_premaster(body)
-            session_hash = (
-                transcript_hash(self._suite.hash_name, bytes(self._transcript))
-                if self.extended_master_secret
-                else None
-            )
-            self._master_secret = derive_master_secret(
-                self._suite.hash_name,
-                premaster,
-                client_random=self.client_random,
-                server_random=self.server_random,
-                session_hash=session_hash,
-            )
-            self._derive_keys(now)
+            self._derive_master_secret(premaster, now)
         elif msg_type == HandshakeType.certificate_verify:
             if not self._expect_certificate_verify or not self._client_key_exchange_seen:
                 raise AlertError(
@@ -1517,6 +1493,24 @@ class DTLSConnection:
             return
         if errors:
             raise AlertError(AlertDescription.bad_certificate, "; ".join(errors))
+
+    def _derive_master_secret(self, premaster: bytes, now: int) -> None:
+        """Master secret from the premaster (RFC 7627's session hash when negotiated),
+        then the key block: the same step after either side's ClientKeyExchange."""
+        assert self._suite is not None
+        session_hash = (
+            transcript_hash(self._suite.hash_name, bytes(self._transcript))
+            if self.extended_master_secret
+            else None
+        )
+        self._master_secret = derive_master_secret(
+            self._suite.hash_name,
+            premaster,
+            client_random=self.client_random,
+            server_random=self.server_random,
+            session_hash=session_hash,
+        )
+        self._derive_keys(now)
 
     def _derive_keys(self, now: int) -> None:
         assert self._suite is not None
