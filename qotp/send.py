@@ -213,13 +213,11 @@ class AckResult(NamedTuple):
     delivered_bytes: int
     #: ...over this interval: delivery-rate sample ``delivered_bytes / interval``.
     delivery_interval_ns: int
-    #: What :meth:`SendBuffer.attach_sample` attached to the packet's last send.
+    #: What the caller attached to the packet's last send (``InFlightPacket.sample``).
     sample: object | None = None
-    #: ``now`` of the packet's last send.
-    sent_ns: int = 0
 
 
-_NOT_ACKED_TEMPLATE = AckResult(False, 0, 0, None, 0, False, False, False, 0, 0, None, 0)
+_NOT_ACKED_TEMPLATE = AckResult(False, 0, 0, None, 0, False, False, False, 0, 0, None)
 
 
 class InFlightPacket:
@@ -268,7 +266,10 @@ class InFlightPacket:
         self.delivered_at_send = delivered_at_send
         self.delivered_time_at_send = delivered_time_at_send
         #: The congestion controller's snapshot of the datagram now carrying this
-        #: packet (opaque here); see SendBuffer.attach_sample.
+        #: packet (opaque here), set by the caller through SendBuffer.last_record.
+        #: Kept with the record, so that a split, an expired PING or a discarded
+        #: stream releases it (through SendBuffer.lost_samples / released_samples)
+        #: and the caller's count of datagram bytes in flight can never drift.
         self.sample: object | None = None
         #: Declared lost by a later ACK: waits in SendBuffer._lost, due at once.
         self.lost = False
@@ -544,18 +545,6 @@ class SendBuffer:
                 self.bytes_in_flight -= len(record.data)
         self.buffered_bytes -= freed
         return freed
-
-    def attach_sample(self, stream_id: int, offset: int, length: int, sample: object) -> None:
-        """Remember the congestion snapshot of the datagram that just carried this packet.
-
-        Kept with the in-flight record, so that a split, an expired PING or a
-        discarded stream releases it (through :attr:`lost_samples` /
-        :attr:`released_samples`) and the connection's count of datagram bytes in
-        flight can never drift.
-        """
-        record = self._in_flight.get((stream_id, offset, length))
-        if record is not None:
-            record.sample = sample
 
     # -- packet selection -------------------------------------------------------------
 
@@ -958,5 +947,4 @@ class SendBuffer:
             self._delivered_bytes - record.delivered_at_send,
             now - record.delivered_time_at_send,
             record.sample,
-            sent,
         )
