@@ -598,26 +598,18 @@ class Connection:
                         data_allowed = False
                         if allow_new and not send.has_new_work():
                             congestion.on_app_limited(self._datagram_bytes_in_flight)
+            if packet is None and ack is None:
+                break
+            wire_ack = (
+                None
+                if ack is None
+                else _tuple_new(Ack, (ack.stream_id, ack.offset, ack.length, receive.window))
+            )
             if packet is None:
-                if ack is None:
-                    break
                 datagrams.append(
                     seal(
                         encode_payload(
-                            _tuple_new(
-                                Payload,
-                                (
-                                    _ACK_ONLY,
-                                    0,
-                                    0,
-                                    b"",
-                                    _tuple_new(
-                                        Ack,
-                                        (ack.stream_id, ack.offset, ack.length, receive.window),
-                                    ),
-                                    False,
-                                ),
-                            )
+                            _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
                         ),
                         now,
                     )
@@ -625,11 +617,6 @@ class Connection:
                 sent += 1
                 continue
             stream_id, offset, data, is_close, is_ping, attempt = packet
-            wire_ack = (
-                None
-                if ack is None
-                else _tuple_new(Ack, (ack.stream_id, ack.offset, ack.length, receive.window))
-            )
             datagram = seal(
                 encode_payload(
                     _tuple_new(
