@@ -82,9 +82,7 @@ def install_packages(*packages: str) -> str | None:
     for package in packages:
         answer = _DEBCONF_ANSWERS.get(package)
         if answer is not None:
-            subprocess.run(
-                ["debconf-set-selections"], input=answer + "\n", text=True, check=False
-            )
+            subprocess.run(["debconf-set-selections"], input=answer + "\n", text=True, check=False)
     install = ["install", "--no-install-recommends", *packages]
     try:
         result = _apt_get(install)
