@@ -16,7 +16,7 @@ ensure_venv() {
     fi
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         "$venv/bin/python" -m pip install --quiet --upgrade pip >/dev/null
-        "$venv/bin/python" -m pip install --quiet -e ".[test]"
+        "$venv/bin/python" -m pip install --quiet -e ".[test,cli,bench]"
         touch "$stamp"
     fi
 }
