@@ -209,7 +209,7 @@ class Connection:
             raise LocalProtocolError("the connection is terminated")
 
     def send_stream_data(
-        self, stream_id: int, data: bytes, *, end_stream: bool = False, now: int = 0
+        self, stream_id: int, data: bytes, *, now: int, end_stream: bool = False
     ) -> int:
         """Queue as much of ``data`` as the send buffer takes; return the count.
 
@@ -227,7 +227,7 @@ class Connection:
             self.close_stream(stream_id, now=now)
         return accepted
 
-    def close_stream(self, stream_id: int, *, now: int = 0) -> None:
+    def close_stream(self, stream_id: int, *, now: int) -> None:
         """Send FIN: the stream ends after what was written so far (idempotent).
 
         Closing a stream that already finished (and was removed) does nothing;
@@ -263,12 +263,12 @@ class Connection:
         state, _ = self.streams.open(stream_id, now)
         return state
 
-    def ping(self, stream_id: int, *, now: int = 0) -> None:
+    def ping(self, stream_id: int, *, now: int) -> None:
         """Send a PING on the stream (acknowledged, never retransmitted; an RTT probe)."""
         self._check_open()
         self.send_buffer.queue_ping(stream_id)
 
-    def read(self, stream_id: int, max_bytes: int = -1, *, now: int = 0) -> bytes:
+    def read(self, stream_id: int, max_bytes: int = -1, *, now: int) -> bytes:
         """Take up to ``max_bytes`` received in-order bytes of the stream (b"" if none).
 
         Reading frees receive-buffer space, which the next ACK advertises.
@@ -294,7 +294,7 @@ class Connection:
         """Bytes the send buffer would accept now (for back-pressure)."""
         return self.send_buffer.free_space
 
-    def close(self, *, now: int = 0) -> None:
+    def close(self, *, now: int) -> None:
         """Close every stream (FIN); the connection ends once they are all done."""
         if self._terminated:
             return
@@ -305,7 +305,7 @@ class Connection:
                 state.close_send(self.send_buffer.close(stream_id), now)
         self._sweep_streams(now)
 
-    def abort(self, reason: str = "aborted", *, now: int = 0) -> None:
+    def abort(self, reason: str = "aborted", *, now: int) -> None:
         """End the connection at once, without waiting for anything."""
         self._terminate(reason, error=False)
 

@@ -161,8 +161,8 @@ class NativeProtection:
         *,
         peer_public_key: bytes | None = None,
         mtu: int = DEFAULT_MTU,
+        now: int,
         ephemeral: KeyPair | None = None,
-        now: int = 0,
     ) -> NativeProtection:
         """The initiator: in-band when ``peer_public_key`` is None, else 0-RTT.
 
@@ -431,7 +431,7 @@ class NativeCryptoLayer:
         return int(decode_envelope_header(datagram, mtu=self.mtu).connection_id)
 
     def dial(
-        self, address: Address, *, now: int = 0, peer_identity: bytes | None = None
+        self, address: Address, *, now: int, peer_identity: bytes | None = None
     ) -> NativeProtection:
         """A new initiator-side protection: in-band, or 0-RTT with the peer's public key."""
         return NativeProtection.dial(

@@ -461,8 +461,8 @@ class ReceiveBuffer:
         offset: int,
         data: bytes | memoryview,
         *,
+        now: int,
         is_close: bool = False,
-        now: int = 0,
         may_open_stream: bool = True,
     ) -> InsertResult:
         """Take one data / PING / CLOSE packet of a stream (Go: Insert, EmptyInsert, Close).
@@ -791,7 +791,7 @@ class ReceiveBuffer:
         """Streams with receive state, in order of first arrival."""
         return list(self._streams)
 
-    def finish_stream(self, stream_id: int, now: int = 0) -> int:
+    def finish_stream(self, stream_id: int, now: int) -> int:
         """Drop the stream's state and leave a tombstone; return the bytes freed.
 
         For :data:`STREAM_TOMBSTONE_LIFETIME_NS` after ``now`` (renewed by every

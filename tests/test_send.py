@@ -466,7 +466,11 @@ class Pipe:
             self.in_transit.remove(item)
             if self.rng.random() >= loss:
                 result = self.receiver.insert(
-                    item.stream_id, item.offset, bytes(item.data), is_close=item.is_close
+                    item.stream_id,
+                    item.offset,
+                    bytes(item.data),
+                    is_close=item.is_close,
+                    now=self.now,
                 )
                 assert isinstance(result, InsertResult)
         for ack_item in self.acks_in_transit[: self.rng.randint(0, 3)]:

@@ -124,7 +124,7 @@ def test_close_handshake_through_the_buffers() -> None:
     a_state.close_send(a_send.close(0), now=1)
     packet = a_send.next_packet(1, budget=1369, rto_ns=10**8)
     assert packet is not None and packet.is_close
-    b_recv.insert(0, packet.offset, bytes(packet.data), is_close=True)
+    b_recv.insert(0, packet.offset, bytes(packet.data), is_close=True, now=0)
     close_offset = b_recv.close_offset(0)
     assert close_offset == 100
     b_state.on_peer_close(close_offset, now=2)
@@ -141,7 +141,7 @@ def test_close_handshake_through_the_buffers() -> None:
     result = a_send.on_ack(*ack, now=4)
     assert result.send_finished
     a_state.on_send_finished(now=4)
-    a_recv.insert(0, answer.offset, bytes(answer.data), is_close=answer.is_close)
+    a_recv.insert(0, answer.offset, bytes(answer.data), is_close=answer.is_close, now=0)
     a_state.on_peer_close(50, now=4)
     a_recv.read(0)
     assert a_recv.at_eof(0)
