@@ -68,6 +68,7 @@ from qotp.events import (
     StreamDataAvailable,
     StreamOpened,
     StreamWritable,
+    TerminationReason,
 )
 from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
 from qotp.protection import Address, Protection
@@ -305,9 +306,9 @@ class Connection:
                 state.close_send(self.send_buffer.close(stream_id), now)
         self._sweep_streams(now)
 
-    def abort(self, reason: str = "aborted", *, now: int) -> None:
-        """End the connection at once, without waiting for anything."""
-        self._terminate(reason, error=False)
+    def abort(self, *, now: int, detail: str = "") -> None:
+        """End the connection at once, without waiting for anything (reason ABORTED)."""
+        self._terminate(TerminationReason.ABORTED, detail, error=False)
 
     # -- receiving ------------------------------------------------------------
 
@@ -349,7 +350,7 @@ class Connection:
         try:
             self._process_payload(payload, now)
         except RemoteProtocolError as error:
-            self._terminate(f"protocol violation: {error}", error=True)
+            self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
 
     def _on_handshake_datagram(self) -> None:
         """The protection took a datagram for itself: no payload, no proof of the peer's address."""
@@ -360,8 +361,12 @@ class Connection:
             self._on_protection_failure(protection.failure)
 
     def _on_protection_failure(self, failure: str) -> None:
-        stage = "crypto failed" if self._established else "handshake failed"
-        self._terminate(f"{stage}: {failure}", error=True)
+        if not self._established:
+            self._terminate(TerminationReason.HANDSHAKE_FAILED, failure, error=True)
+        elif self.protection.closed_by_peer:
+            self._terminate(TerminationReason.CLOSED_BY_PEER, failure, error=False)
+        else:
+            self._terminate(TerminationReason.PROTOCOL_VIOLATION, failure, error=True)
 
     def _on_established(self) -> None:
         self._established = True
@@ -516,13 +521,13 @@ class Connection:
         self.send_buffer.discard_stream(stream_id)
         self._events.append(StreamClosed(connection_id=self.connection_id, stream_id=stream_id))
         if self._closing and not len(self.streams):
-            self._terminate("closed", error=False)
+            self._terminate(TerminationReason.CLOSED, "", error=False)
 
     def _sweep_streams(self, now: int) -> None:
         for stream_id in self.streams.closed_ids():
             self._sweep_stream(stream_id, now)
         if self._closing and not len(self.streams):
-            self._terminate("closed", error=False)
+            self._terminate(TerminationReason.CLOSED, "", error=False)
 
     # -- sending --------------------------------------------------------------
 
@@ -592,7 +597,7 @@ class Connection:
                     except RetryLimitExceeded as error:
                         if self._give_up_on(error, now):
                             continue
-                        self._terminate("retransmission limit reached", error=True)
+                        self._terminate(TerminationReason.RETRY_LIMIT, str(error), error=True)
                         return
                     if packet is None:
                         data_allowed = False
@@ -706,7 +711,11 @@ class Connection:
             return
         self._flush_ack_event()
         if now >= self._last_receive_ns + self.configuration.idle_timeout_ns:
-            self._terminate("idle timeout", error=False)
+            self._terminate(
+                TerminationReason.IDLE_TIMEOUT,
+                f"nothing received for {self.configuration.idle_timeout_ns / 1e9:g} s",
+                error=False,
+            )
             return
         self.protection.handle_timer(now)
         self._pacing_deadline = None
@@ -721,11 +730,13 @@ class Connection:
 
     # -- ending ---------------------------------------------------------------
 
-    def _terminate(self, reason: str, *, error: bool) -> None:
+    def _terminate(self, reason: TerminationReason, detail: str, *, error: bool) -> None:
         if self._terminated:
             return
         self._terminated = True
-        logger.debug("connection %016x terminated: %s", self.connection_id, reason)
+        logger.debug("connection %016x terminated: %s %s", self.connection_id, reason.value, detail)
         self._events.append(
-            ConnectionTerminated(connection_id=self.connection_id, reason=reason, error=error)
+            ConnectionTerminated(
+                connection_id=self.connection_id, reason=reason, detail=detail, error=error
+            )
         )

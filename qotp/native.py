@@ -218,6 +218,11 @@ class NativeProtection:
         """Set when the first packet went unanswered too often."""
         return self._failure
 
+    @property
+    def closed_by_peer(self) -> bool:
+        """Always False: the QOTP wire has no connection close."""
+        return False
+
     def _next_message_type(self) -> MessageType:
         if self._handshake_complete:
             return MessageType.DATA
