@@ -591,7 +591,7 @@ class Connection:
                             now,
                             budget=budget,
                             rto_ns=rto,
-                            ack_offset=None if ack is None else ack.offset,
+                            ack_offset=None if ack is None else ack[1],
                             allow_new=allow_new,
                         )
                     except RetryLimitExceeded as error:
@@ -606,9 +606,7 @@ class Connection:
             if packet is None and ack is None:
                 break
             wire_ack = (
-                None
-                if ack is None
-                else _tuple_new(Ack, (ack.stream_id, ack.offset, ack.length, receive.window))
+                None if ack is None else _tuple_new(Ack, (ack[0], ack[1], ack[2], receive.window))
             )
             if packet is None:
                 datagrams.append(

@@ -97,69 +97,36 @@ from collections import OrderedDict, deque
 from typing import NamedTuple
 
 from qotp.errors import LocalProtocolError, QotpError
+from qotp.payload import (
+    MAX_OFFSET_24,
+    MAX_OFFSET_48,
+    MAX_PACKET_DATA_BYTES,
+    MAX_STREAM_ID,
+    STREAM_HEADER_SIZE_24,
+    STREAM_HEADER_SIZE_48,
+    STREAM_HEADER_WITH_ACK_SIZE_24,
+    STREAM_HEADER_WITH_ACK_SIZE_48,
+    PacketKey,
+)
 
 __all__ = [
-    "MAX_OFFSET_24BIT",
-    "MAX_PACKET_DATA_BYTES",
     "MAX_SEND_ATTEMPTS",
-    "MAX_STREAM_ID",
-    "MAX_STREAM_OFFSET",
     "SEND_BUFFER_BYTES",
     "AckResult",
     "InFlightPacket",
     "OutgoingPacket",
     "RetryLimitExceeded",
     "SendBuffer",
-    "needs_extended_offsets",
-    "payload_overhead_bytes",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Default send buffer capacity (Go: sndBufferCapacity): queued plus unacknowledged bytes.
 SEND_BUFFER_BYTES = 16 * 1024 * 1024
-#: The largest offset a 24-bit offset field can carry; anything above needs 48 bits.
-MAX_OFFSET_24BIT = 0xFFFFFF
-#: Stream offsets are at most 48 bits on the wire.
-MAX_STREAM_OFFSET = (1 << 48) - 1
-#: Stream ids are u32 on the wire.
-MAX_STREAM_ID = 0xFFFFFFFF
-#: The ACK echoes a packet's data length in a u16, so no packet may carry more.
-MAX_PACKET_DATA_BYTES = 0xFFFF
 #: A packet is sent at most this often (Go: maxRetry = 5 retries after the first send).
 MAX_SEND_ATTEMPTS = 6
 #: Default peer receive window before the first ACK tells us better (Go: rcvBufferCapacity).
 INITIAL_PEER_WINDOW_BYTES = 16 * 1024 * 1024
-
-_HEADER_BYTES = 1
-_STREAM_ID_BYTES = 4
-_ACK_LENGTH_BYTES = 2
-_ACK_WINDOW_BYTES = 1
-_OFFSET_24_BYTES = 3
-_OFFSET_48_BYTES = 6
-
-PacketKey = tuple[int, int, int]
-"""``(stream_id, offset, length)``: what an ACK echoes, and so what identifies a packet."""
-
-
-def needs_extended_offsets(stream_offset: int, ack_offset: int | None) -> bool:
-    """Whether a payload must use 48-bit offsets (one flag covers stream and ACK offset)."""
-    return stream_offset > MAX_OFFSET_24BIT or (
-        ack_offset is not None and ack_offset > MAX_OFFSET_24BIT
-    )
-
-
-def payload_overhead_bytes(*, has_ack: bool, extended: bool) -> int:
-    """Transport payload header size of a packet that carries a stream header.
-
-    8 / 11 bytes without an ACK, 18 / 24 with one (24-bit / 48-bit offsets); the
-    Readme's 19 / 25 are wrong (see the vector notes). Go: calcProtoOverhead.
-    """
-    offset_bytes = _OFFSET_48_BYTES if extended else _OFFSET_24_BYTES
-    size = _HEADER_BYTES + _STREAM_ID_BYTES + offset_bytes
-    if has_ack:
-        size += _STREAM_ID_BYTES + offset_bytes + _ACK_LENGTH_BYTES + _ACK_WINDOW_BYTES
-    return size
 
 
 class RetryLimitExceeded(QotpError):
@@ -475,7 +442,7 @@ class SendBuffer:
         accepted = min(
             len(view),
             self.capacity - self.buffered_bytes,
-            MAX_STREAM_OFFSET + 1 - (stream.next_offset + stream.queued_bytes),
+            MAX_OFFSET_48 + 1 - (stream.next_offset + stream.queued_bytes),
         )
         if accepted <= 0:
             return 0
@@ -631,10 +598,14 @@ class SendBuffer:
             if backoff > self._max_attempts:
                 backoff = self._max_attempts
             stream_id, offset, length = key
-            overhead = payload_overhead_bytes(
-                has_ack=ack_offset is not None,
-                extended=needs_extended_offsets(offset, ack_offset),
-            )
+            if ack_offset is None:
+                overhead = (
+                    STREAM_HEADER_SIZE_48 if offset > MAX_OFFSET_24 else STREAM_HEADER_SIZE_24
+                )
+            elif offset > MAX_OFFSET_24 or ack_offset > MAX_OFFSET_24:
+                overhead = STREAM_HEADER_WITH_ACK_SIZE_48
+            else:
+                overhead = STREAM_HEADER_WITH_ACK_SIZE_24
             max_data = min(budget - overhead, MAX_PACKET_DATA_BYTES)
             if max_data < 0 or (length and max_data == 0):
                 return None
@@ -731,13 +702,14 @@ class SendBuffer:
     ) -> OutgoingPacket | None:
         window = self.peer_window - self.bytes_in_flight
         window_blocked: _SendStream | None = None
-        # Header size (payload_overhead_bytes, inlined: this runs once per packet).
+        # Payload header size (qotp.payload: 8 / 11 bytes, or 18 / 24 with an ACK).
         if ack_offset is None:
-            overhead_24, overhead_48 = 8, 11
+            overhead_24, overhead_48 = STREAM_HEADER_SIZE_24, STREAM_HEADER_SIZE_48
             ack_extended = False
         else:
-            overhead_24, overhead_48 = 18, 24
-            ack_extended = ack_offset > MAX_OFFSET_24BIT
+            overhead_24 = STREAM_HEADER_WITH_ACK_SIZE_24
+            overhead_48 = STREAM_HEADER_WITH_ACK_SIZE_48
+            ack_extended = ack_offset > MAX_OFFSET_24
         ready = self._ready
         in_flight = self._in_flight
         for _ in range(len(ready)):
@@ -745,7 +717,7 @@ class SendBuffer:
             stream = self._streams[stream_id]
             packet: OutgoingPacket | None = None
             offset = stream.next_offset
-            overhead = overhead_48 if ack_extended or offset > MAX_OFFSET_24BIT else overhead_24
+            overhead = overhead_48 if ack_extended or offset > MAX_OFFSET_24 else overhead_24
             if budget >= overhead:
                 if stream.ping_pending and (stream_id, offset, 0) not in in_flight:
                     stream.ping_pending = False

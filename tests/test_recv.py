@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qotp.errors import LocalProtocolError, QotpError, RemoteProtocolError
+from qotp.payload import PacketKey
 from qotp.recv import (
     IN_ORDER_RESERVE_BYTES,
     PEER_RETRANSMISSION_SPAN_NS,
     RECV_BUFFER_BYTES,
     STREAM_TOMBSTONE_LIFETIME_NS,
-    Ack,
     CloseOffsetError,
     InsertResult,
     OverlapMismatchError,
@@ -32,7 +32,7 @@ LIFETIME = STREAM_TOMBSTONE_LIFETIME_NS
 GENERATION = STREAM_TOMBSTONE_LIFETIME_NS // 8
 
 
-def drain_acks(buffer: ReceiveBuffer) -> list[Ack]:
+def drain_acks(buffer: ReceiveBuffer) -> list[PacketKey]:
     acks = []
     while (ack := buffer.pop_ack()) is not None:
         acks.append(ack)
@@ -45,7 +45,7 @@ def test_in_order_data_is_readable_and_acked_with_its_exact_key() -> None:
     assert buffer.insert(7, 100, DATA[100:250], now=0) is InsertResult.ACCEPTED
     assert buffer.readable(7) == 250
     assert buffer.window == RECV_BUFFER_BYTES - 250
-    assert drain_acks(buffer) == [Ack(7, 0, 100), Ack(7, 100, 150)]
+    assert drain_acks(buffer) == [(7, 0, 100), (7, 100, 150)]
     assert buffer.read(7, 30) == DATA[:30]
     assert buffer.read(7) == DATA[30:250]
     assert buffer.read(7) == b""
@@ -89,7 +89,7 @@ def test_duplicates_are_acked_again_but_stored_once() -> None:
     buffer.insert(1, 0, DATA[:100], now=0)
     drain_acks(buffer)
     assert buffer.insert(1, 0, DATA[:100], now=0) is InsertResult.DUPLICATE
-    assert drain_acks(buffer) == [Ack(1, 0, 100)]
+    assert drain_acks(buffer) == [(1, 0, 100)]
     buffer.insert(1, 500, DATA[500:600], now=0)
     assert buffer.insert(1, 500, DATA[500:600], now=0) is InsertResult.DUPLICATE
     assert buffer.insert(1, 520, DATA[520:560], now=0) is InsertResult.DUPLICATE
@@ -102,7 +102,7 @@ def test_identical_acks_waiting_in_the_queue_are_sent_once() -> None:
     buffer.insert(1, 0, DATA[:10], now=0)
     buffer.insert(1, 0, DATA[:10], now=0)
     buffer.insert(1, 0, DATA[:10], now=0)
-    assert drain_acks(buffer) == [Ack(1, 0, 10)]
+    assert drain_acks(buffer) == [(1, 0, 10)]
 
 
 def test_data_already_read_counts_as_duplicate_without_comparison() -> None:
@@ -159,7 +159,7 @@ def test_ping_is_acked_with_length_zero() -> None:
     buffer = ReceiveBuffer()
     assert buffer.insert(3, 0, b"", now=0) is InsertResult.ACCEPTED
     assert buffer.insert(3, 0, b"", now=0) is InsertResult.ACCEPTED
-    assert drain_acks(buffer) == [Ack(3, 0, 0)]
+    assert drain_acks(buffer) == [(3, 0, 0)]
     assert buffer.close_offset(3) is None
 
 
@@ -173,7 +173,7 @@ def test_close_with_data_sets_the_close_offset_after_the_data() -> None:
     assert not buffer.at_eof(1)
     assert buffer.read(1) == DATA[149:150]
     assert buffer.at_eof(1)
-    assert drain_acks(buffer) == [Ack(1, 0, 100), Ack(1, 100, 50)]
+    assert drain_acks(buffer) == [(1, 0, 100), (1, 100, 50)]
 
 
 def test_close_can_arrive_before_the_data_it_ends() -> None:
@@ -183,7 +183,7 @@ def test_close_can_arrive_before_the_data_it_ends() -> None:
     buffer.insert(1, 0, DATA[:100], now=0)
     assert buffer.read(1) == DATA[:100]
     assert buffer.at_eof(1)
-    assert drain_acks(buffer) == [Ack(1, 100, 0), Ack(1, 0, 100)]
+    assert drain_acks(buffer) == [(1, 100, 0), (1, 0, 100)]
 
 
 def test_bare_close_at_zero_is_eof_at_once() -> None:
@@ -231,7 +231,7 @@ def test_full_buffer_drops_without_ack_but_still_acks_duplicates() -> None:
     assert buffer.insert(2, 10, DATA[:51], now=0) is InsertResult.BUFFER_FULL
     assert buffer.pending_acks == 0
     assert buffer.insert(1, 0, DATA[:100], now=0) is InsertResult.DUPLICATE
-    assert drain_acks(buffer) == [Ack(1, 0, 100)]
+    assert drain_acks(buffer) == [(1, 0, 100)]
     assert buffer.insert(1, 100, DATA[100:150], now=0) is InsertResult.ACCEPTED
     assert buffer.window == 0
     assert buffer.dropped_full == 2
@@ -271,7 +271,7 @@ def test_finished_stream_acks_and_ignores_late_packets() -> None:
     buffer.finish_stream(1, now=0)
     drain_acks(buffer)
     assert buffer.insert(1, 0, DATA[:10], is_close=True, now=0) is InsertResult.DUPLICATE
-    assert drain_acks(buffer) == [Ack(1, 0, 10)]
+    assert drain_acks(buffer) == [(1, 0, 10)]
     assert buffer.readable(1) == 0
     assert buffer.at_eof(1)
     assert not buffer.has_stream(1)
@@ -280,7 +280,7 @@ def test_finished_stream_acks_and_ignores_late_packets() -> None:
 def test_ping_on_an_unknown_stream_is_acked_without_keeping_state() -> None:
     buffer = ReceiveBuffer()
     assert buffer.insert(4, 9, b"", may_open_stream=False, now=0) is InsertResult.ACCEPTED
-    assert drain_acks(buffer) == [Ack(4, 9, 0)]
+    assert drain_acks(buffer) == [(4, 9, 0)]
     assert not buffer.has_stream(4) and buffer.stream_ids() == []
 
 
@@ -317,7 +317,7 @@ def test_a_tombstone_outlives_the_peers_retransmissions_then_expires() -> None:
     drain_acks(buffer)
     late = SECOND + LIFETIME - 1
     assert buffer.insert(1, 0, DATA[:10], is_close=True, now=late) is InsertResult.DUPLICATE
-    assert drain_acks(buffer) == [Ack(1, 0, 10)]
+    assert drain_acks(buffer) == [(1, 0, 10)]
     # That late copy renewed the tombstone: the peer was evidently still sending.
     assert buffer.is_finished(1, now=late + LIFETIME - 1)
     assert buffer.insert(1, 0, DATA[:10], now=late + LIFETIME - 1) is InsertResult.DUPLICATE

@@ -19,8 +19,6 @@ from qotp.send import (
     OutgoingPacket,
     RetryLimitExceeded,
     SendBuffer,
-    needs_extended_offsets,
-    payload_overhead_bytes,
 )
 
 RTO = 200 * MS
@@ -35,17 +33,6 @@ def send(
     packet = buffer.next_packet(now, budget=budget, rto_ns=RTO, ack_offset=ack_offset)
     assert packet is not None
     return packet
-
-
-def test_overheads_match_the_reference() -> None:
-    assert payload_overhead_bytes(has_ack=False, extended=False) == 8
-    assert payload_overhead_bytes(has_ack=False, extended=True) == 11
-    assert payload_overhead_bytes(has_ack=True, extended=False) == 18
-    assert payload_overhead_bytes(has_ack=True, extended=True) == 24
-    assert not needs_extended_offsets(0xFFFFFF, 0xFFFFFF)
-    assert needs_extended_offsets(0x1000000, None)
-    assert needs_extended_offsets(0, 0x1000000)
-    assert not needs_extended_offsets(0, None)
 
 
 def test_write_accepts_up_to_capacity_and_acks_free_space() -> None:
@@ -612,7 +599,7 @@ class MiniTransport:
                     now,
                     budget=1200,
                     rto_ns=self.rto_ns,
-                    ack_offset=None if ack is None else ack.offset,
+                    ack_offset=None if ack is None else ack[1],
                 )
             except RetryLimitExceeded as error:
                 self.failed = error
