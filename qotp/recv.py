@@ -777,10 +777,6 @@ class ReceiveBuffer:
         self._finished.expire(now)
         return len(self._finished)
 
-    def stream_ids(self) -> list[int]:
-        """Streams with receive state, in order of first arrival."""
-        return list(self._streams)
-
     def finish_stream(self, stream_id: int, now: int) -> int:
         """Drop the stream's state and leave a tombstone; return the bytes freed.
 
