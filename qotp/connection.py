@@ -57,7 +57,13 @@ from collections import deque
 from dataclasses import dataclass
 
 from qotp.config import QotpConfiguration
-from qotp.errors import DecodeError, DecryptError, LocalProtocolError, RemoteProtocolError
+from qotp.errors import (
+    DecodeError,
+    DecryptError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplayedPacketError,
+)
 from qotp.events import (
     ConnectionEstablished,
     ConnectionTerminated,
@@ -107,6 +113,8 @@ class ConnectionStatistics:
     retransmitted_packets: int
     retransmitted_bytes: int
     dropped_datagrams: int
+    replayed_datagrams: int
+    """Of the dropped: authentic copies of packets already accepted (duplicates, replays)."""
     refused_stream_packets: int
     """Packets that would have opened a stream beyond the limits; not acknowledged."""
     open_streams: int
@@ -155,6 +163,8 @@ class Connection:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.dropped_datagrams = 0
+        self.replayed_datagrams = 0
+        """Authentic copies of packets already accepted (network duplicates or replays)."""
         self.refused_stream_packets = 0
         """Packets refused because they would open a stream beyond the limits."""
 
@@ -188,6 +198,7 @@ class Connection:
             retransmitted_packets=recovery.retransmitted_packets,
             retransmitted_bytes=recovery.retransmitted_bytes,
             dropped_datagrams=self.dropped_datagrams,
+            replayed_datagrams=self.replayed_datagrams,
             refused_stream_packets=self.refused_stream_packets,
             open_streams=len(self.streams),
             peer_receive_window=self.send_buffer.peer_window,
@@ -314,6 +325,8 @@ class Connection:
             raw = self.protection.open(data, now)
         except (DecodeError, DecryptError) as error:
             self.dropped_datagrams += 1
+            if isinstance(error, ReplayedPacketError):
+                self.replayed_datagrams += 1
             logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
             return
         if raw is None:

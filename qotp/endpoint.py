@@ -152,10 +152,14 @@ class QotpEndpoint:
                 self.drops["connection id collision"] += 1
                 return
             connection = self._add(protection, address, is_initiator=False, now=now)
-        before = connection.dropped_datagrams
+        dropped = connection.dropped_datagrams
+        replayed = connection.replayed_datagrams
         connection.receive_datagram(data, address, now)
-        if connection.dropped_datagrams != before:
-            self.drops["unauthenticated"] += 1
+        if connection.dropped_datagrams != dropped:
+            if connection.replayed_datagrams != replayed:
+                self.drops["replayed"] += 1
+            else:
+                self.drops["unauthenticated"] += 1
         # Settled once per batch, not per datagram (see _settle).
         self._touched[connection.connection_id] = connection
 

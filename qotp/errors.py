@@ -16,6 +16,7 @@ __all__ = [
     "LocalProtocolError",
     "QotpError",
     "RemoteProtocolError",
+    "ReplayedPacketError",
     "SequenceSpaceExhausted",
 ]
 
@@ -45,3 +46,10 @@ class DecodeError(RemoteProtocolError):
 
 class DecryptError(RemoteProtocolError):
     """A packet failed authentication (wrong key, epoch, direction, or tampered)."""
+
+
+class ReplayedPacketError(DecryptError):
+    """An authentic packet whose sequence number was already accepted (or is too old).
+
+    A network duplicate or a deliberate replay: dropped before it changes anything.
+    """

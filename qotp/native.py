@@ -51,10 +51,11 @@ from qotp.envelope import (
     seal_init_rcv,
     sealed_overhead,
 )
-from qotp.errors import DecodeError, DecryptError, LocalProtocolError
+from qotp.errors import DecodeError, DecryptError, LocalProtocolError, ReplayedPacketError
 from qotp.keys import KeyPair
 from qotp.payload import Payload, PayloadKind, encode_payload
 from qotp.protection import Address, Protection
+from qotp.replay import ReplayWindow, packet_number
 
 __all__ = [
     "HANDSHAKE_INITIAL_RTO_NS",
@@ -111,6 +112,7 @@ class NativeProtection:
         "_mtu",
         "_sealed_anything",
         "_receive_epoch",
+        "_replay",
         "connection_id",
         "peer_ephemeral_public_key",
         "peer_identity_public_key",
@@ -141,6 +143,8 @@ class NativeProtection:
         self._mtu = mtu
         self._counter = SequenceCounter()
         self._receive_epoch = 0
+        #: Sequence numbers of the peer already accepted (qotp.replay).
+        self._replay = ReplayWindow()
         self._cipher: PacketCipher | None = None
         self._init_cipher: PacketCipher | None = None
         self._data_header = data_header(connection_id)
@@ -307,6 +311,12 @@ class NativeProtection:
             opened = cipher.open(
                 datagram, _DATA_HEADER_SIZE, self._receive_epoch, self.role is Role.RESPONDER
             )
+            replay = self._replay
+            number = (opened[1] << 48) | opened[0]
+            if number == replay.highest + 1:
+                replay.highest = number  # in order: the window's fast path, inlined
+            elif not replay.accept(number):
+                raise ReplayedPacketError(f"packet {opened[1]}:{opened[0]} was accepted before")
             return self._accept_data(opened)
         header = decode_envelope_header(datagram, mtu=self._mtu)
         message_type = header.message_type
@@ -320,6 +330,7 @@ class NativeProtection:
                 epoch=self._receive_epoch,
                 sent_by_initiator=self.role is Role.RESPONDER,
             )
+            self._check_replay(opened)
             return self._accept_data(opened)
         if self.role is Role.RESPONDER:
             return self._open_repeated_init(datagram, header)
@@ -348,10 +359,18 @@ class NativeProtection:
                 )
             else:
                 opened = open_packet(datagram, header, cipher)
+            self._check_replay(opened)
             self._handshake_complete = True
             self._hello_deadline = None
             return opened.payload
         raise DecodeError(f"an initiator does not accept {message_type.name}")
+
+    def _check_replay(self, opened: OpenedPacket) -> None:
+        """Drop an authentic packet whose number was accepted before (qotp.replay)."""
+        if not self._replay.accept(packet_number(opened.sequence_number, opened.epoch)):
+            raise ReplayedPacketError(
+                f"packet {opened.epoch}:{opened.sequence_number} was accepted before"
+            )
 
     def _accept_data(self, opened: OpenedPacket) -> bytes:
         if opened.epoch > self._receive_epoch:
@@ -371,7 +390,9 @@ class NativeProtection:
             return _INIT_SND_AS_PING
         if message_type is MessageType.INIT_CRYPTO_SND and self.zero_rtt:
             assert self._init_cipher is not None
-            return open_packet(datagram, header, self._init_cipher).payload
+            opened = open_packet(datagram, header, self._init_cipher)
+            self._check_replay(opened)
+            return opened.payload
         raise DecodeError(f"a responder does not accept {message_type.name} here")
 
     def datagrams_to_send(self, now: int) -> list[bytes]:
@@ -470,9 +491,12 @@ class NativeCryptoLayer:
         zero_rtt = message_type is MessageType.INIT_CRYPTO_SND
         first_payload = _INIT_SND_AS_PING
         init_cipher = None
+        first_number = -1
         if zero_rtt:
             init_cipher = PacketCipher(self.identity.exchange(initiator_ephemeral))
-            first_payload = open_packet(datagram, header, init_cipher).payload
+            opened = open_packet(datagram, header, init_cipher)
+            first_payload = opened.payload
+            first_number = packet_number(opened.sequence_number, opened.epoch)
         protection = NativeProtection(
             role=Role.RESPONDER,
             identity=self.identity,
@@ -487,6 +511,8 @@ class NativeCryptoLayer:
         protection._cipher = PacketCipher(secret)
         protection._init_cipher = init_cipher
         protection._first_payload = first_payload
+        if first_number >= 0:
+            protection._replay.accept(first_number)
         protection._key_log.append(
             _key_log_line("QOTP_SHARED_SECRET", header.connection_id, secret)
         )
