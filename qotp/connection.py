@@ -75,6 +75,7 @@ from qotp.events import (
     StreamWritable,
     TerminationReason,
 )
+from qotp.path import PATH_PROBE_STREAM_ID, PathValidator
 from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
 from qotp.protection import Address, Protection
 from qotp.recovery import PacketRecovery, RetryLimitExceeded
@@ -137,7 +138,8 @@ class Connection:
         self.configuration = config
         self.protection = protection
         self.connection_id = protection.connection_id
-        self.address = address
+        self.path = PathValidator(address)
+        """The peer's address and the validation of a new one (qotp.path)."""
         self.is_initiator = is_initiator
         self.send_buffer = SendBuffer(config.send_buffer_bytes)
         self.recovery = PacketRecovery(
@@ -150,6 +152,7 @@ class Connection:
         self.receive_buffer = ReceiveBuffer(config.receive_buffer_bytes)
         self.streams = StreamTable()
         self._events: deque[Event] = deque()
+        self._reported_address = address
         self._established = False
         self._sent_new_before_handshake = False
         self._closing = False
@@ -169,6 +172,11 @@ class Connection:
         """Packets refused because they would open a stream beyond the limits."""
 
     # -- state ----------------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        """Where replies go: the peer's latest *validated* address (qotp.path)."""
+        return self.path.address
 
     @property
     def is_established(self) -> bool:
@@ -332,16 +340,13 @@ class Connection:
         if raw is None:
             self._on_handshake_datagram()
             return
-        # Authenticated from here on.
+        # Authenticated (and not a replay) from here on.
         self._last_receive_ns = now
         self.datagrams_received += 1
-        if address != self.address:
-            old, self.address = self.address, address
-            self._events.append(
-                PeerAddressChanged(
-                    connection_id=self.connection_id, old_address=old, new_address=address
-                )
-            )
+        path = self.path
+        if address != path.address:
+            # Replies move only once the address proves it reaches the peer (qotp.path).
+            path.on_authenticated_packet(address, len(data))
         if not self._established and (self.protection.handshake_complete or not self.is_initiator):
             # The responder holds the final keys from the first authenticated packet
             # on; the initiator once the reply opened.
@@ -352,10 +357,24 @@ class Connection:
             self.dropped_datagrams += 1
             logger.debug("connection %016x: undecodable payload: %s", self.connection_id, error)
             return
+        if path.has_candidates:
+            ack = payload.ack
+            if ack is not None and path.on_ack(ack[0], ack[1], ack[2], address):
+                self._on_path_validated(address)
         try:
             self._process_payload(payload, now)
         except RemoteProtocolError as error:
             self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
+
+    def _on_path_validated(self, address: Address) -> None:
+        old = self._reported_address
+        self._reported_address = address
+        logger.debug("connection %016x: replies move to %s", self.connection_id, address)
+        self._events.append(
+            PeerAddressChanged(
+                connection_id=self.connection_id, old_address=old, new_address=address
+            )
+        )
 
     def _on_handshake_datagram(self) -> None:
         """The protection took a datagram for itself: no payload, no proof of the peer's address."""
@@ -486,21 +505,28 @@ class Connection:
 
     # -- sending --------------------------------------------------------------
 
-    def datagrams_to_send(self, now: int) -> list[bytes]:
-        """Everything that may leave now: handshake, retransmissions, data, ACKs."""
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
+        """Everything that may leave now, with its destination.
+
+        Handshake, retransmissions, data and ACKs go to the peer's address; path
+        probes to the addresses being validated.
+        """
         if self._terminated:
             return []
         self.recovery.flush_ack_event()
         protection = self.protection
-        datagrams: list[bytes] = []
+        datagrams: list[tuple[bytes, Address]] = []
         if protection.can_carry_payload:
+            if self.path.has_candidates:
+                self._path_probes(now, datagrams)
             self._transport_datagrams(now, datagrams)
         # The protection's own datagrams go last: a 0-RTT hello is only needed
         # when the transport had nothing to put in the first packet.
         if not self._terminated:
             own = protection.datagrams_to_send(now)
             if own:
-                datagrams.extend(own)
+                address = self.path.address
+                datagrams.extend((datagram, address) for datagram in own)
                 if not protection.handshake_complete:
                     # The protection's hello is the one packet allowed before the reply.
                     self._sent_new_before_handshake = True
@@ -508,7 +534,19 @@ class Connection:
                 self._on_protection_failure(protection.failure)
         return datagrams
 
-    def _transport_datagrams(self, now: int, datagrams: list[bytes]) -> None:
+    def _path_probes(self, now: int, datagrams: list[tuple[bytes, Address]]) -> None:
+        """PINGs carrying a challenge to addresses that must prove themselves (qotp.path)."""
+        protection = self.protection
+        mtu = self.configuration.mtu
+        overhead = mtu - protection.payload_budget(mtu)
+        rto = self.rtt.base_rto_ns()
+        payload_bytes = len(encode_payload(Payload(_PING, PATH_PROBE_STREAM_ID, 1 << 40)))
+        for address, challenge in self.path.due_probes(now, rto, overhead + payload_bytes):
+            payload = encode_payload(Payload(_PING, PATH_PROBE_STREAM_ID, challenge))
+            datagrams.append((protection.seal(payload, now), address))
+            self.datagrams_sent += 1
+
+    def _transport_datagrams(self, now: int, datagrams: list[tuple[bytes, Address]]) -> None:
         # The per-packet path (~40 000 times a second): locals instead of attribute
         # look-ups, payload tuples built without their keyword-checking constructors.
         protection = self.protection
@@ -524,6 +562,7 @@ class Connection:
         rto = self.rtt.base_rto_ns()
         budget = protection.payload_budget(mtu)
         handshake_complete = protection.handshake_complete
+        address = self.path.address
         self._pacing_deadline = None
         data_allowed = True
         sent = 0
@@ -571,11 +610,14 @@ class Connection:
             )
             if packet is None:
                 datagrams.append(
-                    seal(
-                        encode_payload(
-                            _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
+                    (
+                        seal(
+                            encode_payload(
+                                _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
+                            ),
+                            now,
                         ),
-                        now,
+                        address,
                     )
                 )
                 sent += 1
@@ -590,7 +632,7 @@ class Connection:
                 ),
                 now,
             )
-            datagrams.append(datagram)
+            datagrams.append((datagram, address))
             sent += 1
             if attempt == 1:
                 self.bytes_sent += len(data)
@@ -629,6 +671,9 @@ class Connection:
         if protection_timer is not None and protection_timer < deadline:
             deadline = protection_timer
         if self.protection.can_carry_payload:
+            probe_deadline = self.path.next_deadline()
+            if probe_deadline is not None and probe_deadline < deadline:
+                deadline = probe_deadline
             rto = self.rtt.base_rto_ns()
             retransmit = self.recovery.next_deadline(rto)
             if not self.recovery.in_flight:
@@ -667,6 +712,7 @@ class Connection:
             bool(self.receive_buffer.pending_acks)
             or self.send_buffer.has_new_work()
             or self.protection.datagrams_pending
+            or self.path.probe_pending
         )
 
     # -- ending ---------------------------------------------------------------

@@ -13,8 +13,9 @@ an unknown connection is dropped and counted in :attr:`QotpEndpoint.drops`;
 nothing a peer sends can stop the endpoint or touch another connection.
 
 Datagrams for a known connection may come from a new address (multi-homing,
-NAT rebinding): once authenticated, replies move to the newest address and
-the connection reports :class:`~qotp.events.PeerAddressChanged`.
+NAT rebinding, roaming): once authenticated, they are used, and replies move
+there after the address proved it reaches the peer (:mod:`qotp.path`); the
+connection then reports :class:`~qotp.events.PeerAddressChanged`.
 
 Scale: only connections with work are visited when sending (a ready set),
 and timers sit in a heap, so 10 000 idle connections cost nothing per call.
@@ -177,8 +178,7 @@ class QotpEndpoint:
                 continue
             datagrams = connection.datagrams_to_send(now)
             if datagrams:
-                address = connection.address
-                output.extend((datagram, address) for datagram in datagrams)
+                output.extend(datagrams)
                 if len(datagrams) >= self.configuration.max_datagrams_per_call:
                     self._ready[connection_id] = None  # more to come: stay ready
             self._after(connection)

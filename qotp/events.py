@@ -97,7 +97,8 @@ class StreamClosed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerAddressChanged:
-    """An authenticated packet came from a new address; replies now go there."""
+    """Replies move to a new address of the peer: it sent authentic packets from there
+    and proved that it receives there (it answered a probe; see :mod:`qotp.path`)."""
 
     connection_id: int
     old_address: Address
