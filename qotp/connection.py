@@ -83,7 +83,7 @@ from qotp.recv import STREAM_TOMBSTONE_LIFETIME_NS, InsertResult, ReceiveBuffer
 from qotp.send import SendBuffer
 from qotp.stream import StreamState, StreamTable
 
-__all__ = ["Connection", "ConnectionStatistics"]
+__all__ = ["Connection", "ConnectionStatistics", "EarlyData"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,23 @@ _BUFFER_FULL = InsertResult.BUFFER_FULL
 _REFUSED = InsertResult.REFUSED
 _WRITABLE_LOW_WATER_BYTES = 256 * 1024
 """StreamWritable is reported when free send-buffer space climbs back past this."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EarlyData:
+    """Stream bytes that arrived as 0-RTT data, in the initiator's first packet.
+
+    ``replayable`` is True when they were delivered before the initiator proved
+    anything (ZeroRttPolicy.ACCEPT): a recorded first packet replayed after the
+    strike register's window would deliver them again, as TLS 1.3 early data can
+    be.  Under ZeroRttPolicy.DEFER (the default) they were held until the
+    initiator completed the handshake, which a replay cannot do: False.
+    """
+
+    stream_id: int
+    offset: int
+    length: int
+    replayable: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,12 +150,16 @@ class Connection:
         is_initiator: bool,
         now: int,
         configuration: QotpConfiguration | None = None,
+        address_validated: bool = True,
     ) -> None:
+        """``address_validated=False``: the handshake did not prove that ``address``
+        reaches the peer (0-RTT under ZeroRttPolicy.ACCEPT); replies to it are held to
+        three times the bytes received until it is proven (:mod:`qotp.path`)."""
         config = configuration or QotpConfiguration()
         self.configuration = config
         self.protection = protection
         self.connection_id = protection.connection_id
-        self.path = PathValidator(address)
+        self.path = PathValidator(address, validated=address_validated)
         """The peer's address and the validation of a new one (qotp.path)."""
         self.is_initiator = is_initiator
         self.send_buffer = SendBuffer(config.send_buffer_bytes)
@@ -154,6 +175,10 @@ class Connection:
         self._events: deque[Event] = deque()
         self._reported_address = address
         self._established = False
+        #: The protection's handshake is complete (after which no payload is 0-RTT data).
+        self._handshake_confirmed = False
+        self.early_data: list[EarlyData] = []
+        """Stream bytes that arrived as 0-RTT data (see :class:`EarlyData`)."""
         self._sent_new_before_handshake = False
         self._closing = False
         self._terminated = False
@@ -347,16 +372,28 @@ class Connection:
         if address != path.address:
             # Replies move only once the address proves it reaches the peer (qotp.path).
             path.on_authenticated_packet(address, len(data))
+        elif not path.validated:
+            path.on_packet_from_unvalidated_address(len(data), self.protection.handshake_complete)
         if not self._established and (self.protection.handshake_complete or not self.is_initiator):
             # The responder holds the final keys from the first authenticated packet
             # on; the initiator once the reply opened.
             self._on_established()
+            early = self.protection.take_early_payload()
+            if early is not None:
+                self._receive_early_payload(early.payload, early.replayable, now)
+                if self._terminated:
+                    return
         try:
             payload = decode_payload(raw)
         except DecodeError as error:
             self.dropped_datagrams += 1
             logger.debug("connection %016x: undecodable payload: %s", self.connection_id, error)
             return
+        if not self._handshake_confirmed:
+            if self.protection.handshake_complete:
+                self._handshake_confirmed = True
+            elif self.protection.early_data_replayable:
+                self._note_early_data(payload, replayable=True)
         if path.has_candidates:
             ack = payload.ack
             if ack is not None and path.on_ack(ack[0], ack[1], ack[2], address):
@@ -365,6 +402,33 @@ class Connection:
             self._process_payload(payload, now)
         except RemoteProtocolError as error:
             self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
+
+    def _receive_early_payload(self, raw: bytes, replayable: bool, now: int) -> None:
+        """0-RTT data a completed handshake held back: processed before the packet at hand."""
+        try:
+            payload = decode_payload(raw)
+        except DecodeError as error:  # checked when it arrived; kept for safety
+            self.dropped_datagrams += 1
+            logger.debug(
+                "connection %016x: undecodable 0-RTT payload: %s", self.connection_id, error
+            )
+            return
+        self._note_early_data(payload, replayable=replayable)
+        try:
+            self._process_payload(payload, now)
+        except RemoteProtocolError as error:
+            self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
+
+    def _note_early_data(self, payload: Payload, *, replayable: bool) -> None:
+        if payload.kind is _DATA and payload.data:
+            self.early_data.append(
+                EarlyData(
+                    stream_id=payload.stream_id,
+                    offset=payload.stream_offset,
+                    length=len(payload.data),
+                    replayable=replayable,
+                )
+            )
 
     def _on_path_validated(self, address: Address) -> None:
         old = self._reported_address
@@ -562,7 +626,12 @@ class Connection:
         rto = self.rtt.base_rto_ns()
         budget = protection.payload_budget(mtu)
         handshake_complete = protection.handshake_complete
-        address = self.path.address
+        path = self.path
+        address = path.address
+        first = len(datagrams)
+        if not path.validated:
+            # An unproven address gets three times what came from it (qotp.path).
+            limit = min(limit, path.send_allowance(mtu))
         self._pacing_deadline = None
         data_allowed = True
         sent = 0
@@ -640,6 +709,9 @@ class Connection:
                 self._sent_new_before_handshake = True
             recovery.on_packet_sent(packet, len(datagram), now)
         self.datagrams_sent += sent
+        if not path.validated:
+            for datagram, _address in datagrams[first:]:
+                path.on_sent_to_unvalidated_address(len(datagram))
 
     def _give_up_on(self, error: RetryLimitExceeded, now: int) -> bool:
         """A bare CLOSE the peer never acknowledges ends its stream, not the connection.

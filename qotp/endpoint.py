@@ -32,13 +32,19 @@ from qotp.config import QotpConfiguration
 from qotp.connection import Connection
 from qotp.errors import DecodeError, DecryptError, LocalProtocolError
 from qotp.events import Event
+from qotp.handshakes import RecentIds
 from qotp.keys import KeyPair
 from qotp.native import NativeCryptoLayer
-from qotp.protection import Address, CryptoLayer, Protection
+from qotp.protection import Address, CryptoLayer, FirstPacket, Protection
 
 __all__ = ["QotpEndpoint"]
 
 logger = logging.getLogger(__name__)
+
+MAX_HANDSHAKE_BACKLOG = 4096
+"""First packets of new handshakes a batch may leave waiting, per kind; older ones are shed."""
+SHED_IDS_REMEMBERED = 65_536
+"""Connection ids of shed first packets remembered (per generation, two generations)."""
 
 
 class QotpEndpoint:
@@ -62,7 +68,9 @@ class QotpEndpoint:
         self.identity = identity
         if crypto is None:
             self.identity = identity or KeyPair.generate()
-            crypto = NativeCryptoLayer(self.identity, mtu=self.configuration.mtu)
+            crypto = NativeCryptoLayer(
+                self.identity, mtu=self.configuration.mtu, configuration=self.configuration
+            )
         self.crypto: CryptoLayer = crypto
         self.connections: dict[int, Connection] = {}
         self.drops: Counter[str] = Counter()
@@ -73,6 +81,12 @@ class QotpEndpoint:
         self._timers: list[tuple[int, int]] = []
         self._timer_of: dict[int, int] = {}
         self._touched: dict[int, Connection] = {}
+        # First packets of new handshakes waiting for process_handshakes (receive_datagrams):
+        # those whose connection id was shed before (likely a real initiator repeating),
+        # and never-seen ones.
+        self._retry_backlog: deque[tuple[bytes, Address, int]] = deque()
+        self._fresh_backlog: deque[tuple[bytes, Address, int]] = deque()
+        self._shed_ids = RecentIds(SHED_IDS_REMEMBERED)
 
     @property
     def public_key(self) -> bytes:
@@ -104,7 +118,13 @@ class QotpEndpoint:
         return connection
 
     def _add(
-        self, protection: Protection, address: Address, *, is_initiator: bool, now: int
+        self,
+        protection: Protection,
+        address: Address,
+        *,
+        is_initiator: bool,
+        now: int,
+        validated: bool = True,
     ) -> Connection:
         connection = Connection(
             protection=protection,
@@ -112,6 +132,7 @@ class QotpEndpoint:
             is_initiator=is_initiator,
             now=now,
             configuration=self.configuration,
+            address_validated=validated,
         )
         self.connections[connection.connection_id] = connection
         self.mark_ready(connection)
@@ -125,34 +146,133 @@ class QotpEndpoint:
     # -- receiving ------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, address: Address, now: int) -> None:
-        """Route one datagram; creates a connection for a valid first packet."""
-        crypto = self.crypto
+        """Route one datagram and act on it at once (a handshake's public-key work included)."""
         try:
-            route = crypto.route(data, address)
+            route = self.crypto.route(data, address)
         except DecodeError as error:
-            self.drops["undecodable"] += 1
-            logger.debug("dropped datagram from %s: %s", address, error)
+            self._undecodable(address, error)
             return
         connection = None if route is None else self.connections.get(route)
         if connection is None:
-            if len(self.connections) >= self.configuration.max_connections:
-                self.drops["connection limit"] += 1
-                return
-            try:
-                protection = crypto.accept(data, address, now)
-            except (DecodeError, DecryptError) as error:
-                self.drops["bad first packet"] += 1
-                logger.debug("dropped first packet from %s: %s", address, error)
-                return
-            if protection is None:
+            kind = self.crypto.classify(data, route, now)
+            if kind is FirstPacket.NONE:
                 self.drops["unknown connection"] += 1
                 return
-            if protection.connection_id in self.connections:
-                # A layer whose ids the peer influences (DTLS: the ClientHello random).
-                crypto.forget(protection)
-                self.drops["connection id collision"] += 1
+            if kind is FirstPacket.NEW_HANDSHAKE and self._at_connection_limit():
                 return
-            connection = self._add(protection, address, is_initiator=False, now=now)
+            self._accept(data, address, now)
+            return
+        self._deliver(connection, data, address, now)
+
+    def receive_datagrams(self, datagrams: list[tuple[bytes, Address]], now: int) -> None:
+        """A batch (one socket read), packets of connections first; new handshakes wait.
+
+        Datagrams of existing connections, and cheap handshake steps (repeated first
+        packets, the Data packet that completes a handshake), are acted on at once,
+        in order.  First packets of *new* handshakes, which cost public-key work and
+        prove nothing, wait in a backlog for :meth:`process_handshakes`; what the
+        caller has no time for, :meth:`shed_handshakes` drops.  Those whose
+        connection id was shed before (an initiator repeats its first packet with
+        the same key) go first.  A flood of first packets so never delays the
+        packets of established connections.
+        """
+        connections = self.connections
+        crypto = self.crypto
+        for data, address in datagrams:
+            try:
+                route = crypto.route(data, address)
+            except DecodeError as error:
+                self._undecodable(address, error)
+                continue
+            connection = None if route is None else connections.get(route)
+            if connection is not None:
+                self._deliver(connection, data, address, now)
+                continue
+            kind = crypto.classify(data, route, now)
+            if kind is FirstPacket.NONE:
+                self.drops["unknown connection"] += 1
+            elif kind is FirstPacket.CONTINUATION:
+                self._accept(data, address, now)
+            elif not self._at_connection_limit():
+                assert route is not None
+                if route in self._shed_ids:
+                    backlog = self._retry_backlog
+                else:
+                    backlog = self._fresh_backlog
+                if len(backlog) >= MAX_HANDSHAKE_BACKLOG:
+                    self._shed(backlog.popleft())
+                backlog.append((data, address, route))
+
+    @property
+    def handshake_backlog(self) -> int:
+        """First packets of new handshakes waiting for :meth:`process_handshakes`."""
+        return len(self._retry_backlog) + len(self._fresh_backlog)
+
+    def process_handshakes(self, now: int, limit: int) -> int:
+        """Act on up to ``limit`` waiting first packets; return how many still wait.
+
+        Repeated ones (their connection id was shed before) go first, oldest first;
+        then never-seen ones, newest first (the oldest are the likeliest to have
+        been repeated already).
+        """
+        retry = self._retry_backlog
+        fresh = self._fresh_backlog
+        while limit > 0 and (retry or fresh):
+            data, address, _connection_id = retry.popleft() if retry else fresh.pop()
+            limit -= 1
+            if not self._at_connection_limit():
+                self._accept(data, address, now)
+        return len(retry) + len(fresh)
+
+    def shed_handshakes(self) -> None:
+        """Drop the first packets still waiting (counted); a repeat of one will go first."""
+        for backlog in (self._retry_backlog, self._fresh_backlog):
+            while backlog:
+                self._shed(backlog.popleft())
+
+    def _shed(self, item: tuple[bytes, Address, int]) -> None:
+        self.drops["handshake overload"] += 1
+        self._shed_ids.add(item[2])
+
+    # -- receiving: the pieces ----------------------------------------------------
+
+    def _undecodable(self, address: Address, error: DecodeError) -> None:
+        self.drops["undecodable"] += 1
+        logger.debug("dropped datagram from %s: %s", address, error)
+
+    def _at_connection_limit(self) -> bool:
+        if len(self.connections) >= self.configuration.max_connections:
+            self.drops["connection limit"] += 1
+            return True
+        return False
+
+    def _accept(self, data: bytes, address: Address, now: int) -> None:
+        """Let the crypto layer answer, continue or complete a handshake."""
+        crypto = self.crypto
+        try:
+            protection = crypto.accept(data, address, now)
+        except (DecodeError, DecryptError) as error:
+            self.drops[getattr(error, "drop_reason", "bad first packet")] += 1
+            logger.debug("dropped first packet from %s: %s", address, error)
+            return
+        if protection is None:
+            return
+        if protection.connection_id in self.connections:
+            # A layer whose ids the peer influences (DTLS: the ClientHello random).
+            crypto.forget(protection)
+            self.drops["connection id collision"] += 1
+            return
+        if len(self.connections) >= self.configuration.max_connections:
+            crypto.forget(protection)
+            self.drops["connection limit"] += 1
+            return
+        proven = protection.proven_address
+        connection = self._add(
+            protection, proven or address, is_initiator=False, now=now, validated=proven is not None
+        )
+        self._deliver(connection, data, address, now)
+
+    def _deliver(self, connection: Connection, data: bytes, address: Address, now: int) -> None:
         dropped = connection.dropped_datagrams
         replayed = connection.replayed_datagrams
         connection.receive_datagram(data, address, now)

@@ -81,11 +81,26 @@ class _Candidate:
 class PathValidator:
     """The current address of one connection's peer and the candidates for a move."""
 
-    __slots__ = ("_candidates", "address", "moves", "probes_sent", "refused_probes")
+    __slots__ = (
+        "_candidates",
+        "_current",
+        "address",
+        "moves",
+        "probes_sent",
+        "refused_probes",
+        "validated",
+    )
 
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, *, validated: bool = True) -> None:
         #: Where replies go.
         self.address = address
+        #: Whether ``address`` is proven to reach the peer.  A connection made on an
+        #: unproven first packet (0-RTT under ZeroRttPolicy.ACCEPT) starts without:
+        #: what it sends there is held to three times what it received from there
+        #: until the handshake completes from there (the initiator's first Data
+        #: packet answers our reply).
+        self.validated = validated
+        self._current = _Candidate(0)
         self._candidates: dict[Address, _Candidate] = {}
         self.moves = 0
         """Validated moves so far."""
@@ -96,12 +111,37 @@ class PathValidator:
     @property
     def has_candidates(self) -> bool:
         """Whether some address waits for validation (probes or their answers)."""
-        return bool(self._candidates)
+        return bool(self._candidates) or not self.validated
 
     @property
     def probe_pending(self) -> bool:
         """Whether a candidate has not been probed at all yet (send now)."""
+        if not self.validated and self._current.probes_sent == 0:
+            return True
         return any(candidate.probes_sent == 0 for candidate in self._candidates.values())
+
+    def on_packet_from_unvalidated_address(
+        self, datagram_bytes: int, handshake_complete: bool
+    ) -> None:
+        """An authentic packet from the current, not yet validated address.
+
+        A packet under the completed handshake's key answers our reply there: the
+        address is proven.
+        """
+        if handshake_complete:
+            self.validated = True
+        else:
+            self._current.received_bytes += datagram_bytes
+
+    def send_allowance(self, max_datagram_bytes: int) -> int:
+        """Datagrams that may still go to the current, unvalidated address (3x received)."""
+        current = self._current
+        budget = PATH_AMPLIFICATION_FACTOR * current.received_bytes - current.sent_bytes
+        return max(0, budget // max_datagram_bytes)
+
+    def on_sent_to_unvalidated_address(self, datagram_bytes: int) -> None:
+        """Bytes that went to the current, unvalidated address."""
+        self._current.sent_bytes += datagram_bytes
 
     def on_authenticated_packet(self, address: Address, datagram_bytes: int) -> None:
         """An authentic, non-replayed packet came from ``address`` (not the current one)."""
@@ -117,10 +157,20 @@ class PathValidator:
         """An ACK arrived from ``address``; True when it validated that address (replies move)."""
         if stream_id != PATH_PROBE_STREAM_ID or length:
             return False
+        current = self._current
+        if (
+            not self.validated
+            and address == self.address
+            and current.probes_sent
+            and current.challenge == offset
+        ):
+            self.validated = True  # the current address answered: proven, nothing moves
+            return False
         candidate = self._candidates.get(address)
         if candidate is None or candidate.challenge != offset or not candidate.probes_sent:
             return False
         self.address = address
+        self.validated = True
         self._candidates.clear()
         self.moves += 1
         return True
@@ -133,6 +183,22 @@ class PathValidator:
         answered by nothing are dropped here.
         """
         due: list[tuple[Address, int]] = []
+        current = self._current
+        if (
+            not self.validated
+            and current.next_probe_ns <= now
+            and current.probes_sent < MAX_PATH_PROBES
+        ):
+            # Our own first address is unproven (0-RTT taken at once): probe it too,
+            # within the same budget as everything else sent there.
+            if probe_bytes <= self.send_allowance(1):
+                current.sent_bytes += probe_bytes
+                self.probes_sent += 1
+                due.append((self.address, current.challenge))
+            else:
+                self.refused_probes += 1
+            current.next_probe_ns = now + (rto_ns << current.probes_sent)
+            current.probes_sent += 1
         for address, candidate in list(self._candidates.items()):
             if candidate.next_probe_ns > now:
                 continue
@@ -155,6 +221,7 @@ class PathValidator:
 
     def next_deadline(self) -> int | None:
         """When :meth:`due_probes` has something to do (a probe or an expiry)."""
-        if not self._candidates:
-            return None
-        return min(candidate.next_probe_ns for candidate in self._candidates.values())
+        deadlines = [candidate.next_probe_ns for candidate in self._candidates.values()]
+        if not self.validated and self._current.probes_sent < MAX_PATH_PROBES:
+            deadlines.append(self._current.next_probe_ns)
+        return min(deadlines) if deadlines else None

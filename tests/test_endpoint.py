@@ -8,7 +8,8 @@ import os
 import pytest
 from enginepair import SERVER_ADDRESS, EnginePair
 
-from qotp.connection import Connection
+from qotp.config import QotpConfiguration, ZeroRttPolicy
+from qotp.connection import Connection, EarlyData
 from qotp.endpoint import QotpEndpoint
 from qotp.events import (
     ConnectionEstablished,
@@ -74,8 +75,26 @@ def test_zero_rtt_data_rides_in_the_first_packet() -> None:
     first = pair.client.datagrams_to_send(0)
     assert len(first) == 1 and len(first[0][0]) == 1400
     pair.server.receive_datagram(first[0][0], pair.client_address, 0)
+    # Held until the initiator answers the reply (ZeroRttPolicy.DEFER): no connection yet.
+    assert not pair.server.connections and len(pair.server.crypto.handshakes) == 1
+    pair.run_until(lambda: bool(pair.server.connections))
+    server = server_connection(pair)
+    assert server.read(7, now=pair.now) == b"early bird"
+    assert server.early_data == [EarlyData(stream_id=7, offset=0, length=10, replayable=False)]
+
+
+def test_zero_rtt_data_at_once_is_marked_replayable() -> None:
+    accepting = QotpEndpoint(configuration=QotpConfiguration(zero_rtt=ZeroRttPolicy.ACCEPT))
+    pair = EnginePair(server=accepting)
+    client = pair.client.connect(SERVER_ADDRESS, now=0, peer_public_key=pair.server.public_key)
+    client.send_stream_data(7, b"early bird", now=0)
+    (first,) = pair.client.datagrams_to_send(0)
+    pair.server.receive_datagram(first[0], pair.client_address, 0)
     server = server_connection(pair)
     assert server.read(7, now=0) == b"early bird"
+    assert server.early_data == [EarlyData(stream_id=7, offset=0, length=10, replayable=True)]
+    assert not server.path.validated  # replies held to 3x what came, until the first Data
+    pair.run_until(lambda: client.is_established and server.path.validated)
 
 
 def test_half_close_both_directions_and_stream_removal() -> None:
