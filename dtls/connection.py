@@ -11,9 +11,12 @@ queue, events, close state) and wires four parts together:
 each record's epoch, checks its replay window, authenticates and decrypts.
 Records of the next epoch that arrive before its keys (the peer's Finished
 overtaking its ChangeCipherSpec) are parked and replayed once the datagram
-that carried the keys is done.  A record's number is marked as seen once the
-record opened.  Records that fail are dropped silently (RFC 6347 4.1.2.7)
-and counted in ``dropped_records``.
+that carried the keys is done.  A record's number is marked as seen only once
+the record was kept: at once when it authenticated, and in the plaintext
+epoch 0 only when a message it completed was taken by the handshake, so
+spoofed epoch-0 records cannot move the window past the genuine ones.
+Records that fail are dropped silently (RFC 6347 4.1.2.7) and counted in
+``dropped_records``.
 
 *Reassembly* (``reassembly.py``).  Handshake fragments go through a
 :class:`HandshakeReassembler`, which hands out whole messages strictly in
@@ -539,8 +542,8 @@ class DTLSConnection:
         protected = opened.protected
         content_type = opened.content_type
         established = self._state is HandshakeState.ESTABLISHED
-        newest = records.accept(opened)
         if protected:
+            newest = records.accept(opened)  # authentic: its number is spent
             self._last_receive_ns = now  # only authenticated traffic keeps a session alive
             if addr != self.address and records.local_connection_id and newest:
                 # RFC 9146 6: an authenticated CID record from a new address moves the peer,
@@ -557,7 +560,9 @@ class DTLSConnection:
                 self._last_receive_ns = now
         try:
             if content_type == ContentType.handshake:
-                self._handle_handshake_record(opened.payload, opened.epoch, now)
+                took = self._handle_handshake_record(opened.payload, opened.epoch, now)
+                if took and not protected:
+                    records.accept(opened)  # epoch 0: spent only once the handshake took it
             elif content_type == ContentType.application_data:
                 self._handle_application_data(opened.payload, opened.epoch)
             elif content_type == ContentType.alert:
@@ -615,8 +620,7 @@ class DTLSConnection:
                 if not self._reassembler.add(fragment):
                     continue
             except DecodeError:
-                # Contradicts earlier fragments or exceeds our bounds: drop this one only.
-                self._records.dropped_records += 1
+                self._records.dropped_records += 1  # longer than any message we accept
                 continue
             for message in self._reassembler.pop_ready():
                 if self._closed():
