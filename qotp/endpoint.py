@@ -42,7 +42,10 @@ __all__ = ["QotpEndpoint"]
 logger = logging.getLogger(__name__)
 
 MAX_HANDSHAKE_BACKLOG = 4096
-"""First packets of new handshakes a batch may leave waiting, per kind; older ones are shed."""
+"""First packets of new handshakes that may wait, per kind; beyond, the oldest are shed."""
+MAX_HANDSHAKE_WAIT_NS = 150_000_000
+"""A first packet that waited this long is shed unanswered: its initiator repeats it at
+200 ms, and that repeat then goes first."""
 SHED_IDS_REMEMBERED = 65_536
 """Connection ids of shed first packets remembered (per generation, two generations)."""
 
@@ -84,8 +87,9 @@ class QotpEndpoint:
         # First packets of new handshakes waiting for process_handshakes (receive_datagrams):
         # those whose connection id was shed before (likely a real initiator repeating),
         # and never-seen ones.
-        self._retry_backlog: deque[tuple[bytes, Address, int]] = deque()
-        self._fresh_backlog: deque[tuple[bytes, Address, int]] = deque()
+        self._retry_backlog: deque[tuple[bytes, Address, int, int]] = deque()
+        self._known_backlog: deque[tuple[bytes, Address, int, int]] = deque()
+        self._fresh_backlog: deque[tuple[bytes, Address, int, int]] = deque()
         self._shed_ids = RecentIds(SHED_IDS_REMEMBERED)
 
     @property
@@ -197,40 +201,59 @@ class QotpEndpoint:
                 assert route is not None
                 if route in self._shed_ids:
                     backlog = self._retry_backlog
+                elif kind is FirstPacket.NEW_HANDSHAKE_KNOWN_PEER:
+                    backlog = self._known_backlog
                 else:
                     backlog = self._fresh_backlog
                 if len(backlog) >= MAX_HANDSHAKE_BACKLOG:
                     self._shed(backlog.popleft())
-                backlog.append((data, address, route))
+                backlog.append((data, address, route, now))
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        """Responder handshakes waiting for the initiator's first Data packet (native)."""
+        handshakes = getattr(self.crypto, "handshakes", None)
+        return 0 if handshakes is None else len(handshakes)
 
     @property
     def handshake_backlog(self) -> int:
         """First packets of new handshakes waiting for :meth:`process_handshakes`."""
-        return len(self._retry_backlog) + len(self._fresh_backlog)
+        return len(self._retry_backlog) + len(self._known_backlog) + len(self._fresh_backlog)
 
     def process_handshakes(self, now: int, limit: int) -> int:
         """Act on up to ``limit`` waiting first packets; return how many still wait.
 
         Repeated ones (their connection id was shed before) go first, oldest first;
-        then never-seen ones, newest first (the oldest are the likeliest to have
-        been repeated already).
+        then those of peer identities that completed a handshake recently; then
+        never-seen ones, newest first (the oldest are the likeliest to have been
+        repeated already).  Ones that waited :data:`MAX_HANDSHAKE_WAIT_NS` are shed.
         """
         retry = self._retry_backlog
+        known = self._known_backlog
         fresh = self._fresh_backlog
-        while limit > 0 and (retry or fresh):
-            data, address, _connection_id = retry.popleft() if retry else fresh.pop()
+        oldest = now - MAX_HANDSHAKE_WAIT_NS
+        for backlog in (retry, known, fresh):
+            while backlog and backlog[0][3] < oldest:
+                self._shed(backlog.popleft())
+        while limit > 0 and (retry or known or fresh):
+            if retry:
+                data, address, _connection_id, _arrival = retry.popleft()
+            elif known:
+                data, address, _connection_id, _arrival = known.popleft()
+            else:
+                data, address, _connection_id, _arrival = fresh.pop()
             limit -= 1
             if not self._at_connection_limit():
                 self._accept(data, address, now)
-        return len(retry) + len(fresh)
+        return len(retry) + len(known) + len(fresh)
 
     def shed_handshakes(self) -> None:
         """Drop the first packets still waiting (counted); a repeat of one will go first."""
-        for backlog in (self._retry_backlog, self._fresh_backlog):
+        for backlog in (self._retry_backlog, self._known_backlog, self._fresh_backlog):
             while backlog:
                 self._shed(backlog.popleft())
 
-    def _shed(self, item: tuple[bytes, Address, int]) -> None:
+    def _shed(self, item: tuple[bytes, Address, int, int]) -> None:
         self.drops["handshake overload"] += 1
         self._shed_ids.add(item[2])
 

@@ -189,12 +189,13 @@ class HandshakeTable:
 
 
 class RecentIds:
-    """Connection ids seen recently, in two rotating generations of at most ``capacity``.
+    """64-bit ids seen recently, in two rotating generations of at most ``capacity``.
 
-    Remembers the first packets the endpoint had to shed under overload, so that
-    the initiator's repetition (the same connection id, 200 ms later) is preferred
-    over never-seen keys.  Holds between ``capacity`` and ``2 * capacity`` ids
-    (8-byte integers in a set: about 60 bytes each).
+    Remembers the connection ids of first packets the endpoint had to shed under
+    overload, so that the initiator's repetition (the same connection id, 200 ms
+    later) is preferred over never-seen keys; and the identities of initiators
+    that completed a handshake.  Holds between ``capacity`` and ``2 * capacity``
+    ids (integers in a set: about 60 bytes each).
     """
 
     __slots__ = ("_current", "_previous", "capacity")

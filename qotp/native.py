@@ -63,7 +63,7 @@ from qotp.errors import (
     ReplayedPacketError,
     ZeroRttReplayError,
 )
-from qotp.handshakes import HandshakeTable, PendingHandshake
+from qotp.handshakes import HandshakeTable, PendingHandshake, RecentIds
 from qotp.keys import KeyPair, x25519, x25519_public_key
 from qotp.payload import (
     Ack,
@@ -93,6 +93,9 @@ HANDSHAKE_MAX_SENDS = 6
 ZERO_RTT_HELLO_GRACE_NS = 1_000_000
 """How long a 0-RTT dial waits for data to carry before it sends a PING hello."""
 """An unanswered first packet is sent this often; then the dial fails (reference: 6)."""
+
+KNOWN_PEERS_REMEMBERED = 16_384
+"""Initiator identities remembered per generation (two generations) for overload priority."""
 
 _INIT_SND_AS_PING = encode_payload(Payload(PayloadKind.PING, 0, 0))
 """What the reference's responder makes of an InitSnd: a PING on stream 0 at offset 0."""
@@ -492,6 +495,7 @@ class NativeCryptoLayer:
         "_reply_window",
         "_strikes",
         "configuration",
+        "known_peers",
         "handshakes",
         "identity",
         "mtu",
@@ -516,6 +520,8 @@ class NativeCryptoLayer:
         """Responder handshakes in progress (qotp.handshakes)."""
         self.statistics: Counter[str] = Counter()
         """Handshakes started, first packets answered again, handshakes completed."""
+        self.known_peers = RecentIds(KNOWN_PEERS_REMEMBERED)
+        """Identity keys (their first 8 bytes) of initiators that completed a handshake."""
         self._strikes: StrikeRegister | None = None
         self._outgoing: list[tuple[bytes, Address]] = []
         # Our receive window as the reply's ACK advertises it (the whole buffer is free).
@@ -536,6 +542,10 @@ class NativeCryptoLayer:
         connection_id = data_connection_id(datagram)
         if connection_id is not None:
             return connection_id
+        if (datagram[:1] == b"\x00" or datagram[:1] == b"\x40") and len(datagram) >= self.mtu:
+            # InitSnd / InitCryptoSnd (version 0), the flood's shape: the connection id
+            # is the ephemeral key's first 8 bytes; accept() parses the rest.
+            return int.from_bytes(datagram[1:9], "little")
         return int(decode_envelope_header(datagram, mtu=self.mtu).connection_id)
 
     def classify(self, datagram: bytes, connection_id: int | None, now: int) -> FirstPacket:
@@ -550,6 +560,8 @@ class NativeCryptoLayer:
         if message_type == MessageType.INIT_SND or message_type == MessageType.INIT_CRYPTO_SND:
             if connection_id in self.handshakes or len(datagram) < self.mtu:
                 return FirstPacket.CONTINUATION  # answered from the table, or refused cheaply
+            if int.from_bytes(datagram[33:41], "little") in self.known_peers:
+                return FirstPacket.NEW_HANDSHAKE_KNOWN_PEER
             return FirstPacket.NEW_HANDSHAKE
         return FirstPacket.NONE
 
@@ -792,5 +804,6 @@ class NativeCryptoLayer:
             protection._key_log.append(
                 _key_log_line("QOTP_SHARED_SECRET_ID", connection_id, pending.init_secret)
             )
+        self.known_peers.add(int.from_bytes(pending.initiator_identity[:8], "little"))
         self.statistics["handshakes completed"] += 1
         return protection

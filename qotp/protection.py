@@ -53,6 +53,11 @@ class FirstPacket(Enum):
     """Starts nothing and continues nothing: dropped as for an unknown connection."""
     CONTINUATION = "continuation"
     """Continues a handshake in progress, or is answered without state: cheap."""
+    NEW_HANDSHAKE_KNOWN_PEER = "new handshake, known peer"
+    """Would start a handshake, for a peer identity that completed one recently: likelier
+    legitimate than a never-seen key, so shed after repeated first packets but before
+    :attr:`NEW_HANDSHAKE` (the identity travels in clear, so this is a preference, not
+    a proof)."""
     NEW_HANDSHAKE = "new handshake"
     """Would start a handshake (public-key work)."""
 

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from qotp.config import QotpConfiguration
-from qotp.connection import Connection, ConnectionStatistics
+from qotp.connection import Connection, ConnectionStatistics, EarlyData
 from qotp.endpoint import QotpEndpoint
 from qotp.errors import LocalProtocolError, QotpError
 from qotp.events import (
@@ -37,6 +37,18 @@ from qotp.protection import Address, CryptoLayer
 from .transport import UdpSocket
 
 __all__ = ["ConnectionClosedError", "QotpConnection", "QotpListener", "QotpStream", "listen"]
+
+HANDSHAKE_BUDGET_NS = 2_000_000
+"""How long first packets of *new* handshakes may run (X25519 work) in one go.
+
+The engine acts on everything else in a socket read first (established
+connections' packets, handshakes completing); first packets of new handshakes
+wait in the engine's backlog and run in slices of this length, one per event
+loop iteration, so every slice is followed by a socket read and timers: a flood
+of first packets delays other traffic by at most one slice, while otherwise idle
+time all goes to handshakes.  The engine sheds what waits too long
+(``QotpEndpoint.process_handshakes``)."""
+_HANDSHAKES_PER_STEP = 4
 
 
 class ConnectionClosedError(QotpError, ConnectionError):
@@ -116,6 +128,7 @@ class QotpListener(_ClosesOnExit):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None
         self._flush_scheduled = False
+        self._handshakes_scheduled = False
         self._closed = False
         self._closed_event = asyncio.Event()
         self.socket = UdpSocket(sock, loop, self._on_datagrams)
@@ -196,6 +209,7 @@ class QotpListener(_ClosesOnExit):
         """Socket and endpoint counters (drops by reason included)."""
         stats = {
             "connections": len(self.endpoint.connections),
+            "handshakes_in_progress": self.endpoint.handshakes_in_progress,
             "datagrams_sent": self.socket.datagrams_sent,
             "datagrams_received": self.socket.datagrams_received,
             "send_errors": self.socket.send_errors,
@@ -223,10 +237,31 @@ class QotpListener(_ClosesOnExit):
 
     def _on_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
         now = time.monotonic_ns()
-        receive = self.endpoint.receive_datagram
-        for data, address in datagrams:
-            receive(data, address, now)
+        self.endpoint.receive_datagrams(datagrams, now)
+        self._run_handshakes(now)
         self._flush(now)
+
+    def _run_handshakes(self, now: int) -> None:
+        """One slice of new handshakes (HANDSHAKE_BUDGET_NS); the next one after I/O."""
+        endpoint = self.endpoint
+        if not endpoint.handshake_backlog:
+            return
+        deadline = time.monotonic_ns() + HANDSHAKE_BUDGET_NS
+        while endpoint.process_handshakes(now, _HANDSHAKES_PER_STEP):
+            if time.monotonic_ns() >= deadline:
+                if not self._handshakes_scheduled:
+                    # At most half the time for new handshakes while they keep coming:
+                    # the rest is for established traffic, timers and other processes.
+                    self._handshakes_scheduled = True
+                    self._loop.call_later(HANDSHAKE_BUDGET_NS / 1e9, self._scheduled_handshakes)
+                return
+
+    def _scheduled_handshakes(self) -> None:
+        self._handshakes_scheduled = False
+        if not self._closed:
+            now = time.monotonic_ns()
+            self._run_handshakes(now)
+            self._flush(now)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -314,6 +349,14 @@ class QotpConnection(_ClosesOnExit):
     def peer_public_key(self) -> bytes | None:
         """The peer's authenticated identity, once known (native: its public key)."""
         return self.engine.protection.peer_identity
+
+    @property
+    def early_data(self) -> list[EarlyData]:
+        """Stream bytes that arrived as 0-RTT data; ``replayable`` ones could be a replay.
+
+        See :class:`qotp.connection.EarlyData` and ``QotpConfiguration.zero_rtt``.
+        """
+        return list(self.engine.early_data)
 
     @property
     def is_established(self) -> bool:
