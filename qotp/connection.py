@@ -177,6 +177,9 @@ class Connection:
         self._established = False
         #: The protection's handshake is complete (after which no payload is 0-RTT data).
         self._handshake_confirmed = False
+        #: Established, handshake confirmed, path validated and nothing to probe: a
+        #: packet from the peer's address takes the short path.
+        self._settled = False
         self.early_data: list[EarlyData] = []
         """Stream bytes that arrived as 0-RTT data (see :class:`EarlyData`)."""
         self._sent_new_before_handshake = False
@@ -192,6 +195,8 @@ class Connection:
         self.datagrams_received = 0
         self.dropped_datagrams = 0
         self.replayed_datagrams = 0
+        self.last_drop_reason = ""
+        """Why the latest dropped datagram was dropped (the endpoint counts by it)."""
         """Authentic copies of packets already accepted (network duplicates or replays)."""
         self.refused_stream_packets = 0
         """Packets refused because they would open a stream beyond the limits."""
@@ -360,6 +365,9 @@ class Connection:
             self.dropped_datagrams += 1
             if isinstance(error, ReplayedPacketError):
                 self.replayed_datagrams += 1
+                self.last_drop_reason = "replayed"
+            else:
+                self.last_drop_reason = "unauthenticated"
             logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
             return
         if raw is None:
@@ -368,6 +376,24 @@ class Connection:
         # Authenticated (and not a replay) from here on.
         self._last_receive_ns = now
         self.datagrams_received += 1
+        if self._settled and address == self.path.address:
+            # The per-packet path: handshake done, path validated, nothing to probe.
+            try:
+                payload = decode_payload(raw)
+            except DecodeError as error:
+                self.dropped_datagrams += 1
+                self.last_drop_reason = "undecodable payload"
+                logger.debug("connection %016x: undecodable payload: %s", self.connection_id, error)
+                return
+            try:
+                self._process_payload(payload, now)
+            except RemoteProtocolError as error:
+                self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
+            return
+        self._receive_unsettled(raw, data, address, now)
+
+    def _receive_unsettled(self, raw: bytes, data: bytes, address: Address, now: int) -> None:
+        """An authentic payload while the handshake or the peer's address is not settled."""
         path = self.path
         if address != path.address:
             # Replies move only once the address proves it reaches the peer (qotp.path).
@@ -387,6 +413,7 @@ class Connection:
             payload = decode_payload(raw)
         except DecodeError as error:
             self.dropped_datagrams += 1
+            self.last_drop_reason = "undecodable payload"
             logger.debug("connection %016x: undecodable payload: %s", self.connection_id, error)
             return
         if not self._handshake_confirmed:
@@ -398,6 +425,7 @@ class Connection:
             ack = payload.ack
             if ack is not None and path.on_ack(ack[0], ack[1], ack[2], address):
                 self._on_path_validated(address)
+        self._settled = self._established and self._handshake_confirmed and not path.has_candidates
         try:
             self._process_payload(payload, now)
         except RemoteProtocolError as error:
@@ -409,6 +437,7 @@ class Connection:
             payload = decode_payload(raw)
         except DecodeError as error:  # checked when it arrived; kept for safety
             self.dropped_datagrams += 1
+            self.last_drop_reason = "undecodable payload"
             logger.debug(
                 "connection %016x: undecodable 0-RTT payload: %s", self.connection_id, error
             )
@@ -620,6 +649,9 @@ class Connection:
         send = self.send_buffer
         recovery = self.recovery
         in_flight = recovery.in_flight
+        next_retransmission = recovery.next_retransmission
+        next_new_packet = send.next_new_packet
+        on_packet_sent = recovery.on_packet_sent
         receive = self.receive_buffer
         congestion = self.congestion
         seal = protection.seal
@@ -652,22 +684,14 @@ class Connection:
                     ) and congestion.can_send(recovery.datagram_bytes_in_flight, mtu)
                     ack_offset = None if ack is None else ack[1]
                     try:
-                        packet = recovery.next_retransmission(
-                            now, budget=budget, rto_ns=rto, ack_offset=ack_offset
-                        )
+                        packet = next_retransmission(now, budget, rto, ack_offset)
                     except RetryLimitExceeded as error:
                         if self._give_up_on(error, now):
                             continue
                         self._terminate(TerminationReason.RETRY_LIMIT, str(error), error=True)
                         return
                     if packet is None and allow_new:
-                        packet = send.next_new_packet(
-                            now,
-                            budget=budget,
-                            rto_ns=rto,
-                            ack_offset=ack_offset,
-                            in_flight=in_flight,
-                        )
+                        packet = next_new_packet(now, budget, rto, ack_offset, in_flight)
                     if packet is None:
                         data_allowed = False
                         if allow_new and not send.has_new_work():
@@ -707,7 +731,7 @@ class Connection:
                 self.bytes_sent += len(data)
             if not handshake_complete:
                 self._sent_new_before_handshake = True
-            recovery.on_packet_sent(packet, len(datagram), now)
+            on_packet_sent(packet, len(datagram), now)
         self.datagrams_sent += sent
         if not path.validated:
             for datagram, _address in datagrams[first:]:

@@ -166,7 +166,12 @@ class QotpEndpoint:
                 return
             self._accept(data, address, now)
             return
-        self._deliver(connection, data, address, now)
+        # The per-packet path: _deliver, inlined.
+        dropped = connection.dropped_datagrams
+        connection.receive_datagram(data, address, now)
+        if connection.dropped_datagrams != dropped:
+            self._count_connection_drop(connection)
+        self._touched[connection.connection_id] = connection
 
     def receive_datagrams(self, datagrams: list[tuple[bytes, Address]], now: int) -> None:
         """A batch (one socket read), packets of connections first; new handshakes wait.
@@ -297,15 +302,15 @@ class QotpEndpoint:
 
     def _deliver(self, connection: Connection, data: bytes, address: Address, now: int) -> None:
         dropped = connection.dropped_datagrams
-        replayed = connection.replayed_datagrams
         connection.receive_datagram(data, address, now)
         if connection.dropped_datagrams != dropped:
-            if connection.replayed_datagrams != replayed:
-                self.drops["replayed"] += 1
-            else:
-                self.drops["unauthenticated"] += 1
+            self._count_connection_drop(connection)
         # Settled once per batch, not per datagram (see _settle).
         self._touched[connection.connection_id] = connection
+
+    def _count_connection_drop(self, connection: Connection) -> None:
+        """The connection dropped the datagram just delivered: count it by its reason."""
+        self.drops[connection.last_drop_reason] += 1
 
     # -- sending --------------------------------------------------------------
 

@@ -313,7 +313,7 @@ class PacketRecovery:
         return None if due is None else due[0]
 
     def next_retransmission(
-        self, now: int, *, budget: int, rto_ns: int, ack_offset: int | None
+        self, now: int, budget: int, rto_ns: int, ack_offset: int | None
     ) -> OutgoingPacket | None:
         """The most urgent due retransmission, or None.
 
