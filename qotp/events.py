@@ -56,7 +56,13 @@ class TerminationReason(Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionEstablished:
-    """The handshake completed (initiator: reply received; responder: first packet accepted)."""
+    """The connection exists for the application.
+
+    Initiator: the responder's reply opened.  Responder: the initiator's first
+    Data packet proved that it holds its key and receives at its address (with
+    ``ZeroRttPolicy.ACCEPT``: its 0-RTT first packet, unproven; see
+    ``Connection.early_data``).  Nothing is reported for a first packet alone.
+    """
 
     connection_id: int
     address: Address

@@ -129,3 +129,23 @@ def test_a_live_packet_copied_from_another_address_ahead_of_the_original_moves_n
     assert not any(isinstance(e, PeerAddressChanged) for e in transfer.events["server"])
     assert server_connection.replayed_datagrams > 0  # the originals, arriving second
     assert 0 < sent_to_attacker <= PATH_AMPLIFICATION_FACTOR * copied
+
+
+def test_a_repeated_init_snd_from_elsewhere_changes_nothing() -> None:
+    """InitSnd is cleartext: anyone can repeat it, from anywhere, once the connection runs."""
+    client, server = QotpEndpoint(), QotpEndpoint()
+    network = Network(client, server, a_to_b=LinkConditions(delay_ns=5 * MS), seed=2)
+    init_snds: list[bytes] = []
+    network.tap = lambda sender, datagram, _to: (
+        init_snds.append(datagram) if datagram[0] == 0 else None
+    )
+    transfer = Transfer(client, server, network.b_address, 1, 100_000)
+    run(network, transfer)
+    (init_snd,) = init_snds
+    server_connection = transfer.server_connection
+    assert server_connection is not None
+    for port in range(5):
+        server.receive_datagram(init_snd, (ATTACKER[0], port), network.now)
+    assert server.drops["unauthenticated"] == 5
+    assert server_connection.address == OLD and not server_connection.path.has_candidates
+    assert not [d for d, _a in server.datagrams_to_send(network.now)]
