@@ -225,32 +225,36 @@ class QotpEndpoint:
         """First packets of new handshakes waiting for :meth:`process_handshakes`."""
         return len(self._retry_backlog) + len(self._known_backlog) + len(self._fresh_backlog)
 
-    def process_handshakes(self, now: int, limit: int) -> int:
+    def process_handshakes(self, now: int, limit: int, *, fresh: bool = True) -> int:
         """Act on up to ``limit`` waiting first packets; return how many still wait.
+
+        ``fresh=False`` leaves never-seen keys waiting (the caller is behind on
+        reading its socket and gives time only to the likeliest legitimate ones).
 
         Repeated ones (their connection id was shed before) go first, oldest first;
         then those of peer identities that completed a handshake recently; then
         never-seen ones, newest first (the oldest are the likeliest to have been
         repeated already).  Ones that waited :data:`MAX_HANDSHAKE_WAIT_NS` are shed.
         """
+        take_fresh = fresh
         retry = self._retry_backlog
         known = self._known_backlog
-        fresh = self._fresh_backlog
+        never_seen = self._fresh_backlog
         oldest = now - MAX_HANDSHAKE_WAIT_NS
-        for backlog in (retry, known, fresh):
+        for backlog in (retry, known, never_seen):
             while backlog and backlog[0][3] < oldest:
                 self._shed(backlog.popleft())
-        while limit > 0 and (retry or known or fresh):
+        while limit > 0 and (retry or known or (take_fresh and never_seen)):
             if retry:
                 data, address, _connection_id, _arrival = retry.popleft()
             elif known:
                 data, address, _connection_id, _arrival = known.popleft()
             else:
-                data, address, _connection_id, _arrival = fresh.pop()
+                data, address, _connection_id, _arrival = never_seen.pop()
             limit -= 1
             if not self._at_connection_limit():
                 self._accept(data, address, now)
-        return len(retry) + len(known) + len(fresh)
+        return len(retry) + len(known) + len(never_seen)
 
     def shed_handshakes(self) -> None:
         """Drop the first packets still waiting (counted); a repeat of one will go first."""

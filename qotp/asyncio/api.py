@@ -49,6 +49,7 @@ of first packets delays other traffic by at most one slice, while otherwise idle
 time all goes to handshakes.  The engine sheds what waits too long
 (``QotpEndpoint.process_handshakes``)."""
 _HANDSHAKES_PER_STEP = 4
+_HANDSHAKES_WHILE_BACKLOGGED = 2
 
 
 class ConnectionClosedError(QotpError, ConnectionError):
@@ -237,8 +238,15 @@ class QotpListener(_ClosesOnExit):
 
     def _on_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
         now = time.monotonic_ns()
-        self.endpoint.receive_datagrams(datagrams, now)
-        self._run_handshakes(now)
+        endpoint = self.endpoint
+        endpoint.receive_datagrams(datagrams, now)
+        if self.socket.backlogged:
+            # More datagrams wait in the kernel: drain them first, established
+            # traffic may be among them.  Only the likeliest legitimate first
+            # packets (repeats, known peers) get a little time meanwhile.
+            endpoint.process_handshakes(now, _HANDSHAKES_WHILE_BACKLOGGED, fresh=False)
+        else:
+            self._run_handshakes(now)
         self._flush(now)
 
     def _run_handshakes(self, now: int) -> None:
@@ -258,7 +266,7 @@ class QotpListener(_ClosesOnExit):
 
     def _scheduled_handshakes(self) -> None:
         self._handshakes_scheduled = False
-        if not self._closed:
+        if not self._closed and not self.socket.backlogged:
             now = time.monotonic_ns()
             self._run_handshakes(now)
             self._flush(now)

@@ -64,6 +64,8 @@ class UdpSocket:
         self._closed = False
         self.datagrams_sent = 0
         self.datagrams_received = 0
+        self.backlogged = False
+        """The last read stopped at MAX_READS_PER_WAKEUP with datagrams still queued."""
         self.send_errors = 0
         sock.setblocking(False)
         for options, value in (
@@ -97,6 +99,8 @@ class UdpSocket:
     def _read_ready(self) -> None:
         datagrams: list[tuple[bytes, Address]] = []
         sock = self.sock
+        # True unless the socket ran dry below: more datagrams wait in the kernel.
+        self.backlogged = True
         try:
             if self._gro:
                 for _ in range(MAX_READS_PER_WAKEUP):
@@ -119,8 +123,9 @@ class UdpSocket:
                     data, address = sock.recvfrom(GRO_BUFFER_BYTES)
                     datagrams.append((data, (address[0], address[1])))
         except (BlockingIOError, InterruptedError):
-            pass
+            self.backlogged = False
         except OSError as error:
+            self.backlogged = False
             # ICMP errors (port unreachable) surface here on Linux; they say nothing
             # the protocol does not learn by itself.
             logger.debug("recv error: %s", error)
