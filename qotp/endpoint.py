@@ -187,6 +187,7 @@ class QotpEndpoint:
         """
         connections = self.connections
         crypto = self.crypto
+        touched = self._touched
         for data, address in datagrams:
             try:
                 route = crypto.route(data, address)
@@ -194,8 +195,12 @@ class QotpEndpoint:
                 self._undecodable(address, error)
                 continue
             connection = None if route is None else connections.get(route)
-            if connection is not None:
-                self._deliver(connection, data, address, now)
+            if connection is not None:  # the per-packet path: _deliver, inlined
+                dropped = connection.dropped_datagrams
+                connection.receive_datagram(data, address, now)
+                if connection.dropped_datagrams != dropped:
+                    self._count_connection_drop(connection)
+                touched[connection.connection_id] = connection
                 continue
             kind = crypto.classify(data, route, now)
             if kind is FirstPacket.NONE:
