@@ -49,7 +49,7 @@ of first packets delays other traffic by at most one slice, while otherwise idle
 time all goes to handshakes.  The engine sheds what waits too long
 (``QotpEndpoint.process_handshakes``)."""
 _HANDSHAKES_PER_STEP = 4
-_HANDSHAKES_WHILE_BACKLOGGED = 2
+_HANDSHAKES_WHILE_BACKLOGGED = 4
 
 
 class ConnectionClosedError(QotpError, ConnectionError):
@@ -242,9 +242,9 @@ class QotpListener(_ClosesOnExit):
         endpoint.receive_datagrams(datagrams, now)
         if self.socket.backlogged:
             # More datagrams wait in the kernel: drain them first, established
-            # traffic may be among them.  Only the likeliest legitimate first
-            # packets (repeats, known peers) get a little time meanwhile.
-            endpoint.process_handshakes(now, _HANDSHAKES_WHILE_BACKLOGGED, fresh=False)
+            # traffic may be among them.  First packets get a few handshakes
+            # meanwhile (repeats and known peers first).
+            endpoint.process_handshakes(now, _HANDSHAKES_WHILE_BACKLOGGED)
         else:
             self._run_handshakes(now)
         self._flush(now)
