@@ -8,36 +8,31 @@ or 0-RTT. Both clients check every byte by SHA-256 and exit non-zero on any
 mismatch or timeout; the test also requires the server to survive the case,
 since the reference stops or panics on input it does not like.
 
-The Go peer is built once per session (cached under the pytest cache, keyed by
-reference version and source). Without a Go toolchain, or when the module
-proxy will not hand out the reference version, every case skips with the
-reason. ``QOTP_REFERENCE_VERSION=v0.2.18`` builds against another version, and
-``QOTP_INTEROP_BASELINE=1`` adds the reference with itself (Go client, Go
-server) as the yardstick for a failing case.
-
-Against v0.2.18 (the newest version the proxy here serves) the large digest cases
-towards the Go server and every 10-stream echo case fail, and so do several
-baseline cases of the reference with itself. Reading v0.2.18: its Conn.Flush
-takes the next ACK off the queue before the pacing check and drops it when pacing
-says "not yet", and its round-robin cursor points at the flushed stream's own id
-field, so removing a stream overwrites another stream's id. v0.2.19 checks pacing
-first and copies the id. One limit stays in v0.2.19: a side that has no RTT sample
-(a digest server only receives) sends one ACK-only datagram per 10 ms, so an
-ACK-clocked sender like ours gets about 100 acknowledgements a second (about
-140 kB/s) from it, while the reference's own sender does not wait for ACKs.
+The Go peer is built from the reference's source tree (``$QOTP_REFERENCE_SOURCE``,
+else ``../shared/reference/qotp-v0.2.19`` beside the project, as CI lays it out)
+with a ``replace`` in a scratch copy of its module, or fetched from the module
+proxy where no source tree is at hand; the binary is cached between runs (see
+``tests/interop/goref.py``). The cases skip only where there is no Go toolchain
+(or, without a source tree, where the proxy refuses the version), with the
+reason. ``QOTP_REFERENCE_VERSION=v0.2.18`` builds against another version from
+the proxy, and ``QOTP_INTEROP_BASELINE=1`` adds the reference with itself (Go
+client, Go server) as the yardstick for a failing case.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from interop import goref
 from interop.goref import (
     ClientRun,
     GoPeer,
+    GoPeerBuildError,
     GoPeerUnavailable,
     Server,
     build_go_peer,
@@ -70,15 +65,10 @@ BASELINE_ENVIRONMENT_VARIABLE = "QOTP_INTEROP_BASELINE"
 
 
 @pytest.fixture(scope="session")
-def go_peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> GoPeer:
-    """The Go peer binary, built once per session, or a skip with the reason."""
-    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
-    if cache is not None:
-        cache_directory = Path(cache.mkdir("qotp-go-peer"))
-    else:
-        cache_directory = tmp_path_factory.mktemp("qotp-go-peer")
+def go_peer() -> GoPeer:
+    """The Go peer binary, built once (cached between runs), or a skip with the reason."""
     try:
-        return build_go_peer(cache_directory)
+        return build_go_peer()
     except GoPeerUnavailable as error:
         pytest.skip(f"Go reference peer unavailable: {error}")
 
@@ -194,3 +184,39 @@ def test_checksum_database_refusal_is_recognised() -> None:
     )
     assert is_checksum_database_refusal(refusal)
     assert not is_checksum_database_refusal(proxy_refusal)
+
+
+def test_reference_source_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$QOTP_REFERENCE_SOURCE names the tree to build against; a wrong one is an error."""
+    tree = tmp_path / "qotp-source"
+    tree.mkdir()
+    monkeypatch.setenv(goref.SOURCE_ENVIRONMENT_VARIABLE, str(tree))
+    with pytest.raises(GoPeerBuildError, match="not the source"):
+        goref.reference_source("v0.2.19")
+    (tree / "go.mod").write_text(f"module {goref.MODULE}\n\ngo 1.25\n")
+    assert goref.reference_source("v0.2.19") == tree.resolve()
+
+
+def test_reference_source_default_is_beside_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(goref.SOURCE_ENVIRONMENT_VARIABLE, raising=False)
+    expected = goref.SHARED_REFERENCE_DIRECTORY / "qotp-v0.2.19"
+    found = goref.reference_source("v0.2.19")
+    assert found == (expected.resolve() if (expected / "go.mod").is_file() else None)
+    assert goref.reference_source("v0.0.1") is None  # no tree for that version: the proxy
+
+
+def test_fingerprint_follows_the_reference_tree(tmp_path: Path) -> None:
+    """A changed reference source gives a new cache key, so a stale binary is never reused."""
+    if shutil.which("go") is None:
+        pytest.skip("the Go toolchain ('go') is not on the PATH")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "go.mod").write_text(f"module {goref.MODULE}\n")
+    (tree / "conn.go").write_text("package qotp\n")
+    first = goref.source_fingerprint("v0.2.19", tree)
+    assert goref.source_fingerprint("v0.2.19", tree) == first
+    (tree / "conn.go").write_text("package qotp // changed\n")
+    assert goref.source_fingerprint("v0.2.19", tree) != first
+    assert goref.source_fingerprint("v0.2.19", None) != first
