@@ -17,6 +17,13 @@ proxy where no source tree is at hand; the binary is cached between runs (see
 reason. ``QOTP_REFERENCE_VERSION=v0.2.18`` builds against another version from
 the proxy, and ``QOTP_INTEROP_BASELINE=1`` adds the reference with itself (Go
 client, Go server) as the yardstick for a failing case.
+
+Two behaviours of the reference shape what passes here (SPEC.md sections 9 and
+10.5): a reference server that only receives acknowledges one packet per 10 ms
+(our sender recognises that and is no longer clocked by those ACKs), and it may
+never send its own CLOSE after ours (the echo client is done once every byte came
+back and its CLOSE is acknowledged). The reference with itself still fails the
+10-stream echo case for the second reason.
 """
 
 from __future__ import annotations
@@ -45,9 +52,9 @@ from interop.goref import (
 from qotp.keys import KeyPair
 
 SERVER_SEED_HEX = "5eed" * 16
-# Generous, rate-based budgets: the reference moves ~1.5 MB/s in digest mode.
-CLIENT_BASE_TIMEOUT_S = 12.0
-CLIENT_SECONDS_PER_MB = 2.0
+# Generous budgets that only stop a hung peer (a 10 MB case takes about a second).
+CLIENT_BASE_TIMEOUT_S = 30.0
+CLIENT_SECONDS_PER_MB = 3.0
 # The client enforces its own timeout; this margin lets it report first.
 PROCESS_TIMEOUT_MARGIN_S = 20.0
 
