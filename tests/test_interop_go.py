@@ -48,7 +48,9 @@ from interop.goref import (
     start_server,
     stop_server,
 )
+from interop.relaythread import RelayThread
 
+from qotp.compare.impairment import Impairment
 from qotp.keys import KeyPair
 
 SERVER_SEED_HEX = "5eed" * 16
@@ -146,26 +148,47 @@ def test_interop(
 ) -> None:
     """One connection, K streams of N bytes, every byte checked by SHA-256 by the client."""
     timeout = _client_timeout(streams, size)
-    arguments = ["--streams", str(streams), "--bytes", str(size), "--mode", mode]
-    arguments += ["--timeout", str(timeout)]
-    if direction == "python-client-go-server":
-        server = _go_server(go_peer, mode, tmp_path, servers)
-        command = [sys.executable, "-m", "qotp", "send", server.address, *arguments]
-    elif direction == "go-client-go-server":
-        server = _go_server(go_peer, mode, tmp_path, servers)
-        command = [str(go_peer.binary), "client", "--connect", server.address, *arguments]
-    else:
-        server = _python_server(mode, tmp_path, servers)
-        command = [str(go_peer.binary), "client", "--connect", server.address, *arguments]
-    if handshake == "0-rtt":
-        command += ["--pubkey", server.public_key_hex]
-
+    server = _server_for(direction, go_peer, mode, tmp_path, servers)
+    command = _client_command(
+        direction, go_peer, server, server.address, mode, handshake, streams, size, timeout
+    )
     run = run_client(command, timeout=timeout + PROCESS_TIMEOUT_MARGIN_S)
     record_property("reference_version", go_peer.version)
     record_property("client_report", run.report)
     # One line per case in the output of `pytest -rP`: the numbers worth keeping.
     print(f"reference {go_peer.version}: {run.report}")
     _check_run(run, server, streams=streams, size=size)
+
+
+def _server_for(
+    direction: str, go_peer: GoPeer, mode: str, tmp_path: Path, started: list[Server]
+) -> Server:
+    if direction.endswith("go-server"):
+        return _go_server(go_peer, mode, tmp_path, started)
+    return _python_server(mode, tmp_path, started)
+
+
+def _client_command(
+    direction: str,
+    go_peer: GoPeer,
+    server: Server,
+    address: str,
+    mode: str,
+    handshake: str,
+    streams: int,
+    size: int,
+    timeout: float,
+) -> list[str]:
+    """The client's command line, dialling ``address`` (the server, or a relay before it)."""
+    arguments = ["--streams", str(streams), "--bytes", str(size), "--mode", mode]
+    arguments += ["--timeout", str(timeout)]
+    if direction.startswith("python-client"):
+        command = [sys.executable, "-m", "qotp", "send", address, *arguments]
+    else:
+        command = [str(go_peer.binary), "client", "--connect", address, *arguments]
+    if handshake == "0-rtt":
+        command += ["--pubkey", server.public_key_hex]
+    return command
 
 
 def _check_run(run: ClientRun, server: Server, *, streams: int, size: int) -> None:
@@ -175,6 +198,44 @@ def _check_run(run: ClientRun, server: Server, *, streams: int, size: int) -> No
     assert run.report.get("streams") == streams, context
     assert run.report.get("total_bytes") == streams * size, context
     assert server.is_running(), f"{server.name} died during the case\n{context}"
+
+
+IMPAIRMENT = Impairment.symmetric(seed=8, loss=0.05, reorder=0.03, duplicate=0.03)
+"""5 % loss, 3 % held back 2 ms (overtaken by later datagrams), 3 % delivered twice; each way."""
+IMPAIRED_CASES = [
+    pytest.param("echo", "in-band", 4, 250_000, id="echo-in-band-4x250KB"),
+    pytest.param("digest", "0-rtt", 1, 1_000_000, id="digest-0-rtt-1x1MB"),
+]
+
+
+@pytest.mark.parametrize(("mode", "handshake", "streams", "size"), IMPAIRED_CASES)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_interop_through_an_impaired_path(
+    go_peer: GoPeer,
+    tmp_path: Path,
+    servers: list[Server],
+    direction: str,
+    mode: str,
+    handshake: str,
+    streams: int,
+    size: int,
+) -> None:
+    """Through the UDP impairment relay (loss, reordering, duplication both ways); the
+    client still checks every byte by SHA-256, and the relay shows the impairment happened."""
+    timeout = _client_timeout(streams, size)
+    server = _server_for(direction, go_peer, mode, tmp_path, servers)
+    with RelayThread((server.host, server.port), impairment=IMPAIRMENT) as relay:
+        command = _client_command(
+            direction, go_peer, server, relay.address, mode, handshake, streams, size, timeout
+        )
+        run = run_client(command, timeout=timeout + PROCESS_TIMEOUT_MARGIN_S)
+        statistics = relay.statistics()
+    print(f"through the relay: {run.report}; {statistics}")
+    _check_run(run, server, streams=streams, size=size)
+    for path in (statistics.to_server, statistics.to_client):
+        assert path.dropped_datagrams > 0 and path.duplicated_datagrams > 0, statistics
+        assert path.loss_ratio == pytest.approx(0.05, abs=0.04), statistics
+    assert statistics.to_server.reordered_datagrams + statistics.to_client.reordered_datagrams
 
 
 def test_checksum_database_refusal_is_recognised() -> None:

@@ -247,6 +247,10 @@ class QotpListener(_ClosesOnExit):
             self._dispatch(event)
         if self._closed:
             return
+        if endpoint.more_to_send:
+            # A burst of arrivals queued more ACKs than one call sends, and no timer
+            # covers them: the rest go out on the next turn of the loop (after reads).
+            self.schedule_flush()
         deadline = endpoint.get_timer()
         if deadline != self._timer_deadline:
             if self._timer is not None:
