@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 from interop import goref
+from interop.captures import decrypt_capture, read_key_log, stream_bytes, stream_pieces
 from interop.goref import (
     ClientRun,
     GoPeer,
@@ -50,7 +51,7 @@ from interop.goref import (
 )
 from interop.relaythread import RelayThread
 
-from qotp.compare.impairment import Impairment
+from qotp.compare.impairment import Direction, Impairment
 from qotp.keys import KeyPair
 
 SERVER_SEED_HEX = "5eed" * 16
@@ -91,18 +92,36 @@ def servers(tmp_path: Path) -> Iterator[list[Server]]:
         stop_server(server)
 
 
-def _python_server(mode: str, tmp_path: Path, started: list[Server]) -> Server:
+def _key_log_environment(key_log: Path | None) -> dict[str, str] | None:
+    return None if key_log is None else {"QOTP_KEYLOGFILE": str(key_log)}
+
+
+def _python_server(
+    mode: str, tmp_path: Path, started: list[Server], *, key_log: Path | None = None
+) -> Server:
     command = [sys.executable, "-m", "qotp", "serve", "--listen", "127.0.0.1:0"]
     command += ["--seed-hex", SERVER_SEED_HEX, "--mode", mode]
-    server = start_server(command, name=f"python-server-{mode}", log_directory=tmp_path)
+    server = start_server(
+        command,
+        name=f"python-server-{mode}",
+        log_directory=tmp_path,
+        environment=_key_log_environment(key_log),
+    )
     started.append(server)
     return server
 
 
-def _go_server(peer: GoPeer, mode: str, tmp_path: Path, started: list[Server]) -> Server:
+def _go_server(
+    peer: GoPeer, mode: str, tmp_path: Path, started: list[Server], *, key_log: Path | None = None
+) -> Server:
     command = [str(peer.binary), "server", "--listen", "127.0.0.1:0"]
     command += ["--seed-hex", SERVER_SEED_HEX, "--mode", mode, "--max-seconds", "600"]
-    server = start_server(command, name=f"go-server-{mode}", log_directory=tmp_path)
+    server = start_server(
+        command,
+        name=f"go-server-{mode}",
+        log_directory=tmp_path,
+        environment=_key_log_environment(key_log),
+    )
     started.append(server)
     return server
 
@@ -236,6 +255,79 @@ def test_interop_through_an_impaired_path(
         assert path.dropped_datagrams > 0 and path.duplicated_datagrams > 0, statistics
         assert path.loss_ratio == pytest.approx(0.05, abs=0.04), statistics
     assert statistics.to_server.reordered_datagrams + statistics.to_client.reordered_datagrams
+
+
+KEY_LOG_STREAMS = 2
+KEY_LOG_BYTES = 30_000
+
+
+@pytest.mark.parametrize("handshake", HANDSHAKES)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_key_logs_decrypt_the_other_implementation(
+    go_peer: GoPeer, tmp_path: Path, servers: list[Server], direction: str, handshake: str
+) -> None:
+    """An echo captured at the relay, decrypted by ``qotp decrypt`` with each side's key log.
+
+    The reference's key-log lines (its server writes them) open our client's packets
+    and its own; ours (``qotp serve`` / ``qotp send``) open its packets and ours. The
+    decrypted data is checked too: each stream's bytes one way equal the echo the other
+    way. One exception, the reference's: the ``QOTP_SHARED_SECRET_ID`` its responder
+    logs keys nothing on the wire (SPEC.md 11.1), so its lines cannot open a 0-RTT
+    InitCryptoSnd; ours can.
+    """
+    server_log = tmp_path / "server.keylog"
+    client_log = tmp_path / "client.keylog"
+    if direction.endswith("go-server"):
+        server = _go_server(go_peer, "echo", tmp_path, servers, key_log=server_log)
+    else:
+        server = _python_server("echo", tmp_path, servers, key_log=server_log)
+    timeout = _client_timeout(KEY_LOG_STREAMS, KEY_LOG_BYTES)
+    with RelayThread((server.host, server.port), capture=True) as relay:
+        command = _client_command(
+            direction, go_peer, server, relay.address, "echo", handshake,
+            KEY_LOG_STREAMS, KEY_LOG_BYTES, timeout,
+        )  # fmt: skip
+        run = run_client(
+            command,
+            timeout=timeout + PROCESS_TIMEOUT_MARGIN_S,
+            environment={"QOTP_KEYLOGFILE": str(client_log)},
+        )
+    _check_run(run, server, streams=KEY_LOG_STREAMS, size=KEY_LOG_BYTES)
+    # Our Go program writes a key log only as a server: the reference's initiator logs
+    # before it knows the responder's key.
+    if direction.startswith("python-client"):
+        logs = {"reference": server_log, "ours": client_log}
+    else:
+        logs = {"ours": server_log}
+    captured = relay.captured
+    assert captured
+    for whose, path in logs.items():
+        decrypted = decrypt_capture(captured, read_key_log(path))
+        for item in decrypted:
+            if item.message_type == "InitSnd":
+                assert item.ok  # cleartext, described without a secret
+            elif whose == "reference" and item.message_type == "InitCryptoSnd":
+                assert not item.ok and "authentication" in item.answer["error"], item.answer
+            else:
+                assert item.ok, f"{whose} key log: {item.answer} ({item.direction.value})"
+        # The echo came back whole; every piece that went out decrypts to the same bytes.
+        echoed = stream_bytes(decrypted, Direction.TO_CLIENT)
+        assert sorted(echoed) == list(range(KEY_LOG_STREAMS)), whose
+        assert all(len(data) == KEY_LOG_BYTES for data in echoed.values()), whose
+        covered = 0
+        for stream_id, parts in stream_pieces(decrypted, Direction.TO_SERVER).items():
+            covered_here = bytearray(KEY_LOG_BYTES)
+            for offset, data in parts.items():
+                assert echoed[stream_id][offset : offset + len(data)] == data, (whose, offset)
+                covered_here[offset : offset + len(data)] = b"\x01" * len(data)
+            covered += sum(covered_here)
+        missing = KEY_LOG_STREAMS * KEY_LOG_BYTES - covered
+        if whose == "reference" and handshake == "0-rtt":
+            # Only what rode in the InitCryptoSnd (and its repeats) stays closed.
+            unopened = sum(len(item.datagram) for item in decrypted if not item.ok)
+            assert 0 < missing <= unopened, (whose, missing, unopened)
+        else:
+            assert missing == 0, (whose, missing)
 
 
 def test_checksum_database_refusal_is_recognised() -> None:

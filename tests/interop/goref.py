@@ -368,7 +368,13 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def start_server(command: list[str], *, name: str, log_directory: Path) -> Server:
+def start_server(
+    command: list[str],
+    *,
+    name: str,
+    log_directory: Path,
+    environment: dict[str, str] | None = None,
+) -> Server:
     """Start a server, wait for its ``pubkey=`` and ``listening=`` lines.
 
     Output goes to files, not pipes: the reference prints debugging lines on
@@ -385,6 +391,7 @@ def start_server(command: list[str], *, name: str, log_directory: Path) -> Serve
         stdout=stdout,
         stderr=stderr,
         cwd=REPOSITORY_ROOT,
+        env=None if environment is None else {**os.environ, **environment},
         start_new_session=True,
     )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -451,8 +458,13 @@ class ClientRun:
         )
 
 
-def run_client(command: list[str], *, timeout: float) -> ClientRun:
-    """Run a client to completion (or kill it after ``timeout`` seconds)."""
+def run_client(
+    command: list[str], *, timeout: float, environment: dict[str, str] | None = None
+) -> ClientRun:
+    """Run a client to completion (or kill it after ``timeout`` seconds).
+
+    ``environment`` adds variables to ours (a key-log file, say).
+    """
     start = time.monotonic()
     process = subprocess.Popen(
         command,
@@ -460,6 +472,7 @@ def run_client(command: list[str], *, timeout: float) -> ClientRun:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPOSITORY_ROOT,
+        env=None if environment is None else {**os.environ, **environment},
         start_new_session=True,
     )
     try:
