@@ -330,6 +330,56 @@ def test_key_logs_decrypt_the_other_implementation(
             assert missing == 0, (whose, missing)
 
 
+ROAMING_STREAMS = 2
+ROAMING_BYTES = 1_000_000
+ROAMING_AFTER_BYTES = 600_000
+"""The client's source port changes once this much went through the relay."""
+
+
+@pytest.mark.parametrize("handshake", HANDSHAKES)
+def test_reference_client_roams_to_python_server(
+    go_peer: GoPeer, tmp_path: Path, servers: list[Server], handshake: str
+) -> None:
+    """A NAT rebinding in the middle of an echo: the relay moves the reference client to a
+    new source port; our server follows it, and every byte comes back verified."""
+    server = _python_server("echo", tmp_path, servers)
+    timeout = _client_timeout(ROAMING_STREAMS, ROAMING_BYTES)
+    with RelayThread((server.host, server.port)) as relay:
+        watcher = relay.rebind_after(ROAMING_AFTER_BYTES)
+        command = _client_command(
+            "go-client-python-server", go_peer, server, relay.address, "echo", handshake,
+            ROAMING_STREAMS, ROAMING_BYTES, timeout,
+        )  # fmt: skip
+        run = run_client(command, timeout=timeout + PROCESS_TIMEOUT_MARGIN_S)
+        watcher.join()
+        statistics = relay.statistics()
+    print(f"roaming: {run.report}; {statistics}")
+    assert statistics.rebinds == 1, "the transfer ended before the rebinding"
+    _check_run(run, server, streams=ROAMING_STREAMS, size=ROAMING_BYTES)
+
+
+def test_reference_server_never_follows_a_roaming_client(
+    go_peer: GoPeer, tmp_path: Path, servers: list[Server]
+) -> None:
+    """The reference keeps a connection's address from its first packet for good (v0.2.19
+    listener.go/codec.go: the source address is used only to create a connection, never
+    updated), so after a NAT rebinding of its client its replies go to the old port. This
+    pins that behaviour (SPEC.md section 12): when a later version follows, this test says so."""
+    server = _go_server(go_peer, "echo", tmp_path, servers)
+    with RelayThread((server.host, server.port)) as relay:
+        watcher = relay.rebind_after(ROAMING_AFTER_BYTES)
+        command = _client_command(
+            "python-client-go-server", go_peer, server, relay.address, "echo", "in-band",
+            ROAMING_STREAMS, ROAMING_BYTES, 15.0,
+        )  # fmt: skip
+        run = run_client(command, timeout=15.0 + PROCESS_TIMEOUT_MARGIN_S)
+        watcher.join()
+        after = relay.statistics()
+    assert after.rebinds == 1
+    assert run.report is not None and run.report.get("ok") is False, run.describe()
+    assert server.is_running()
+
+
 def test_checksum_database_refusal_is_recognised() -> None:
     """The one fetch failure we work around (sum.golang.org not knowing a version)."""
     refusal = (

@@ -94,3 +94,25 @@ class RelayThread:
     def rebind(self) -> Address:
         """Move the latest client's upstream to a new source port (see UdpRelay.rebind)."""
         return self.call(self.relay.rebind)
+
+    def rebind_after(self, to_server_bytes: int) -> threading.Thread:
+        """Rebind once the client has sent ``to_server_bytes`` through the relay.
+
+        Runs in a thread of its own, so the caller can wait for a client process
+        meanwhile; join the thread afterwards (it gives up when the relay closes).
+        """
+
+        def watch() -> None:
+            while True:
+                try:
+                    received = self.statistics().to_server.received_bytes
+                except (RuntimeError, TimeoutError):
+                    return  # the relay stopped first
+                if received >= to_server_bytes:
+                    self.rebind()
+                    return
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        return watcher
