@@ -77,7 +77,7 @@ def go_reference_throughput(size: int) -> float | None:
     from interop import goref
 
     try:
-        peer = goref.build_go_peer(Path(tempfile.gettempdir()) / "qotp-bench-go-peer")
+        peer = goref.build_go_peer()
     except (goref.GoPeerUnavailable, goref.GoPeerBuildError) as error:
         print(f"  (Go reference not measured: {str(error).splitlines()[0]})")
         return None

@@ -57,6 +57,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from qotp.config import QotpConfiguration
+from qotp.congestion import Pacer
+from qotp.congestion.ack_starvation import AckStarvation
 from qotp.errors import (
     DecodeError,
     DecryptError,
@@ -72,6 +74,7 @@ from qotp.events import (
     StreamClosed,
     StreamDataAvailable,
     StreamOpened,
+    StreamSendFinished,
     StreamWritable,
     TerminationReason,
 )
@@ -137,6 +140,11 @@ class ConnectionStatistics:
     """Packets that would have opened a stream beyond the limits; not acknowledged."""
     open_streams: int
     peer_receive_window: int
+    ack_starvation_episodes: int = 0
+    """Times the peer was found pacing its ACKs to 10 ms (no RTT sample on its side);
+    sending then follows :mod:`qotp.congestion.ack_starvation` until it stops."""
+    ack_starvation_holes: int = 0
+    """Holes its receive window reported meanwhile (each resent a span of packets)."""
 
 
 class Connection:
@@ -170,6 +178,12 @@ class Connection:
         )
         self.rtt = self.recovery.rtt
         self.congestion = self.recovery.congestion
+        self.ack_starvation = AckStarvation(max_datagram_bytes=config.mtu)
+        #: When the protection's first handshake datagram left, and how many left before
+        #: the reply: one, answered, is an RTT sample (the reference's initiator has one
+        #: from its InitSnd, which it counts as a packet the InitRcv acknowledges).
+        self._hello_sent_ns = -1
+        self._hello_sends = 0
         self.receive_buffer = ReceiveBuffer(config.receive_buffer_bytes)
         self.streams = StreamTable()
         self._events: deque[Event] = deque()
@@ -240,6 +254,8 @@ class Connection:
             refused_stream_packets=self.refused_stream_packets,
             open_streams=len(self.streams),
             peer_receive_window=self.send_buffer.peer_window,
+            ack_starvation_episodes=self.ack_starvation.episodes,
+            ack_starvation_holes=self.ack_starvation.holes,
         )
 
     def next_event(self) -> Event | None:
@@ -371,7 +387,7 @@ class Connection:
             logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
             return
         if raw is None:
-            self._on_handshake_datagram()
+            self._on_handshake_datagram(now)
             return
         # Authenticated (and not a replay) from here on.
         self._last_receive_ns = now
@@ -403,7 +419,7 @@ class Connection:
         if not self._established and (self.protection.handshake_complete or not self.is_initiator):
             # The responder holds the final keys from the first authenticated packet
             # on; the initiator once the reply opened.
-            self._on_established()
+            self._on_established(now)
             early = self.protection.take_early_payload()
             if early is not None:
                 self._receive_early_payload(early.payload, early.replayable, now)
@@ -469,11 +485,11 @@ class Connection:
             )
         )
 
-    def _on_handshake_datagram(self) -> None:
+    def _on_handshake_datagram(self, now: int) -> None:
         """The protection took a datagram for itself: no payload, no proof of the peer's address."""
         protection = self.protection
         if not self._established and protection.handshake_complete:
-            self._on_established()
+            self._on_established(now)
         if protection.failure is not None:
             self._on_protection_failure(protection.failure)
 
@@ -485,8 +501,11 @@ class Connection:
         else:
             self._terminate(TerminationReason.PROTOCOL_VIOLATION, failure, error=True)
 
-    def _on_established(self) -> None:
+    def _on_established(self, now: int) -> None:
         self._established = True
+        if self.is_initiator and self._hello_sends == 1 and self._hello_sent_ns >= 0:
+            # One hello, answered: its round trip is an RTT sample (Karn: not after repeats).
+            self.rtt.update(now - self._hello_sent_ns, now)
         self._events.append(
             ConnectionEstablished(
                 connection_id=self.connection_id,
@@ -500,6 +519,23 @@ class Connection:
         ack = payload.ack
         if ack is not None:
             self._on_ack(ack, now)
+        starvation = self.ack_starvation
+        recovery = self.recovery
+        had_hole = starvation.hole
+        span = starvation.on_peer_datagram(
+            now,
+            carries_data=payload.kind is not _ACK_ONLY,
+            window=None if ack is None else ack[3],
+            waiting_packets=len(recovery.in_flight),
+            min_rtt_ns=self.rtt.min_rtt_ns,
+            resends_pending=recovery.suspects_pending,
+        )
+        if starvation.active is not recovery.estimates_frozen:
+            self._on_starvation_change()
+        if span is not None:
+            recovery.suspect_sent_between(span.start_ns, span.end_ns)
+        elif had_hole and not starvation.hole:
+            recovery.clear_suspects()
         if payload.kind is _ACK_ONLY:
             return
         stream_id = payload.stream_id
@@ -550,6 +586,28 @@ class Connection:
         if state.recv_close_offset is not None:
             self._maybe_finish_receive(stream_id, now)
 
+    def _on_starvation_change(self) -> None:
+        """The peer started or stopped pacing its ACKs to 10 ms (see ack_starvation).
+
+        While it does, its ACKs measure its own queue, not the path: the RTT
+        estimator and the congestion controller stop listening, and sending follows
+        the starvation pacer. Afterwards the controller's pacer forgets the debt
+        those sends ran up on it, and its estimates start again from where they were.
+        """
+        active = self.ack_starvation.active
+        self.recovery.estimates_frozen = active
+        if active:
+            logger.debug(
+                "connection %016x: the peer paces its ACKs to 10 ms; sending at %d B/s",
+                self.connection_id,
+                self.ack_starvation.rate_bytes_per_s,
+            )
+            return
+        logger.debug("connection %016x: the peer's ACKs come faster again", self.connection_id)
+        pacer = getattr(self.congestion, "pacer", None)
+        if isinstance(pacer, Pacer):
+            pacer.reset()
+
     def _may_open_peer_stream(self, now: int) -> bool:
         """Whether the peer may open one more stream now (see the module docstring)."""
         return (
@@ -569,6 +627,9 @@ class Connection:
                 state = self.streams.get(stream_id)
                 if state is not None:
                     state.on_send_finished()
+                    self._events.append(
+                        StreamSendFinished(connection_id=self.connection_id, stream_id=stream_id)
+                    )
                     self._sweep_stream(stream_id, now)
 
     def _maybe_finish_receive(self, stream_id: int, now: int) -> None:
@@ -623,6 +684,9 @@ class Connection:
                 if not protection.handshake_complete:
                     # The protection's hello is the one packet allowed before the reply.
                     self._sent_new_before_handshake = True
+                    self._hello_sends += 1
+                    if self._hello_sent_ns < 0:
+                        self._hello_sent_ns = now
             if protection.failure is not None:
                 self._on_protection_failure(protection.failure)
         return datagrams
@@ -664,6 +728,8 @@ class Connection:
         if not path.validated:
             # An unproven address gets three times what came from it (qotp.path).
             limit = min(limit, path.send_allowance(mtu))
+        starvation = self.ack_starvation
+        starved = starvation.active
         self._pacing_deadline = None
         data_allowed = True
         sent = 0
@@ -671,7 +737,11 @@ class Connection:
             ack = receive.pop_ack()
             packet = None
             if data_allowed:
-                send_time = congestion.next_send_time(now, mtu)
+                send_time = (
+                    starvation.next_send_time(now, mtu)
+                    if starved
+                    else congestion.next_send_time(now, mtu)
+                )
                 if send_time > now:
                     self._pacing_deadline = send_time
                     data_allowed = False
@@ -679,9 +749,11 @@ class Connection:
                     # A full window still lets due retransmissions out: they replace
                     # packets that are lost, and waiting for an ACK that cannot come
                     # would deadlock.
-                    allow_new = (
-                        handshake_complete or not self._sent_new_before_handshake
-                    ) and congestion.can_send(recovery.datagram_bytes_in_flight, mtu)
+                    # A peer pacing its ACKs cannot clock a congestion window; only its
+                    # receive window limits then, as for the reference's own sender.
+                    allow_new = (handshake_complete or not self._sent_new_before_handshake) and (
+                        starved or congestion.can_send(recovery.datagram_bytes_in_flight, mtu)
+                    )
                     ack_offset = None if ack is None else ack[1]
                     try:
                         packet = next_retransmission(now, budget, rto, ack_offset)
@@ -732,6 +804,8 @@ class Connection:
             if not handshake_complete:
                 self._sent_new_before_handshake = True
             on_packet_sent(packet, len(datagram), now)
+            if starved:
+                starvation.on_sent(now, len(datagram))
         self.datagrams_sent += sent
         if not path.validated:
             for datagram, _address in datagrams[first:]:
@@ -752,6 +826,9 @@ class Connection:
         state = self.streams.get(stream_id)
         if state is not None:
             state.on_send_finished()
+            self._events.append(
+                StreamSendFinished(connection_id=self.connection_id, stream_id=stream_id)
+            )
             self._sweep_stream(stream_id, now)
         return True
 

@@ -91,6 +91,7 @@ class QotpEndpoint:
         self._known_backlog: deque[tuple[bytes, Address, int, int]] = deque()
         self._fresh_backlog: deque[tuple[bytes, Address, int, int]] = deque()
         self._shed_ids = RecentIds(SHED_IDS_REMEMBERED)
+        self._more_to_send = False
 
     @property
     def public_key(self) -> bytes:
@@ -323,12 +324,25 @@ class QotpEndpoint:
 
     # -- sending --------------------------------------------------------------
 
+    @property
+    def more_to_send(self) -> bool:
+        """Whether the last :meth:`datagrams_to_send` stopped at a connection's per-call cap.
+
+        Then there is more to send right now (ACKs for a burst of arrivals, say),
+        and no timer will say so: call :meth:`datagrams_to_send` again soon.
+        """
+        return self._more_to_send
+
     def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
-        """Datagrams of every connection with work, round-robin over connections."""
+        """Datagrams of every connection with work, round-robin over connections.
+
+        At most ``max_datagrams_per_call`` per connection; see :attr:`more_to_send`.
+        """
         self._settle()
         output = self.crypto.datagrams_to_send(now)
         ready = self._ready
         self._ready = OrderedDict()
+        self._more_to_send = False
         for connection_id in ready:
             connection = self.connections.get(connection_id)
             if connection is None:
@@ -338,6 +352,7 @@ class QotpEndpoint:
                 output.extend(datagrams)
                 if len(datagrams) >= self.configuration.max_datagrams_per_call:
                     self._ready[connection_id] = None  # more to come: stay ready
+                    self._more_to_send = True
             self._after(connection)
         return output
 

@@ -23,6 +23,7 @@ __all__ = [
     "StreamClosed",
     "StreamDataAvailable",
     "StreamOpened",
+    "StreamSendFinished",
     "StreamWritable",
     "TerminationReason",
 ]
@@ -94,6 +95,16 @@ class StreamWritable:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSendFinished:
+    """Our direction of the stream is finished: the peer acknowledged its CLOSE and
+    every byte before it (or, with a reference peer that removed the stream, we gave
+    up waiting for that ACK)."""
+
+    connection_id: int
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamClosed:
     """Both directions of the stream are finished and its state was removed."""
 
@@ -128,6 +139,7 @@ Event = (
     | StreamOpened
     | StreamDataAvailable
     | StreamWritable
+    | StreamSendFinished
     | StreamClosed
     | PeerAddressChanged
     | ConnectionTerminated

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from qotp.asyncio import ConnectionClosedError, QotpListener, listen
+from qotp.asyncio import ConnectionClosedError, QotpConnection, QotpListener, listen
 from qotp.config import QotpConfiguration
 from qotp.errors import LocalProtocolError
 from qotp.events import TerminationReason
@@ -204,5 +204,50 @@ def test_read_of_a_stream_the_peer_finished_ends_cleanly_after_abort() -> None:
             with pytest.raises(ConnectionClosedError) as raised:
                 await streams[2].read()
             assert raised.value.reason is TerminationReason.ABORTED
+
+    run(main())
+
+
+def test_echo_client_is_done_when_its_close_is_acknowledged() -> None:
+    """A server that echoes but never sends its own CLOSE, as the reference may not
+    (SPEC.md section 9): the client has every byte and its CLOSE acknowledged, so it is
+    done, instead of waiting for the idle timeout."""
+
+    async def echo_without_close(connection: QotpConnection) -> None:
+        stream = await connection.accept_stream()
+        while chunk := await stream.read(65536):
+            stream.write(chunk)
+            await stream.drain()
+
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+
+            async def serve() -> None:
+                async for connection in server:
+                    asyncio.create_task(echo_without_close(connection))
+
+            task = asyncio.create_task(serve())
+            result = await run_client(
+                client, server.local_address, streams=1, size=300_000, mode="echo", timeout=20
+            )
+            assert result.ok, result.error
+            task.cancel()
+
+    run(main())
+
+
+def test_wait_send_finished_raises_when_the_connection_ends_first() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            connection = await client.dial(server.local_address)
+            stream = connection.stream(0)
+            stream.write(b"x" * 1000)
+            stream.close()
+            await asyncio.wait_for(stream.wait_send_finished(), 10)  # acknowledged
+            other = connection.stream(1)
+            other.write(b"y")
+            connection.abort()
+            with pytest.raises(ConnectionClosedError):
+                await other.wait_send_finished()
 
     run(main())

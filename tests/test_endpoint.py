@@ -263,3 +263,27 @@ def test_zero_rtt_without_data_sends_a_hello_after_the_grace_period() -> None:
     client = pair.client.connect(SERVER_ADDRESS, now=0, peer_public_key=pair.server.public_key)
     pair.run_until(lambda: client.is_established)
     assert pair.now < 100_000_000
+
+
+def test_more_to_send_says_when_a_burst_left_acks_behind() -> None:
+    """A burst of arrivals queues more ACKs than one call sends; no timer covers the rest,
+    so the endpoint says so (the asyncio adapter then flushes again on its next turn)."""
+    server = QotpEndpoint(configuration=QotpConfiguration(max_datagrams_per_call=4))
+    pair = EnginePair(server=server)
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    pair.run_until(lambda: client.is_established)
+    client.send_stream_data(0, os.urandom(10 * 1300), now=pair.now)
+    pair.client.mark_ready(client)
+    burst = [datagram for datagram, _ in pair.client.datagrams_to_send(pair.now)]
+    assert len(burst) >= 10
+    for datagram in burst:
+        server.receive_datagram(datagram, pair.client_address, pair.now)
+    sent = []
+    while True:
+        out = server.datagrams_to_send(pair.now)
+        sent.extend(out)
+        assert len(out) <= 4
+        if not server.more_to_send:
+            break
+    assert len(sent) == len(burst)  # one ACK each, none left waiting for a stimulus
+    assert server.datagrams_to_send(pair.now) == []

@@ -28,6 +28,7 @@ from qotp.events import (
     StreamClosed,
     StreamDataAvailable,
     StreamOpened,
+    StreamSendFinished,
     StreamWritable,
     TerminationReason,
 )
@@ -289,6 +290,10 @@ class QotpListener(_ClosesOnExit):
             self._dispatch(event)
         if self._closed:
             return
+        if endpoint.more_to_send:
+            # A burst of arrivals queued more ACKs than one call sends, and no timer
+            # covers them: the rest go out on the next turn of the loop (after reads).
+            self.schedule_flush()
         deadline = endpoint.get_timer()
         if deadline != self._timer_deadline:
             if self._timer is not None:
@@ -324,6 +329,8 @@ class QotpListener(_ClosesOnExit):
             connection._on_data(event.stream_id)
         elif isinstance(event, StreamWritable):
             connection._on_writable()
+        elif isinstance(event, StreamSendFinished):
+            connection._on_send_finished(event.stream_id)
         elif isinstance(event, StreamClosed):
             connection._on_stream_closed(event.stream_id)
         elif isinstance(event, PeerAddressChanged):
@@ -461,6 +468,11 @@ class QotpConnection(_ClosesOnExit):
         for stream in list(self._streams.values()):
             stream._on_writable()
 
+    def _on_send_finished(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream._send_finished.set()
+
     def _on_stream_closed(self, stream_id: int) -> None:
         # Forgotten here, or a long-lived connection would keep an object for
         # every stream it ever carried; the user's handle keeps working.
@@ -496,6 +508,7 @@ class QotpStream(_ClosesOnExit):
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._closed = asyncio.Event()
+        self._send_finished = asyncio.Event()
 
     # -- reading --------------------------------------------------------------
 
@@ -621,6 +634,19 @@ class QotpStream(_ClosesOnExit):
         """Wait until both directions are finished (or the connection ended)."""
         await self._closed.wait()
 
+    async def wait_send_finished(self) -> None:
+        """Wait until the peer acknowledged everything written and the close.
+
+        Call :meth:`close` first. Raises :class:`ConnectionClosedError` if the
+        connection ends before. Useful where the peer's own end of the stream may
+        never be signalled: a reference peer that had sent everything when our
+        CLOSE reached it may drop its own CLOSE (SPEC.md, section 9).
+        """
+        while not (self._send_finished.is_set() or self._finished):
+            if self.connection.is_closed:
+                raise self.connection.closed_error()
+            await self._wait(self._send_finished)
+
     # -- from the connection --------------------------------------------------
 
     async def _wait(self, event: asyncio.Event) -> None:
@@ -641,6 +667,7 @@ class QotpStream(_ClosesOnExit):
 
     def _on_finished(self) -> None:
         self._finished = True
+        self._send_finished.set()
         self._on_closed()
 
     def _on_closed(self) -> None:
