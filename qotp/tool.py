@@ -350,7 +350,7 @@ async def _read_digest_answer(stream: QotpStream, header: bytes) -> bytes:
     while not answer.endswith(b"\n"):
         part = await stream.read(MAX_ANSWER_BYTES - len(answer))
         if not part:
-            _raise_stream_ended(stream, f"without answering ({len(answer)} bytes of answer)")
+            _raise_stream_ended(stream, "before answering")
         answer += part
         if len(answer) >= len(header) and answer.startswith(header):
             raise _RunError(

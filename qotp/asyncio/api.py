@@ -72,6 +72,18 @@ async def listen(
     return QotpListener(endpoint, sock, loop)
 
 
+CLOSE_LINGER_S = 1.0
+"""The longest :meth:`QotpListener.aclose` waits for peers to acknowledge the CLOSEs."""
+
+
+def _unacknowledged(engine: Connection) -> bool:
+    """Whether the connection still has data or a CLOSE that the peer did not acknowledge."""
+    if engine.is_terminated:
+        return False
+    send = engine.send_buffer
+    return send.in_flight_packets > 0 or send.has_new_work()
+
+
 class _ClosesOnExit:
     """``async with`` support for objects whose ``close()`` needs no waiting."""
 
@@ -160,8 +172,47 @@ class QotpListener(_ClosesOnExit):
         while not self._closed:
             yield await self.accept()
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self, *, linger: float = CLOSE_LINGER_S) -> None:
+        """Close every connection, give the CLOSEs a moment to be acknowledged, close the socket.
+
+        QOTP has no connection close on the wire: peers learn that we stopped from
+        the CLOSE of every stream.  This waits until those (and all other data we
+        sent) are acknowledged, long enough for two retransmissions and never
+        more than ``linger`` seconds, so that a CLOSE lost once or twice is
+        still resent.  ``async with`` uses it; :meth:`close`
+        does not wait.
+        """
+        if self._closed:
+            return
+        now = time.monotonic_ns()
+        for connection in list(self._connections.values()):
+            connection.close()
+        self._flush(now)
+        # Long enough for two retransmissions (RTO, then twice that), when needed.
+        longest_rto_s = max(
+            (
+                connection.engine.rtt.base_rto_ns() / 1e9
+                for connection in self._connections.values()
+            ),
+            default=0.0,
+        )
+        deadline = self._loop.time() + min(linger, 3 * longest_rto_s + 0.01)
+        while self._loop.time() < deadline and any(
+            _unacknowledged(connection.engine) for connection in self._connections.values()
+        ):
+            await asyncio.sleep(0.005)
+        self.close()
+
     def close(self) -> None:
-        """Close every connection and the socket (no waiting: QOTP has no connection close)."""
+        """Close every connection and the socket now (:meth:`aclose` waits for the CLOSEs)."""
         if self._closed:
             return
         now = time.monotonic_ns()

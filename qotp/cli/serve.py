@@ -81,6 +81,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
     started = time.monotonic()
     served: list[ConnectionReport] = []
     open_connections: set[asyncio.Task[ConnectionReport]] = set()
+    closed_at_stop: list[int] = []
 
     async def main() -> None:
         try:
@@ -121,18 +122,25 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             finally:
                 # Stopping: every connection's streams get their CLOSE now, so peers
                 # learn at once; then each connection is logged like any other.
+                closed_at_stop.append(len(open_connections))
                 listener.close()
                 if open_connections:
                     await asyncio.wait(open_connections, timeout=STOP_GRACE_S)
 
     def interrupted() -> str:
+        closed = closed_at_stop[0] if closed_at_stop else 0
         return (
-            f"stopped after {time.monotonic() - started:.1f} s: {len(served)} connections "
-            f"served, {len(open_connections)} open ones closed"
+            f"stopped after {time.monotonic() - started:.1f} s: "
+            f"{_plural(len(served), 'connection')} logged, {closed} of them still open "
+            "(closed now, so their peers know)"
         )
 
     run_async(main, interrupted=interrupted)
     return 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 COMMAND = Command(
