@@ -57,7 +57,12 @@ from collections import deque
 from dataclasses import dataclass
 
 from qotp.config import QotpConfiguration
-from qotp.congestion import Bbr, CongestionController, NewReno, RttEstimator, SendSample
+from qotp.congestion import (
+    CongestionController,
+    RttEstimator,
+    SendSample,
+    make_congestion_controller,
+)
 from qotp.errors import DecodeError, DecryptError, LocalProtocolError, RemoteProtocolError
 from qotp.events import (
     ConnectionEstablished,
@@ -131,11 +136,9 @@ class Connection:
         self.address = address
         self.is_initiator = is_initiator
         self.rtt = RttEstimator()
-        self.congestion: CongestionController
-        if config.congestion_control == "newreno":
-            self.congestion = NewReno(self.rtt, max_datagram_bytes=config.mtu)
-        else:
-            self.congestion = Bbr(self.rtt, max_datagram_bytes=config.mtu)
+        self.congestion: CongestionController = make_congestion_controller(
+            config.congestion_control, self.rtt, max_datagram_bytes=config.mtu
+        )
         self.send_buffer = SendBuffer(config.send_buffer_bytes)
         self.receive_buffer = ReceiveBuffer(config.receive_buffer_bytes)
         self.streams = StreamTable()
@@ -145,6 +148,7 @@ class Connection:
         self._sent_new_before_handshake = False
         self._closing = False
         self._terminated = False
+        self._farewell_pending = False
         self._last_receive_ns = now
         self._pacing_deadline: int | None = None
         # The acknowledgement event being gathered (see _flush_ack_event).
@@ -529,7 +533,7 @@ class Connection:
     def datagrams_to_send(self, now: int) -> list[bytes]:
         """Everything that may leave now: handshake, retransmissions, data, ACKs."""
         if self._terminated:
-            return []
+            return self._farewell_datagrams(now)
         self._flush_ack_event()
         protection = self.protection
         datagrams: list[bytes] = []
@@ -723,10 +727,34 @@ class Connection:
 
     # -- ending ---------------------------------------------------------------
 
+    @property
+    def has_farewell(self) -> bool:
+        """Whether the ended connection still owes the peer its last ACKs (see below)."""
+        return self._farewell_pending and bool(self.receive_buffer.pending_acks)
+
+    def _farewell_datagrams(self, now: int) -> list[bytes]:
+        """ACK-only datagrams for what arrived last, once, after the connection ended well.
+
+        The packet that ends a connection normally is often the peer's CLOSE: it
+        must still be acknowledged, or the peer resends it until its retry limit
+        and reports a failure where both sides closed cleanly.
+        """
+        if not self._farewell_pending:
+            return []
+        self._farewell_pending = False
+        receive = self.receive_buffer
+        datagrams = []
+        while (ack := receive.pop_ack()) is not None:
+            wire_ack = _tuple_new(Ack, (ack.stream_id, ack.offset, ack.length, receive.window))
+            payload = _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
+            datagrams.append(self.protection.seal(encode_payload(payload), now))
+        return datagrams
+
     def _terminate(self, reason: str, *, error: bool) -> None:
         if self._terminated:
             return
         self._terminated = True
+        self._farewell_pending = not error
         logger.debug("connection %016x terminated: %s", self.connection_id, reason)
         self._events.append(
             ConnectionTerminated(connection_id=self.connection_id, reason=reason, error=error)
