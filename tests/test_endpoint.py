@@ -244,3 +244,28 @@ def test_zero_rtt_without_data_sends_a_hello_after_the_grace_period() -> None:
     client = pair.client.connect(SERVER_ADDRESS, now=0, peer_public_key=pair.server.public_key)
     pair.run_until(lambda: client.is_established)
     assert pair.now < 100_000_000
+
+
+def test_the_later_closer_gets_its_close_acknowledged() -> None:
+    """Both sides close; the CLOSE that ends the first one is still acknowledged.
+
+    Without that last ACK the side that closed later resent its CLOSE into an
+    endpoint that had forgotten the connection, until its retry limit.
+    """
+    pair = EnginePair()
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    client.send_stream_data(0, b"request", end_stream=True, now=0)
+    pair.run_until(lambda: bool(pair.server.connections))
+    server = next(iter(pair.server.connections.values()))
+    pair.run_until(lambda: server.at_eof(0) or server.readable(0) > 0)
+    server.read(0, now=pair.now)
+    client.close(now=pair.now)  # waits for the server's side of stream 0
+    server.close(now=pair.now)  # its CLOSE ends the client's connection
+    pair.server.mark_ready(server)
+    pair.run_until(lambda: client.is_terminated and server.is_terminated)
+    reasons = {
+        side: [e.reason for e in events if isinstance(e, ConnectionTerminated)]
+        for side, events in pair.events.items()
+    }
+    assert reasons == {"client": ["closed"], "server": ["closed"]}
+    assert not pair.client.connections and not pair.server.connections
