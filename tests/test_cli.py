@@ -351,3 +351,34 @@ def test_ctrl_c_during_send(servers: list[Server]) -> None:
 def test_privileged_port() -> None:
     done = run("serve", "--listen", "127.0.0.1:1")
     assert_clean_failure(done.stdout, done.stderr, done.returncode, expect="no permission")
+
+
+def test_library_imports_pull_in_no_cli_extras() -> None:
+    code = (
+        "import sys, qotp, qotp.asyncio, qotp.blocking, qotp.capture, qotp.tool, qotp.cli, "
+        "qotp.cli.send, qotp.cli.serve, qotp.cli.decrypt, qotp.dtls_protection\n"
+        "assert 'rich' not in sys.modules and 'dpkt' not in sys.modules, sys.modules.keys()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_progress_without_rich_prints_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal without rich installed: plain progress lines, no crash."""
+    import io
+
+    from qotp.cli import common
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setitem(sys.modules, "rich", None)
+    monkeypatch.setitem(sys.modules, "rich.progress", None)
+    monkeypatch.setitem(sys.modules, "rich.console", None)
+    monkeypatch.setattr(common.Progress, "PLAIN_INTERVAL_S", 0.0)
+    terminal = Terminal()
+    output = common.Output(stderr=terminal)
+    progress = output.progress(2_000_000, "echo to 127.0.0.1:1")
+    progress.update(1_000_000)
+    progress.close()
+    assert terminal.getvalue().startswith("echo to 127.0.0.1:1: 1.0 MB of 2.0 MB")
