@@ -40,6 +40,7 @@ from qotp.asyncio import listen as listen_async
 from qotp.config import QotpConfiguration
 from qotp.connection import ConnectionStatistics
 from qotp.errors import LocalProtocolError
+from qotp.events import TerminationReason
 from qotp.keys import KeyPair
 from qotp.protection import Address, CryptoLayer
 
@@ -247,9 +248,14 @@ class BlockingConnection(_ClosesOnExit):
         return self.connection.is_closed
 
     @property
-    def close_reason(self) -> str | None:
-        """Why it ended, once it did."""
+    def close_reason(self) -> TerminationReason | None:
+        """Why it ended, once it did (details in :attr:`close_detail`)."""
         return self.connection.close_reason
+
+    @property
+    def close_detail(self) -> str:
+        """Specifics of :attr:`close_reason`."""
+        return self.connection.close_detail
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         """As :meth:`qotp.asyncio.QotpConnection.get_extra_info` (``"peername"``, ...)."""

@@ -10,6 +10,7 @@ import pytest
 from qotp.asyncio import ConnectionClosedError
 from qotp.blocking import BlockingListener, listen
 from qotp.errors import LocalProtocolError
+from qotp.events import TerminationReason
 
 
 def echo_in_a_thread(server: BlockingListener, streams: int = 1) -> threading.Thread:
@@ -44,7 +45,7 @@ def test_echo_with_threads_lines_and_iteration() -> None:
             assert stream.at_eof()
         connection.close()
         connection.wait_closed(timeout=10)
-        assert connection.close_reason == "closed"
+        assert connection.close_reason is TerminationReason.CLOSED
         thread.join(10)
         assert not thread.is_alive()
 

@@ -63,10 +63,9 @@ def record_conversation(
     connection = pair.client.connect(SERVER_ADDRESS, now=0)
     for stream_id in range(streams):
         connection.send_stream_data(stream_id, bytes([stream_id]) * size, end_stream=True, now=0)
+    # Until every byte and CLOSE was sent and acknowledged.
     pair.run_until(
-        lambda: all(
-            connection.send_buffer.is_send_finished(stream_id) for stream_id in range(streams)
-        )
+        lambda: not connection.recovery.in_flight and not connection.send_buffer.has_new_work()
     )
     return packets, "".join(lines)
 

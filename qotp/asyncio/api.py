@@ -29,6 +29,7 @@ from qotp.events import (
     StreamDataAvailable,
     StreamOpened,
     StreamWritable,
+    TerminationReason,
 )
 from qotp.keys import KeyPair
 from qotp.protection import Address, CryptoLayer
@@ -41,14 +42,22 @@ __all__ = ["ConnectionClosedError", "QotpConnection", "QotpListener", "QotpStrea
 class ConnectionClosedError(QotpError, ConnectionError):
     """The connection ended (or never came up) while an operation needed it.
 
-    Raised by :meth:`QotpListener.dial` and :meth:`QotpConnection.wait_established`
-    (the handshake failed or went unanswered), :meth:`QotpConnection.accept_stream`
-    (no more streams will come), :meth:`QotpStream.write` and :meth:`QotpStream.drain`
-    (nothing more can be sent), and the reading methods of :class:`QotpStream` when
-    the connection ended by an error before the peer finished the stream.  It is a
-    :class:`ConnectionError`, so ``except ConnectionError`` catches it too; the
-    message says why the connection ended.
+    ``reason`` says how (:class:`qotp.events.TerminationReason`), ``detail`` the
+    specifics.  Raised by :meth:`QotpListener.dial` and
+    :meth:`QotpConnection.wait_established` (the handshake failed or went
+    unanswered), :meth:`QotpConnection.accept_stream` (no more streams will
+    come), :meth:`QotpStream.write`, :meth:`QotpStream.drain` and
+    :meth:`QotpStream.ping` (nothing more can be sent), and the reading methods
+    of :class:`QotpStream` for a stream the peer had not finished, so a
+    truncated transfer never reads as a clean end of stream.  It is a
+    :class:`ConnectionError`, so ``except ConnectionError`` catches it too.
     """
+
+    def __init__(self, reason: TerminationReason, detail: str = "") -> None:
+        message = f"connection ended: {reason.value}"
+        super().__init__(f"{message} ({detail})" if detail else message)
+        self.reason = reason
+        self.detail = detail
 
 
 async def listen(
@@ -114,8 +123,7 @@ def _unacknowledged(engine: Connection) -> bool:
     """Whether the connection still has data or a CLOSE that the peer did not acknowledge."""
     if engine.is_terminated:
         return False
-    send = engine.send_buffer
-    return send.in_flight_packets > 0 or send.has_new_work()
+    return bool(engine.recovery.in_flight) or engine.send_buffer.has_new_work()
 
 
 class _ClosesOnExit:
@@ -258,7 +266,7 @@ class QotpListener(_ClosesOnExit):
             self._timer.cancel()
         self.socket.close()
         for connection in list(self._connections.values()):
-            connection._on_terminated("listener closed", error=False)
+            connection._on_terminated(TerminationReason.ABORTED, "listener closed", error=False)
         self._closed_event.set()
 
     async def wait_closed(self) -> None:
@@ -360,7 +368,7 @@ class QotpListener(_ClosesOnExit):
             connection.address = event.new_address
         elif isinstance(event, ConnectionTerminated):
             self._connections.pop(event.connection_id, None)
-            connection._on_terminated(event.reason, error=event.error)
+            connection._on_terminated(event.reason, event.detail, error=event.error)
 
 
 class QotpConnection(_ClosesOnExit):
@@ -375,7 +383,10 @@ class QotpConnection(_ClosesOnExit):
         self._incoming: asyncio.Queue[QotpStream] = asyncio.Queue()
         self._established = asyncio.Event()
         self._terminated = asyncio.Event()
-        self.close_reason: str | None = None
+        self.close_reason: TerminationReason | None = None
+        """How the connection ended (None while it is open)."""
+        self.close_detail = ""
+        """Specifics of the ending, in words."""
         self.closed_by_error = False
         if engine.is_established:
             self._established.set()
@@ -434,6 +445,12 @@ class QotpConnection(_ClosesOnExit):
         """Whether the connection ended."""
         return self._terminated.is_set()
 
+    def closed_error(self) -> ConnectionClosedError:
+        """The exception describing how the connection ended (call once it did)."""
+        return ConnectionClosedError(
+            self.close_reason or TerminationReason.ABORTED, self.close_detail
+        )
+
     def stream(self, stream_id: int) -> QotpStream:
         """The stream with this id (created locally if new).
 
@@ -451,7 +468,7 @@ class QotpConnection(_ClosesOnExit):
     async def accept_stream(self) -> QotpStream:
         """The next stream the peer opened."""
         if self.is_closed and self._incoming.empty():
-            raise ConnectionClosedError(self.close_reason or "connection closed")
+            raise self.closed_error()
         getter = asyncio.ensure_future(self._incoming.get())
         closed = asyncio.ensure_future(self._terminated.wait())
         done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -459,7 +476,7 @@ class QotpConnection(_ClosesOnExit):
             closed.cancel()
             return getter.result()
         getter.cancel()
-        raise ConnectionClosedError(self.close_reason or "connection closed")
+        raise self.closed_error()
 
     async def wait_established(self) -> None:
         """Wait for the handshake; raises if the connection ends first."""
@@ -471,7 +488,7 @@ class QotpConnection(_ClosesOnExit):
         established.cancel()
         closed.cancel()
         if not self._established.is_set():
-            raise ConnectionClosedError(self.close_reason or "handshake failed")
+            raise self.closed_error()
 
     def statistics(self) -> ConnectionStatistics:
         """RTT, bandwidth estimate, bytes, retransmissions, drops."""
@@ -487,7 +504,7 @@ class QotpConnection(_ClosesOnExit):
 
     def abort(self) -> None:
         """End the connection now."""
-        self.engine.abort(now=time.monotonic_ns())
+        self.engine.abort(now=time.monotonic_ns(), detail="by the application")
         self._kick()
 
     async def wait_closed(self) -> None:
@@ -520,10 +537,11 @@ class QotpConnection(_ClosesOnExit):
         if stream is not None:
             stream._on_finished()
 
-    def _on_terminated(self, reason: str, *, error: bool) -> None:
+    def _on_terminated(self, reason: TerminationReason, detail: str, *, error: bool) -> None:
         if self._terminated.is_set():
             return
         self.close_reason = reason
+        self.close_detail = detail
         self.closed_by_error = error
         self._terminated.set()
         for stream in list(self._streams.values()):
@@ -556,7 +574,11 @@ class QotpStream(_ClosesOnExit):
         """Up to ``n`` bytes (all available if negative); b"" at the end of the stream.
 
         With ``n < 0`` it reads until the peer closes the stream, like
-        ``asyncio.StreamReader.read()``.
+        ``asyncio.StreamReader.read()``.  b"" means the peer finished the stream:
+        if the connection ends any other way first (idle timeout, retry limit,
+        abort, protocol violation, failed handshake), what was received is still
+        returned, and then :class:`ConnectionClosedError` is raised, so that a
+        truncated transfer never reads as complete.
         """
         if n < 0:
             chunks = []
@@ -578,9 +600,7 @@ class QotpStream(_ClosesOnExit):
             if self._finished or engine.at_eof(self.stream_id):
                 return b""
             if self.connection.is_closed:
-                if self.connection.closed_by_error:
-                    raise ConnectionClosedError(self.connection.close_reason or "connection closed")
-                return b""
+                raise self.connection.closed_error()
             self._readable.clear()
             await self._wait(self._readable)
 
@@ -668,7 +688,7 @@ class QotpStream(_ClosesOnExit):
         if self._close_requested:
             raise LocalProtocolError("write after close()")
         if self.connection.is_closed:
-            raise ConnectionClosedError(self.connection.close_reason or "connection closed")
+            raise self.connection.closed_error()
         if data:
             chunk = bytes(data)
             self._pending.append(chunk)
@@ -709,7 +729,7 @@ class QotpStream(_ClosesOnExit):
         """Wait until every byte written so far was taken by the engine's send buffer."""
         while True:
             if self.connection.is_closed:
-                raise ConnectionClosedError(self.connection.close_reason or "connection closed")
+                raise self.connection.closed_error()
             self._flush_pending()
             if not self._pending:
                 # Everything is inside the engine's send buffer, whose capacity
@@ -742,7 +762,7 @@ class QotpStream(_ClosesOnExit):
         at the peer.  Raises :class:`ConnectionClosedError` on a closed connection.
         """
         if self.connection.is_closed:
-            raise ConnectionClosedError(self.connection.close_reason or "connection closed")
+            raise self.connection.closed_error()
         self._engine.ping(self.stream_id, now=time.monotonic_ns())
         self.connection._kick()
 

@@ -237,6 +237,4 @@ class CongestionControllerFactory(Protocol):
     connection alone updates it) and its largest datagram size in bytes.
     """
 
-    def __call__(
-        self, rtt: RttEstimator, *, max_datagram_bytes: int
-    ) -> CongestionController: ...
+    def __call__(self, rtt: RttEstimator, *, max_datagram_bytes: int) -> CongestionController: ...
