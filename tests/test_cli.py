@@ -382,3 +382,13 @@ def test_progress_without_rich_prints_plain_lines(monkeypatch: pytest.MonkeyPatc
     progress.update(1_000_000)
     progress.close()
     assert terminal.getvalue().startswith("echo to 127.0.0.1:1: 1.0 MB of 2.0 MB")
+
+
+def test_quiet_and_verbose(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen"]) == 0
+    assert "keep seed-hex secret" in capsys.readouterr().err
+    assert main(["keygen", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.startswith("seed-hex=")
+    status = main(["send", "127.0.0.1:1", "-q", "-v"])
+    assert status == 2 and "not allowed with argument" in capsys.readouterr().err

@@ -129,11 +129,13 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
 
     def interrupted() -> str:
         closed = closed_at_stop[0] if closed_at_stop else 0
-        return (
+        line = (
             f"stopped after {time.monotonic() - started:.1f} s: "
-            f"{_plural(len(served), 'connection')} logged, {closed} of them still open "
-            "(closed now, so their peers know)"
+            f"{_plural(len(served), 'connection')} logged"
         )
+        if closed:
+            line += f", {closed} of them still open (closed now, so their peers know)"
+        return line
 
     run_async(main, interrupted=interrupted)
     return 0
