@@ -222,15 +222,15 @@ class QotpListener(_ClosesOnExit):
     ) -> None:
         await self.aclose()
 
-    async def aclose(self, *, linger: float = CLOSE_LINGER_S) -> None:
+    async def aclose(self, *, linger: float | None = None) -> None:
         """Close every connection, give the CLOSEs a moment to be acknowledged, close the socket.
 
         QOTP has no connection close on the wire: peers learn that we stopped from
         the CLOSE of every stream.  This waits until those (and all other data we
-        sent) are acknowledged, long enough for two retransmissions and never
-        more than ``linger`` seconds, so that a CLOSE lost once or twice is
-        still resent.  ``async with`` uses it; :meth:`close`
-        does not wait.
+        sent) are acknowledged, for at most ``linger`` seconds; by default long
+        enough for two retransmissions (three RTOs) and at most
+        :data:`CLOSE_LINGER_S`, so that a CLOSE lost once or twice is still
+        resent.  ``async with`` uses it; :meth:`close` does not wait.
         """
         if self._closed:
             return
@@ -238,15 +238,17 @@ class QotpListener(_ClosesOnExit):
         for connection in list(self._connections.values()):
             connection.close()
         self._flush(now)
-        # Long enough for two retransmissions (RTO, then twice that), when needed.
-        longest_rto_s = max(
-            (
-                connection.engine.rtt.base_rto_ns() / 1e9
-                for connection in self._connections.values()
-            ),
-            default=0.0,
-        )
-        deadline = self._loop.time() + min(linger, 3 * longest_rto_s + 0.01)
+        if linger is None:
+            # Long enough for two retransmissions (RTO, then twice that), when needed.
+            longest_rto_s = max(
+                (
+                    connection.engine.rtt.base_rto_ns() / 1e9
+                    for connection in self._connections.values()
+                ),
+                default=0.0,
+            )
+            linger = min(CLOSE_LINGER_S, 3 * longest_rto_s + 0.01)
+        deadline = self._loop.time() + linger
         while self._loop.time() < deadline and any(
             _unacknowledged(connection.engine) for connection in self._connections.values()
         ):

@@ -25,6 +25,8 @@ __all__ = ["COMMAND"]
 
 STOP_GRACE_S = 1.0
 """How long a stopping server waits for its connections' handlers to report."""
+STOP_LINGER_S = 2.0
+"""How long a stopping server resends the CLOSEs its peers have not acknowledged."""
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +125,8 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 # Stopping: every connection's streams get their CLOSE now, so peers
                 # learn at once; then each connection is logged like any other.
                 closed_at_stop.append(len(open_connections))
-                listener.close()
+                # A busy peer may drop a CLOSE among our ACKs: resend for a while.
+                await listener.aclose(linger=STOP_LINGER_S)
                 if open_connections:
                     await asyncio.wait(open_connections, timeout=STOP_GRACE_S)
 
