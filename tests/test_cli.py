@@ -124,6 +124,7 @@ def test_send_against_serve(servers: list[Server], mode: str, zero_rtt: bool) ->
     assert status == 130, log
     line = next(line for line in log.splitlines() if " key " in line)
     assert line.startswith("127.0.0.1:") and "3 streams (3 completed)" in line
+    assert line.endswith("all streams done, then idle timeout (the client went quiet)")
     expected_in = 3 * (200_000 + (8 if mode == "digest" else 0))
     assert f"{expected_in} bytes in" in line and "s, " in line
     assert log.splitlines()[-1].startswith("qotp serve: stopped after ")

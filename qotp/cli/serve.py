@@ -18,6 +18,7 @@ from qotp.cli.common import (
 )
 from qotp.cli.keylog import add_key_log_option, key_log_writer
 from qotp.config import QotpConfiguration
+from qotp.events import TerminationReason
 from qotp.keys import KeyPair
 from qotp.tool import ConnectionReport, describe_close_reason, format_address, serve_connection
 
@@ -67,11 +68,19 @@ def _log_connection(output: Output, report: ConnectionReport) -> None:
         output.result(report.as_json())
         return
     key = report.peer_public_key.hex() if report.peer_public_key is not None else "unknown"
+    how = describe_close_reason(report.reason, report.detail)
+    if (
+        report.reason is TerminationReason.IDLE_TIMEOUT
+        and report.streams
+        and report.streams_completed == report.streams
+    ):
+        # QOTP has no connection close: a client that is done goes quiet.
+        how = "all streams done, then idle timeout (the client went quiet)"
     output.note(
-        f"{format_address(report.address)} key {key}: {report.streams} streams "
+        f"{format_address(report.address)} key {key}: {_plural(report.streams, 'stream')} "
         f"({report.streams_completed} completed), "
         f"{report.bytes_received} bytes in, {report.bytes_sent} bytes out, "
-        f"{report.duration_s:.2f} s, {describe_close_reason(report.reason, report.detail)}"
+        f"{report.duration_s:.2f} s, {how}"
     )
 
 
