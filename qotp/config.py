@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from qotp.congestion import CONGESTION_CONTROLLERS, CongestionControllerFactory
 from qotp.envelope import DEFAULT_MTU
 
 __all__ = ["QotpConfiguration", "ZeroRttPolicy"]
@@ -53,8 +54,12 @@ class QotpConfiguration:
     """Buffered received bytes per connection; free space is advertised (Go: rcvBufferCapacity)."""
     idle_timeout_ns: int = 30_000_000_000
     """A connection that hears nothing for this long ends (Go: ReadDeadLine, 30 s)."""
-    congestion_control: str = "bbr"
-    """``"bbr"`` (default) or ``"newreno"``."""
+    congestion_control: str | CongestionControllerFactory = "bbr"
+    """``"bbr"`` (default), ``"newreno"``, or a class (factory) making a controller.
+
+    A class is called as ``cls(rtt, max_datagram_bytes=mtu)`` once per
+    connection and must implement :class:`qotp.congestion.CongestionController`
+    (see :mod:`qotp.congestion.base` for the calling contract)."""
     max_datagrams_per_call: int = 64
     """Upper bound on datagrams one ``datagrams_to_send`` call returns per connection."""
     max_connections: int = 100_000
@@ -117,5 +122,12 @@ class QotpConfiguration:
             raise ValueError("handshake table limits must be positive")
         if self.max_streams <= 0 or self.max_stream_tombstones <= 0:
             raise ValueError("max_streams and max_stream_tombstones must be positive")
-        if self.congestion_control not in ("bbr", "newreno"):
-            raise ValueError(f"unknown congestion control {self.congestion_control!r}")
+        if isinstance(self.congestion_control, str):
+            if self.congestion_control not in CONGESTION_CONTROLLERS:
+                names = ", ".join(sorted(CONGESTION_CONTROLLERS))
+                raise ValueError(
+                    f"unknown congestion control {self.congestion_control!r}: one of {names}, "
+                    "or a controller class"
+                )
+        elif not callable(self.congestion_control):
+            raise ValueError("congestion_control is a name or a controller class")

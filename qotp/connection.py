@@ -199,6 +199,7 @@ class Connection:
         self._sent_new_before_handshake = False
         self._closing = False
         self._terminated = False
+        self._farewell_pending = False
         self._last_receive_ns = now
         self._pacing_deadline: int | None = None
         self._max_streams = config.max_streams
@@ -666,7 +667,7 @@ class Connection:
         probes to the addresses being validated.
         """
         if self._terminated:
-            return []
+            return self._farewell_datagrams(now)
         self.recovery.flush_ack_event()
         protection = self.protection
         datagrams: list[tuple[bytes, Address]] = []
@@ -890,10 +891,35 @@ class Connection:
 
     # -- ending ---------------------------------------------------------------
 
+    @property
+    def has_farewell(self) -> bool:
+        """Whether the ended connection still owes the peer its last ACKs (see below)."""
+        return self._farewell_pending and bool(self.receive_buffer.pending_acks)
+
+    def _farewell_datagrams(self, now: int) -> list[tuple[bytes, Address]]:
+        """ACK-only datagrams for what arrived last, once, after the connection ended well.
+
+        The packet that ends a connection normally is often the peer's CLOSE: it
+        must still be acknowledged, or the peer resends it until its retry limit
+        and reports a failure where both sides closed cleanly.
+        """
+        if not self._farewell_pending:
+            return []
+        self._farewell_pending = False
+        receive = self.receive_buffer
+        address = self.path.address
+        datagrams = []
+        while (ack := receive.pop_ack()) is not None:
+            wire_ack = _tuple_new(Ack, (ack[0], ack[1], ack[2], receive.window))
+            payload = _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
+            datagrams.append((self.protection.seal(encode_payload(payload), now), address))
+        return datagrams
+
     def _terminate(self, reason: TerminationReason, detail: str, *, error: bool) -> None:
         if self._terminated:
             return
         self._terminated = True
+        self._farewell_pending = not error
         logger.debug("connection %016x terminated: %s %s", self.connection_id, reason.value, detail)
         self._events.append(
             ConnectionTerminated(

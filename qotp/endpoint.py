@@ -418,6 +418,10 @@ class QotpEndpoint:
                 self._key_log(line)
         connection_id = connection.connection_id
         if connection.is_terminated:
+            if connection.has_farewell:
+                # Its last ACKs leave with the next datagrams_to_send; removed after.
+                self._ready[connection_id] = None
+                return
             if self.connections.get(connection_id) is connection:
                 del self.connections[connection_id]
                 self.crypto.forget(connection.protection)

@@ -71,7 +71,13 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
-from qotp.congestion import Bbr, CongestionController, NewReno, RttEstimator, SendSample
+from qotp.congestion import (
+    CongestionController,
+    CongestionControllerFactory,
+    RttEstimator,
+    SendSample,
+    make_congestion_controller,
+)
 from qotp.errors import LocalProtocolError, QotpError
 from qotp.payload import (
     MAX_OFFSET_24,
@@ -196,18 +202,16 @@ class PacketRecovery:
         send_buffer: SendBuffer,
         *,
         max_datagram_bytes: int,
-        congestion_control: str = "bbr",
+        congestion_control: str | CongestionControllerFactory = "bbr",
         max_attempts: int = MAX_SEND_ATTEMPTS,
     ) -> None:
         if max_attempts < 1:
             raise LocalProtocolError("max_attempts must be at least 1")
         self._send = send_buffer
         self.rtt = RttEstimator()
-        self.congestion: CongestionController
-        if congestion_control == "newreno":
-            self.congestion = NewReno(self.rtt, max_datagram_bytes=max_datagram_bytes)
-        else:
-            self.congestion = Bbr(self.rtt, max_datagram_bytes=max_datagram_bytes)
+        self.congestion: CongestionController = make_congestion_controller(
+            congestion_control, self.rtt, max_datagram_bytes=max_datagram_bytes
+        )
         self._max_attempts = max_attempts
         #: Every packet sent and neither acknowledged nor given up (PINGs included).
         #: Read-only outside this module.

@@ -363,7 +363,7 @@ async def _read_digest_answer(stream: QotpStream, header: bytes) -> bytes:
     while not answer.endswith(b"\n"):
         part = await stream.read(MAX_ANSWER_BYTES - len(answer))
         if not part:
-            _raise_stream_ended(stream, f"without answering ({len(answer)} bytes of answer)")
+            _raise_stream_ended(stream, "before answering")
         answer += part
         if len(answer) >= len(header) and answer.startswith(header):
             raise _RunError(
@@ -492,8 +492,9 @@ def _describe_failure(
     reason = connection.close_reason if connection is not None else None
     detail = connection.close_detail if connection is not None else ""
     key_hint = "is --pubkey right?" if zero_rtt else "is this its port?"
+    heard_back = connection is not None and connection.engine.datagrams_received > 0
     if not established:
-        if reason is TerminationReason.HANDSHAKE_FAILED:
+        if reason is TerminationReason.HANDSHAKE_FAILED and heard_back:
             return (
                 ClientFailure.HANDSHAKE_FAILED,
                 f"handshake with {where} failed after {elapsed} ({detail}): {key_hint}",

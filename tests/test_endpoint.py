@@ -287,3 +287,28 @@ def test_more_to_send_says_when_a_burst_left_acks_behind() -> None:
             break
     assert len(sent) == len(burst)  # one ACK each, none left waiting for a stimulus
     assert server.datagrams_to_send(pair.now) == []
+
+
+def test_the_later_closer_gets_its_close_acknowledged() -> None:
+    """Both sides close; the CLOSE that ends the first one is still acknowledged.
+
+    Without that last ACK the side that closed later resent its CLOSE into an
+    endpoint that had forgotten the connection, until its retry limit.
+    """
+    pair = EnginePair()
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    client.send_stream_data(0, b"request", end_stream=True, now=0)
+    pair.run_until(lambda: bool(pair.server.connections))
+    server = next(iter(pair.server.connections.values()))
+    pair.run_until(lambda: server.at_eof(0) or server.readable(0) > 0)
+    server.read(0, now=pair.now)
+    client.close(now=pair.now)  # waits for the server's side of stream 0
+    server.close(now=pair.now)  # its CLOSE ends the client's connection
+    pair.server.mark_ready(server)
+    pair.run_until(lambda: client.is_terminated and server.is_terminated)
+    reasons = {
+        side: [e.reason.value for e in events if isinstance(e, ConnectionTerminated)]
+        for side, events in pair.events.items()
+    }
+    assert reasons == {"client": ["closed"], "server": ["closed"]}
+    assert not pair.client.connections and not pair.server.connections

@@ -54,11 +54,17 @@ _HANDSHAKES_WHILE_BACKLOGGED = 4
 
 
 class ConnectionClosedError(QotpError, ConnectionError):
-    """The connection ended before a stream operation could complete.
+    """The connection ended (or never came up) while an operation needed it.
 
     ``reason`` says how (:class:`qotp.events.TerminationReason`), ``detail`` the
-    specifics.  :meth:`QotpStream.read` raises it for a stream the peer had not
-    finished, so a truncated transfer never reads as a clean end of stream.
+    specifics.  Raised by :meth:`QotpListener.dial` and
+    :meth:`QotpConnection.wait_established` (the handshake failed or went
+    unanswered), :meth:`QotpConnection.accept_stream` (no more streams will
+    come), :meth:`QotpStream.write`, :meth:`QotpStream.drain` and
+    :meth:`QotpStream.ping` (nothing more can be sent), and the reading methods
+    of :class:`QotpStream` for a stream the peer had not finished, so a
+    truncated transfer never reads as a clean end of stream.  It is a
+    :class:`ConnectionError`, so ``except ConnectionError`` catches it too.
     """
 
     def __init__(self, reason: TerminationReason, detail: str = "") -> None:
@@ -76,26 +82,62 @@ async def listen(
     configuration: QotpConfiguration | None = None,
     key_log: Callable[[str], None] | None = None,
     crypto: CryptoLayer | None = None,
+    sock: socket.socket | None = None,
 ) -> QotpListener:
     """Bind a UDP socket and start the engine on it; the listener accepts and dials.
 
     ``crypto`` picks the crypto layer (default: QOTP's native envelope with
     ``identity``); e.g. :class:`qotp.dtls_protection.DtlsCryptoLayer` runs
     the whole API over DTLS 1.2.
+
+    ``sock`` adopts a UDP socket made elsewhere instead of binding one (``host``
+    and ``port`` are then ignored): one set up with options of your own
+    (``SO_BINDTODEVICE``, ``IP_TOS``, ``SO_REUSEPORT``, a port a hole-punching
+    exchange already opened, a socket inherited from a service manager).  It
+    must be an ``AF_INET`` or ``AF_INET6`` ``SOCK_DGRAM`` socket; an unbound
+    one is bound to an ephemeral port.  The listener owns it from then on: it
+    makes it non-blocking, asks for 4 MiB ``SO_RCVBUF``/``SO_SNDBUF`` (the
+    kernel may cap them at ``net.core.rmem_max``/``wmem_max``), enables UDP GRO
+    on Linux (``UDP_GRO``) and sends runs with GSO (``UDP_SEGMENT``) where the
+    kernel allows, and closes it with the listener.  Nothing else may read
+    from it meanwhile.
     """
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    family, _type, _proto, _name, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
+    if sock is not None:
+        if sock.type != socket.SOCK_DGRAM or sock.family not in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            raise LocalProtocolError("listen(sock=...) needs an AF_INET/AF_INET6 UDP socket")
+        if sock.getsockname()[1] == 0:
+            sock.bind(("::", 0) if sock.family == socket.AF_INET6 else ("0.0.0.0", 0))
+    else:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _type, _proto, _name, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
     endpoint = QotpEndpoint(
         identity=identity, configuration=configuration, key_log=key_log, crypto=crypto
     )
     return QotpListener(endpoint, sock, loop)
+
+
+STREAM_LIMIT_BYTES = 64 * 1024
+"""readuntil()/readline() give up when this many bytes came without a separator (asyncio's)."""
+CHUNK_READ_BYTES = 64 * 1024
+CLOSE_LINGER_S = 1.0
+"""The longest :meth:`QotpListener.aclose` waits for peers to acknowledge the CLOSEs."""
+
+
+def _unacknowledged(engine: Connection) -> bool:
+    """Whether the connection still has data or a CLOSE that the peer did not acknowledge."""
+    if engine.is_terminated:
+        return False
+    return bool(engine.recovery.in_flight) or engine.send_buffer.has_new_work()
 
 
 class _ClosesOnExit:
@@ -187,8 +229,49 @@ class QotpListener(_ClosesOnExit):
         while not self._closed:
             yield await self.accept()
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self, *, linger: float | None = None) -> None:
+        """Close every connection, give the CLOSEs a moment to be acknowledged, close the socket.
+
+        QOTP has no connection close on the wire: peers learn that we stopped from
+        the CLOSE of every stream.  This waits until those (and all other data we
+        sent) are acknowledged, for at most ``linger`` seconds; by default long
+        enough for two retransmissions (three RTOs) and at most
+        :data:`CLOSE_LINGER_S`, so that a CLOSE lost once or twice is still
+        resent.  ``async with`` uses it; :meth:`close` does not wait.
+        """
+        if self._closed:
+            return
+        now = time.monotonic_ns()
+        for connection in list(self._connections.values()):
+            connection.close()
+        self._flush(now)
+        if linger is None:
+            # Long enough for two retransmissions (RTO, then twice that), when needed.
+            longest_rto_s = max(
+                (
+                    connection.engine.rtt.base_rto_ns() / 1e9
+                    for connection in self._connections.values()
+                ),
+                default=0.0,
+            )
+            linger = min(CLOSE_LINGER_S, 3 * longest_rto_s + 0.01)
+        deadline = self._loop.time() + linger
+        while self._loop.time() < deadline and any(
+            _unacknowledged(connection.engine) for connection in self._connections.values()
+        ):
+            await asyncio.sleep(0.005)
+        self.close()
+
     def close(self) -> None:
-        """Close every connection and the socket (no waiting: QOTP has no connection close)."""
+        """Close every connection and the socket now (:meth:`aclose` waits for the CLOSEs)."""
         if self._closed:
             return
         now = time.monotonic_ns()
@@ -374,6 +457,45 @@ class QotpConnection(_ClosesOnExit):
         return list(self.engine.early_data)
 
     @property
+    def peer_address(self) -> Address:
+        """Where the peer is now: (host, port) of its latest authenticated packet.
+
+        QOTP follows a peer across address changes (NAT rebinding, roaming), so
+        this can change during the connection.  Same as ``address`` and as
+        ``get_extra_info("peername")``.
+        """
+        return self.address
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """Transport facts by name, as asyncio transports give them.
+
+        ``"peername"``: the peer's (host, port); ``"sockname"``: ours;
+        ``"socket"``: the UDP socket (shared by every connection of the
+        listener: do not read from it); ``"peer_public_key"``: the peer's
+        authenticated identity; ``"connection_id"``: the QOTP connection id.
+        """
+        values: dict[str, object] = {
+            "peername": self.address,
+            "sockname": self._listener.local_address,
+            "socket": self._listener.socket.sock,
+            "peer_public_key": self.peer_public_key,
+            "connection_id": self.connection_id,
+        }
+        return values.get(name, default)
+
+    def __aiter__(self) -> AsyncIterator[QotpStream]:
+        """``async for stream in connection``: each stream the peer opens, until the end."""
+        return self._iterate_streams()
+
+    async def _iterate_streams(self) -> AsyncIterator[QotpStream]:
+        while True:
+            try:
+                stream = await self.accept_stream()
+            except ConnectionClosedError:
+                return
+            yield stream
+
+    @property
     def is_established(self) -> bool:
         """Whether the handshake completed (0-RTT dialers: the peer's reply arrived)."""
         return self._established.is_set()
@@ -500,6 +622,8 @@ class QotpStream(_ClosesOnExit):
         self._engine = connection.engine
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
+        #: Bytes read from the engine beyond what readuntil() returned.
+        self._buffer = bytearray()
         self._close_requested = False
         self._close_sent = False
         #: Both directions finished: the engine forgot the stream (its at_eof
@@ -529,6 +653,10 @@ class QotpStream(_ClosesOnExit):
             return b"".join(chunks)
         if n == 0:
             return b""
+        if self._buffer:
+            data = bytes(self._buffer[:n])
+            del self._buffer[:n]
+            return data
         while True:
             engine = self._engine
             if engine.readable(self.stream_id):
@@ -554,11 +682,69 @@ class QotpStream(_ClosesOnExit):
             missing -= len(chunk)
         return b"".join(chunks)
 
+    async def readuntil(
+        self, separator: bytes = b"\n", *, limit: int = STREAM_LIMIT_BYTES
+    ) -> bytes:
+        """Bytes up to and including ``separator``, as ``asyncio.StreamReader.readuntil``.
+
+        At the end of the stream before the separator, raises
+        :class:`asyncio.IncompleteReadError` with what was read; when ``limit``
+        bytes came without it, :class:`asyncio.LimitOverrunError` (the bytes
+        stay to be read).
+        """
+        if not separator:
+            raise ValueError("separator must not be empty")
+        buffer = self._buffer
+        searched = 0
+        while True:
+            found = buffer.find(separator, searched)
+            if found >= 0:
+                end = found + len(separator)
+                if end > limit:
+                    raise asyncio.LimitOverrunError("separator found after the limit", found)
+                line = bytes(buffer[:end])
+                del buffer[:end]
+                return line
+            if len(buffer) > limit:
+                raise asyncio.LimitOverrunError("no separator within the limit", len(buffer))
+            searched = max(0, len(buffer) - len(separator) + 1)
+            self._buffer = bytearray()  # read() below must come from the engine
+            try:
+                chunk = await self.read(CHUNK_READ_BYTES)
+            finally:
+                self._buffer = buffer  # kept for later reads, whatever happened
+            buffer.extend(chunk)
+            if not chunk:
+                partial = bytes(buffer)
+                buffer.clear()
+                raise asyncio.IncompleteReadError(partial, None)
+
+    async def readline(self) -> bytes:
+        """One line including ``b"\\n"``; at the end of the stream what is left (maybe b"")."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as error:
+            return error.partial
+        except asyncio.LimitOverrunError as error:
+            # As asyncio does: a line over the limit is consumed and refused.
+            del self._buffer[: error.consumed]
+            raise ValueError(str(error)) from None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """``async for line in stream``: lines until the end of the stream."""
+        return self._iterate_lines()
+
+    async def _iterate_lines(self) -> AsyncIterator[bytes]:
+        while line := await self.readline():
+            yield line
+
     def at_eof(self) -> bool:
         """Whether the peer closed the stream and everything was read."""
         engine = self._engine
-        return (self._finished or engine.at_eof(self.stream_id)) and not engine.readable(
-            self.stream_id
+        return (
+            not self._buffer
+            and (self._finished or engine.at_eof(self.stream_id))
+            and not engine.readable(self.stream_id)
         )
 
     # -- writing --------------------------------------------------------------
@@ -646,6 +832,18 @@ class QotpStream(_ClosesOnExit):
             if self.connection.is_closed:
                 raise self.connection.closed_error()
             await self._wait(self._send_finished)
+
+    def ping(self) -> None:
+        """Send a PING on this stream: acknowledged by the peer, never retransmitted.
+
+        A keep-alive and an RTT probe (its ACK updates
+        ``connection.statistics().smoothed_rtt_ns``); it does not open the stream
+        at the peer.  Raises :class:`ConnectionClosedError` on a closed connection.
+        """
+        if self.connection.is_closed:
+            raise self.connection.closed_error()
+        self._engine.ping(self.stream_id, now=time.monotonic_ns())
+        self.connection._kick()
 
     # -- from the connection --------------------------------------------------
 
