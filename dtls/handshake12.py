@@ -13,6 +13,7 @@ The state machines themselves are the transition tables in
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from cryptography import x509
@@ -213,7 +214,7 @@ class Handshake12:
             from_client=from_client,
             handshake_hash=transcript_hash(self._suite.hash_name, transcript_before),
         )
-        if body != expected:
+        if not hmac.compare_digest(body, expected):
             raise AlertError(AlertDescription.decrypt_error, "Finished does not verify")
         if from_client:
             self._client_finished = body

@@ -25,6 +25,7 @@ HelloVerifyRequest goes out, the transcript is dropped, nothing else changes.
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Callable
 from enum import Enum
@@ -41,6 +42,7 @@ from .handshake_context import HandshakeContext
 from .primitives import (
     SUPPORTED_SIGNATURE_SCHEMES,
     KeyShare,
+    certificate_public_key,
     choose_signature_scheme,
     load_peer_chain,
     sign,
@@ -172,8 +174,12 @@ class ServerHandshake12(Handshake12):
             )
             self._transcript = bytearray()
             return ServerState.WAIT_HELLO
-        if hello.client_version > DTLS_1_2:  # DTLS versions count downwards: FEFF is 1.0
-            raise AlertError(AlertDescription.protocol_version, "client does not offer DTLS 1.2")
+        # DTLS versions count downwards (FEFF is 1.0) and all start with FE: 0x0303 is TLS 1.2.
+        if hello.client_version >> 8 != 0xFE or hello.client_version > DTLS_1_2:
+            raise AlertError(
+                AlertDescription.protocol_version,
+                f"client_version {hello.client_version:#06x} is not DTLS 1.2 or later",
+            )
         if 0 not in hello.compression_methods:
             raise AlertError(AlertDescription.illegal_parameter, "no null compression")
         negotiated.version = DTLSVersion.DTLS_1_2
@@ -432,6 +438,7 @@ class ServerHandshake12(Handshake12):
             if self.configuration.require_client_certificate:
                 raise AlertError(AlertDescription.handshake_failure, "client certificate required")
             return ServerState.WAIT_KEY_EXCHANGE
+        certificate_public_key(chain[0])  # a key we can verify CertificateVerify with
         self._check_peer_chain(chain, as_server=False)
         return ServerState.WAIT_CERTIFIED_KEY_EXCHANGE
 
@@ -490,7 +497,13 @@ class ServerHandshake12(Handshake12):
             identity = reader.vector(2)
             self.negotiated.psk_identity = identity
             config = self.configuration
-            found = config.psk_lookup(identity) if config.psk_lookup is not None else config.psk
+            found: bytes | None = None
+            if config.psk_lookup is not None:
+                found = config.psk_lookup(identity)
+            elif not config.psk_identity or hmac.compare_digest(identity, config.psk_identity):
+                # A fixed psk with a psk_identity takes only that identity; without one, any
+                # identity (reported as the peer claimed it, unchecked: see DTLSConfiguration).
+                found = config.psk
             if found is None:
                 raise AlertError(AlertDescription.unknown_psk_identity, "unknown PSK identity")
             psk = found
