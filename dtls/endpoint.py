@@ -6,8 +6,9 @@ connection.  A datagram from an unknown address is answered statelessly: it
 must start with an epoch-0 record holding a ClientHello, or the first fragment
 of one; without a valid cookie we send a HelloVerifyRequest and forget it
 (nothing is allocated), with one we create the connection, which reassembles
-the rest of a fragmented hello from the datagrams that follow.  Connections that terminate are dropped from the maps
-once their last datagrams and events have been collected.
+the rest of a fragmented hello from the datagrams that follow.  Connections
+that terminate are dropped from the maps once their last datagrams and events
+have been collected.
 
 An exception escaping one connection (which would be a bug of ours) is logged,
 counted in ``internal_errors``, and ends only that connection: other peers on
@@ -119,6 +120,11 @@ class DTLSEndpoint:
     def connection(self, peer_id: int) -> DTLSConnection | None:
         """The connection with that peer id (None once it is gone)."""
         return self.connections.get(peer_id)
+
+    def connection_at(self, address: Address) -> DTLSConnection | None:
+        """The connection routed by that peer address, if any."""
+        peer_id = self._by_address.get(address)
+        return None if peer_id is None else self.connections.get(peer_id)
 
     # ------------------------------------------------------------------ driving surface
 
