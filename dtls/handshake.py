@@ -44,6 +44,7 @@ __all__ = [
     "encode_server_hello",
     "encode_handshake_fragment",
     "fragment_handshake",
+    "message_name",
 ]
 
 HANDSHAKE_HEADER_BYTES = 12
@@ -138,6 +139,14 @@ class HandshakeFragment:
     message_seq: int
     fragment_offset: int
     body: bytes
+
+
+def message_name(msg_type: int) -> str:
+    """A handshake type's name for messages to people (``server_hello``)."""
+    try:
+        return HandshakeType(msg_type).name
+    except ValueError:
+        return f"handshake message {msg_type}"
 
 
 def encode_handshake(msg_type: int, message_seq: int, body: bytes) -> bytes:

@@ -42,7 +42,6 @@ __all__ = [
     "EXPORTER_CHANNEL_BINDING_LABEL",
     "Handshake12",
     "der",
-    "message_name",
     "psk_premaster",
 ]
 
@@ -232,14 +231,6 @@ class Handshake12:
             alpn_protocol=negotiated.alpn_protocol,
             peer_certificates=tuple(der(c) for c in negotiated.peer_certificates),
         )
-
-
-def message_name(msg_type: int) -> str:
-    """A handshake type's name for messages to people (``server_hello``)."""
-    try:
-        return HandshakeType(msg_type).name
-    except ValueError:
-        return f"handshake message {msg_type}"
 
 
 def der(certificate: x509.Certificate) -> bytes:

@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from . import handshake as hs
 from .config import CertificatePrivateKey, DTLSVersion
 from .errors import AlertDescription, AlertError
-from .handshake import ExtensionType, HandshakeType
-from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, message_name, psk_premaster
+from .handshake import ExtensionType, HandshakeType, message_name
+from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, psk_premaster
 from .handshake_context import HandshakeContext
 from .primitives import (
     SUPPORTED_SIGNATURE_SCHEMES,

@@ -26,6 +26,7 @@ HelloVerifyRequest goes out, the transcript is dropped, nothing else changes.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from collections.abc import Callable
 from enum import Enum
@@ -36,8 +37,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from . import handshake as hs
 from .config import CertificatePrivateKey, DTLSVersion
 from .errors import AlertDescription, AlertError
-from .handshake import ExtensionType, HandshakeType
-from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, message_name, psk_premaster
+from .handshake import ExtensionType, HandshakeType, message_name
+from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, psk_premaster
 from .handshake_context import HandshakeContext
 from .primitives import (
     SUPPORTED_SIGNATURE_SCHEMES,
@@ -62,6 +63,7 @@ __all__ = [
     "encode_hello_verify_datagram",
 ]
 
+message_logger = logging.getLogger("dtls.messages")
 TICKET_LIFETIME_HINT_SECONDS = 7200
 RENEGOTIATION_SCSV = 0x00FF
 # Curves of ECDSA certificates as supported_groups values (RFC 8422 5.1.1).
@@ -167,6 +169,7 @@ class ServerHandshake12(Handshake12):
         if config.cookie_exchange and not cookies.verify(address, hello, now):
             # Stateless answer: forget this hello, keep waiting for one with our cookie.
             cookie = cookies.make(address, hello, now)
+            message_logger.info(">>> hello_verify_request (stateless cookie exchange)")
             self._context.outgoing.append(
                 encode_hello_verify_datagram(
                     cookie, message_seq=message.message_seq, record_sequence=0

@@ -434,7 +434,8 @@ def test_cli_client_rejects_untrusted_server(files: dict[str, str]) -> None:
 
     code, error = asyncio.run(run())
     assert code == 1
-    assert b"handshake failed" in error
+    assert b"failed: bad_certificate: no trust anchor issued" in error
+    assert error.count(b"\n") == 1 and b"Traceback" not in error
 
 
 def test_default_openssl_req_x509_certificate_pinned_as_trust_anchor(tmp_path: Path) -> None:
@@ -578,6 +579,6 @@ def test_cli_client_saves_and_resumes_session_with_s_server(
             return errors, output
 
     errors, output = asyncio.run(run())
-    assert b"(resumed)" not in errors[0]
-    assert b"(resumed)" in errors[1]
+    assert b", new session" in errors[0]
+    assert b", resumed" in errors[1]
     assert b"Reused session-id" in output
