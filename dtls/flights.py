@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import handshake as hs
+from .reassembly import merge_range
 from .record_layer import RecordLayer
 from .records import ContentType
 
@@ -260,7 +261,7 @@ class Flights:
             if sent is None:
                 continue
             entry = self._entries[sent.index]
-            entry.acknowledged = _merge(entry.acknowledged, sent.start, sent.end)
+            entry.acknowledged = merge_range(entry.acknowledged, sent.start, sent.end)
         done = self.acknowledged
         if done:
             self.stop()
@@ -276,19 +277,6 @@ class Flights:
             if _missing(entry.acknowledged, body_length):
                 return False
         return bool(self._entries)
-
-
-def _merge(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """Add ``[start, end)`` to sorted, disjoint ranges, merging what touches."""
-    merged: list[tuple[int, int]] = []
-    for range_start, range_end in ranges:
-        if range_end < start or range_start > end:
-            merged.append((range_start, range_end))
-        else:
-            start, end = min(start, range_start), max(end, range_end)
-    merged.append((start, end))
-    merged.sort()
-    return merged
 
 
 def _missing(covered: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
+from enum import Enum
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import handshake as hs
 from .errors import AlertDescription, AlertError, LocalProtocolError
-from .handshake import HandshakeFragment, HandshakeType
+from .handshake import HandshakeFragment, HandshakeType, message_name
 from .handshake_context import HandshakeContext
 from .keyschedule import (
     derive_key_block,
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+StateT = TypeVar("StateT", bound=Enum)
 
 CURVE_TYPE_NAMED = 3
 EXPORTER_CHANNEL_BINDING_LABEL = b"EXPORTER-Channel-Binding"
@@ -115,6 +119,28 @@ class Handshake12:
         return [f"CLIENT_RANDOM {random} {self._master_secret.hex()}"]
 
     # ------------------------------------------------------------------ shared steps
+
+    def _transition(
+        self,
+        allowed: frozenset[StateT] | None,
+        state_name: str,
+        handler: Callable[[HandshakeMessage, bytes, int], StateT] | None,
+        message: HandshakeMessage,
+        now: int,
+    ) -> StateT:
+        """One step of a transition table: refuse what the state does not list, else run it.
+
+        The handler chooses the next state among ``allowed`` (the table's entry).
+        """
+        if allowed is None or handler is None:
+            raise AlertError(
+                AlertDescription.unexpected_message,
+                f"{message_name(message.msg_type)} while in state '{state_name}'",
+            )
+        transcript_before = self._take_into_transcript(message)
+        next_state = handler(message, transcript_before, now)
+        assert next_state in allowed, (state_name, message.msg_type, next_state)
+        return next_state
 
     def _take_into_transcript(self, message: HandshakeMessage) -> bytes:
         """Append a received message to the transcript; return the transcript before it."""

@@ -28,6 +28,7 @@ import ipaddress
 import os
 from collections.abc import Callable
 from enum import Enum
+from functools import partial
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from . import handshake as hs
 from .config import CertificatePrivateKey, DTLSVersion
 from .errors import AlertDescription, AlertError
-from .handshake import ExtensionType, HandshakeType, message_name
+from .handshake import ExtensionType, HandshakeType
 from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, psk_premaster
 from .handshake_context import HandshakeContext
 from .primitives import (
@@ -156,16 +157,14 @@ class ClientHandshake12(Handshake12):
 
     def handle_message(self, message: HandshakeMessage, now: int) -> None:
         """One whole server message, in order: look it up in the table, run its handler."""
-        allowed = CLIENT_TRANSITIONS[self.state].get(message.msg_type)
-        if allowed is None:
-            raise AlertError(
-                AlertDescription.unexpected_message,
-                f"{message_name(message.msg_type)} while in state '{self.state.value}'",
-            )
-        transcript_before = self._take_into_transcript(message)
-        next_state = _CLIENT_HANDLERS[message.msg_type](self, message, transcript_before, now)
-        assert next_state in allowed, (self.state, message.msg_type, next_state)
-        self.state = next_state
+        handler = _CLIENT_HANDLERS.get(message.msg_type)
+        self.state = self._transition(
+            CLIENT_TRANSITIONS[self.state].get(message.msg_type),
+            self.state.value,
+            None if handler is None else partial(handler, self),
+            message,
+            now,
+        )
 
     # ------------------------------------------------------------------ ClientHello
 

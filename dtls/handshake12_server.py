@@ -30,6 +30,7 @@ import logging
 import os
 from collections.abc import Callable
 from enum import Enum
+from functools import partial
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from . import handshake as hs
 from .config import CertificatePrivateKey, DTLSVersion
 from .errors import AlertDescription, AlertError
-from .handshake import ExtensionType, HandshakeType, message_name
+from .handshake import ExtensionType, HandshakeType
 from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, psk_premaster
 from .handshake_context import HandshakeContext
 from .primitives import (
@@ -144,16 +145,14 @@ class ServerHandshake12(Handshake12):
 
     def handle_message(self, message: HandshakeMessage, now: int) -> None:
         """One whole client message, in order: look it up in the table, run its handler."""
-        allowed = SERVER_TRANSITIONS[self.state].get(message.msg_type)
-        if allowed is None:
-            raise AlertError(
-                AlertDescription.unexpected_message,
-                f"{message_name(message.msg_type)} while in state '{self.state.value}'",
-            )
-        transcript_before = self._take_into_transcript(message)
-        next_state = _SERVER_HANDLERS[message.msg_type](self, message, transcript_before, now)
-        assert next_state in allowed, (self.state, message.msg_type, next_state)
-        self.state = next_state
+        handler = _SERVER_HANDLERS.get(message.msg_type)
+        self.state = self._transition(
+            SERVER_TRANSITIONS[self.state].get(message.msg_type),
+            self.state.value,
+            None if handler is None else partial(handler, self),
+            message,
+            now,
+        )
 
     # ------------------------------------------------------------------ ClientHello
 
@@ -274,20 +273,7 @@ class ServerHandshake12(Handshake12):
         negotiated.cipher_suite = self._choose_suite(hello, groups)
         self._suite = SUITE_PARAMETERS[negotiated.cipher_suite]
         negotiated.session_id = os.urandom(32)
-        self._flights.begin()
-        self._send(
-            HandshakeType.server_hello,
-            hs.encode_server_hello(
-                hs.ServerHello(
-                    server_version=DTLS_1_2,
-                    random=negotiated.server_random,
-                    session_id=negotiated.session_id,
-                    cipher_suite=negotiated.cipher_suite,
-                    compression_method=0,
-                    extensions=reply,
-                )
-            ),
-        )
+        self._begin_with_server_hello(reply)
         next_state = ServerState.WAIT_KEY_EXCHANGE
         key_exchange = self._suite.key_exchange
         if key_exchange in (KeyExchange.ECDHE_ECDSA, KeyExchange.ECDHE_RSA):
@@ -356,6 +342,17 @@ class ServerHandshake12(Handshake12):
         if negotiated.alpn_protocol is None:
             negotiated.alpn_protocol = session.alpn_protocol
         negotiated.session = session
+        self._begin_with_server_hello(reply)
+        self._derive_keys()
+        self._change_cipher_spec()
+        self._queue_finished()
+        self._flights.send(now, expects_reply=True)
+        return ServerState.WAIT_RESUMED_FINISHED
+
+    def _begin_with_server_hello(self, reply: hs.Extensions) -> None:
+        """A new flight, starting with our ServerHello."""
+        negotiated = self.negotiated
+        assert negotiated.cipher_suite is not None
         self._flights.begin()
         self._send(
             HandshakeType.server_hello,
@@ -370,11 +367,6 @@ class ServerHandshake12(Handshake12):
                 )
             ),
         )
-        self._derive_keys()
-        self._change_cipher_spec()
-        self._queue_finished()
-        self._flights.send(now, expects_reply=True)
-        return ServerState.WAIT_RESUMED_FINISHED
 
     def _choose_suite(self, hello: hs.ClientHello, groups: list[int] | None) -> CipherSuite:
         config = self.configuration

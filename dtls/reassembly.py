@@ -38,6 +38,7 @@ __all__ = [
     "MAX_VARIANTS_PER_MESSAGE",
     "HandshakeMessage",
     "HandshakeReassembler",
+    "merge_range",
 ]
 
 MAX_HANDSHAKE_MESSAGE_BYTES = 64 * 1024
@@ -91,7 +92,7 @@ class _Variant:
         for start, chunk in parts:
             self.pieces.append((start, chunk))
             self.stored += len(chunk)
-            self.covered = _merge(self.covered, start, start + len(chunk))
+            self.covered = merge_range(self.covered, start, start + len(chunk))
         self.last_touched = touched
 
     def complete(self) -> bool:
@@ -213,7 +214,7 @@ class HandshakeReassembler:
             del self._variants[seq]
 
 
-def _merge(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+def merge_range(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
     """Add ``[start, end)`` to sorted, disjoint ranges, merging what touches."""
     merged: list[tuple[int, int]] = []
     for range_start, range_end in ranges:

@@ -53,6 +53,17 @@ class _LoopThread:
             future.cancel()
             raise TimeoutError(f"no result within {timeout} s") from None
 
+    def finish(self, work: Coroutine[Any, Any, None], *, stop: bool) -> None:
+        """Run a closing coroutine (if the loop still runs), then maybe stop the loop."""
+        try:
+            if self.loop.is_closed():
+                work.close()
+            else:
+                self.run(work, None)
+        finally:
+            if stop:
+                self.stop()
+
     def stop(self) -> None:
         if self.loop.is_closed():
             return
@@ -120,12 +131,7 @@ class BlockingDTLSConnection:
             await asyncio.sleep(0)
             await self.connection.__aexit__(None, None, None)
 
-        try:
-            if not self._runner.loop.is_closed():
-                self._runner.run(_close(), None)
-        finally:
-            if self._owns_loop:
-                self._runner.stop()
+        self._runner.finish(_close(), stop=self._owns_loop)
 
     def __enter__(self) -> BlockingDTLSConnection:
         return self
@@ -181,11 +187,7 @@ class BlockingDTLSServer:
             self.server.close()
             await asyncio.sleep(0)
 
-        try:
-            if not self._runner.loop.is_closed():
-                self._runner.run(_close(), None)
-        finally:
-            self._runner.stop()
+        self._runner.finish(_close(), stop=True)
 
     def __enter__(self) -> BlockingDTLSServer:
         return self

@@ -25,8 +25,6 @@ from .common import (
     Output,
     describe_connect_failure,
     describe_socket_error,
-    info_record,
-    info_text,
     load_chain_and_key,
     load_trust_anchors,
     parse_bind_address,
@@ -35,7 +33,7 @@ from .common import (
     run_async,
     versions_from,
 )
-from .options import add_common_options, common_configuration, write_key_log
+from .options import add_common_options, common_configuration, report_connected, write_key_log
 
 __all__ = ["configure", "run"]
 
@@ -163,16 +161,9 @@ async def _client(
                 saved.write(session.to_bytes())
         except OSError as error:
             output.note(f"cannot save the session to {arguments.sess_out}: {error.strerror}")
-    keying_material = None
-    if arguments.keymatexport:
-        keying_material = connection.export_keying_material(
-            arguments.keymatexport, None, arguments.keymatexport_len
-        )
-    record = info_record(connection.info, keying_material)
-    text = f"connected to {host}:{port}: {info_text(record)}"
-    if keying_material is not None:
-        text += f"\nkeying material ({arguments.keymatexport}): {keying_material.hex().upper()}"
-    output.event({"event": "connected", "peer": f"{host}:{port}", **record}, text)
+    report_connected(
+        output, connection, arguments, peer=f"{host}:{port}", lead=f"connected to {host}:{port}: "
+    )
     clean = await _pipe(connection, output, counts)
     output.event(
         {

@@ -5,16 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import asyncio as dtls_asyncio
 from ..config import DEFAULT_MTU_BYTES, MIN_MTU_BYTES
 from .common import (
     CliError,
+    Output,
+    info_record,
+    info_text,
     parse_ciphers,
     parse_groups,
     parse_hex,
     parse_srtp_profiles,
 )
 
-__all__ = ["SECOND_NS", "add_common_options", "common_configuration", "write_key_log"]
+__all__ = [
+    "SECOND_NS",
+    "add_common_options",
+    "common_configuration",
+    "report_connected",
+    "write_key_log",
+]
 
 SECOND_NS = 1_000_000_000
 
@@ -118,6 +128,27 @@ def common_configuration(arguments: argparse.Namespace) -> dict[str, object]:
     if arguments.srtp:
         options["srtp_profiles"] = arguments.srtp
     return options
+
+
+def report_connected(
+    output: Output,
+    connection: dtls_asyncio.AsyncDTLSConnection,
+    arguments: argparse.Namespace,
+    *,
+    peer: str,
+    lead: str,
+) -> None:
+    """What was negotiated (and ``--keymatexport``'s keying material), as text or JSON."""
+    keying_material = None
+    if arguments.keymatexport:
+        keying_material = connection.export_keying_material(
+            arguments.keymatexport, None, arguments.keymatexport_len
+        )
+    record = info_record(connection.info, keying_material)
+    text = lead + info_text(record)
+    if keying_material is not None:
+        text += f"\nkeying material ({arguments.keymatexport}): {keying_material.hex().upper()}"
+    output.event({"event": "connected", "peer": peer, **record}, text)
 
 
 def write_key_log(path: str | None, lines: list[str]) -> None:

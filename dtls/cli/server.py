@@ -20,15 +20,13 @@ from .common import (
     CliError,
     Output,
     describe_socket_error,
-    info_record,
-    info_text,
     load_chain_and_key,
     load_trust_anchors,
     parse_bind_address,
     run_async,
     versions_from,
 )
-from .options import add_common_options, common_configuration, write_key_log
+from .options import add_common_options, common_configuration, report_connected, write_key_log
 
 __all__ = ["configure", "run"]
 
@@ -186,16 +184,7 @@ async def _serve_peer(
 ) -> None:
     peer = _peer_text(connection.peer_address)
     started = time.monotonic()
-    keying_material = None
-    if arguments.keymatexport:
-        keying_material = connection.export_keying_material(
-            arguments.keymatexport, None, arguments.keymatexport_len
-        )
-    record = info_record(connection.info, keying_material)
-    text = f"peer {peer} connected: {info_text(record)}"
-    if keying_material is not None:
-        text += f"\nkeying material ({arguments.keymatexport}): {keying_material.hex().upper()}"
-    output.event({"event": "connected", "peer": peer, **record}, text)
+    report_connected(output, connection, arguments, peer=peer, lead=f"peer {peer} connected: ")
     received = 0
     reason = "closed by the peer (close_notify)"
     try:
