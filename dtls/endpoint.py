@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+message_logger = logging.getLogger("dtls.messages")
 
 MAX_CONNECTIONS = 10_000
 DEFAULT_CONNECTION_ID_BYTES = 8
@@ -224,6 +225,7 @@ class DTLSEndpoint:
             stale_random=None if replacing is None else replacing.client_random,
         )
         if check.reply is not None:
+            message_logger.info(">>> hello_verify_request to %r (stateless cookie exchange)", addr)
             self._outgoing.append((check.reply, addr))
             self.hello_verify_requests_sent += 1
             return None
