@@ -634,13 +634,14 @@ class DTLSConnection:
     def _handle_message(self, message: HandshakeMessage, now: int) -> None:
         if self._state is HandshakeState.ESTABLISHED:
             raise AlertError(AlertDescription.unexpected_message, "handshake message out of place")
-        message_logger.info(
-            "<<< %s (message_seq %d, %d bytes) in state '%s'",
-            message_name(message.msg_type),
-            message.message_seq,
-            len(message.body),
-            self._handshake.state_name,
-        )
+        if message_logger.isEnabledFor(logging.INFO):
+            message_logger.info(
+                "<<< %s (message_seq %d, %d bytes) in state '%s'",
+                message_name(message.msg_type),
+                message.message_seq,
+                len(message.body),
+                self._handshake.state_name,
+            )
         self._handshake.handle_message(message, now)
         if self._handshake.established:
             self._on_established()

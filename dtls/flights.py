@@ -123,12 +123,13 @@ class Flights:
         The whole (unfragmented) form is what enters the handshake transcript.
         """
         message = hs.encode_handshake(msg_type, self.next_message_seq, body)
-        message_logger.info(
-            ">>> %s (message_seq %d, %d bytes)",
-            hs.message_name(msg_type),
-            self.next_message_seq,
-            len(body),
-        )
+        if message_logger.isEnabledFor(logging.INFO):
+            message_logger.info(
+                ">>> %s (message_seq %d, %d bytes)",
+                hs.message_name(msg_type),
+                self.next_message_seq,
+                len(body),
+            )
         self.next_message_seq += 1
         self._entries.append(FlightEntry(ContentType.handshake, self._records.write_epoch, message))
         return message
