@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .config import (
     DTLSConfiguration,
+    DTLSVersion,
     ServerCertificates,
     load_certificate_chain,
     load_private_key,
@@ -35,6 +36,7 @@ from .events import (
     HandshakeCompleted,
     PeerClosedWrite,
 )
+from .info import ConnectionInfo
 from .sessions import Session
 from .suites import CipherSuite, NamedGroup, SrtpProfile
 
@@ -45,11 +47,13 @@ __all__ = [
     "ApplicationDataReceived",
     "CipherSuite",
     "ConnectionAccepted",
+    "ConnectionInfo",
     "ConnectionTerminated",
     "DTLSConfiguration",
     "DTLSConnection",
     "DTLSEndpoint",
     "DTLSError",
+    "DTLSVersion",
     "DecodeError",
     "DecryptError",
     "Event",

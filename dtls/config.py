@@ -160,6 +160,10 @@ class DTLSConfiguration:
     alpn_protocols: tuple[str, ...] = ()
     srtp_profiles: tuple[SrtpProfile, ...] = ()
     psk: bytes | None = None
+    # Client: the identity sent with ``psk``.  Server with a fixed ``psk``: the identity a
+    # client must send (unknown_psk_identity otherwise); left empty, any identity is taken
+    # and ``connection.psk_identity`` is only what the client claimed.  ``psk_lookup``
+    # (identity -> key or None) replaces both for servers with several keys.
     psk_identity: bytes = b""
     psk_identity_hint: bytes = b""
     psk_lookup: PskLookup | None = None

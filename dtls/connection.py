@@ -68,8 +68,7 @@ from .events import (
     PeerClosedWrite,
 )
 from .flights import Flights
-from .handshake import HandshakeType
-from .handshake12 import message_name
+from .handshake import HandshakeType, message_name
 from .handshake12_client import ClientHandshake12
 from .handshake12_server import ServerHandshake12, encode_hello_verify_datagram
 from .handshake_context import Handshake, HandshakeContext, ServerContext
@@ -90,6 +89,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# One line per handshake message, alert and retransmission, for `dtls -v` (INFO level).
+message_logger = logging.getLogger("dtls.messages")
 
 Address = Hashable
 MAX_APPLICATION_DATAGRAM_BYTES = 16384
@@ -570,6 +571,7 @@ class DTLSConnection:
             elif content_type == ContentType.change_cipher_spec:
                 # Keys switch on our own schedule (section 2 of SPEC-DTLS.md), so the record
                 # carries no decision; a malformed one is only counted.
+                message_logger.info("<<< change_cipher_spec")
                 if opened.payload != b"\x01":
                     records.dropped_records += 1
             else:
@@ -632,12 +634,14 @@ class DTLSConnection:
     def _handle_message(self, message: HandshakeMessage, now: int) -> None:
         if self._state is HandshakeState.ESTABLISHED:
             raise AlertError(AlertDescription.unexpected_message, "handshake message out of place")
-        logger.debug(
-            "connection %d: %s in state '%s'",
-            self.peer_id,
-            message_name(message.msg_type),
-            self._handshake.state_name,
-        )
+        if message_logger.isEnabledFor(logging.INFO):
+            message_logger.info(
+                "<<< %s (message_seq %d, %d bytes) in state '%s'",
+                message_name(message.msg_type),
+                message.message_seq,
+                len(message.body),
+                self._handshake.state_name,
+            )
         self._handshake.handle_message(message, now)
         if self._handshake.established:
             self._on_established()
@@ -688,6 +692,11 @@ class DTLSConnection:
             description = AlertDescription(description_value)
         except ValueError:
             description = AlertDescription.internal_error
+        message_logger.info(
+            "<<< alert %s (%s)",
+            description.name,
+            "fatal" if level == AlertLevel.FATAL else "warning",
+        )
         established = self._state is HandshakeState.ESTABLISHED
         if description == AlertDescription.close_notify:
             if not established:
@@ -704,6 +713,7 @@ class DTLSConnection:
         logger.debug("warning alert from peer: %s", description.name)
 
     def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
+        message_logger.info(">>> alert %s (%s)", description.name, level.name.lower())
         records = self._records
         self._outgoing.append(
             records.seal(ContentType.alert, records.write_epoch, bytes((level, description)))
