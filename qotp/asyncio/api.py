@@ -301,6 +301,11 @@ class QotpConnection(_ClosesOnExit):
         return self.engine.protection.peer_identity
 
     @property
+    def local_identity(self) -> KeyPair | None:
+        """Our identity key pair (native crypto; None over DTLS): for identity proofs."""
+        return self._listener.endpoint.identity
+
+    @property
     def is_closed(self) -> bool:
         """Whether the connection ended."""
         return self._terminated.is_set()
