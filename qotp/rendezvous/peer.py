@@ -162,6 +162,7 @@ class Peer:
         on_event: Callable[[PeerEvent], None] | None = None,
         punch_timeout_s: float = 3.0,
         connect_timeout_s: float = 30.0,
+        upgrade_delays_s: tuple[float, ...] = UPGRADE_DELAYS_S,
     ) -> None:
         identity = listener.endpoint.identity
         if identity is None:
@@ -176,6 +177,7 @@ class Peer:
             punch_timeout_ns=int(punch_timeout_s * 1e9),
         )
         self.connect_timeout_s = connect_timeout_s
+        self.upgrade_delays_s = upgrade_delays_s or UPGRADE_DELAYS_S
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -203,6 +205,7 @@ class Peer:
         on_event: Callable[[PeerEvent], None] | None = None,
         punch_timeout_s: float = 3.0,
         connect_timeout_s: float = 30.0,
+        upgrade_delays_s: tuple[float, ...] = UPGRADE_DELAYS_S,
     ) -> Peer:
         """Bind a socket, start registering as ``name`` with the rendezvous."""
         listener = await listen(host, port, identity=identity)
@@ -214,6 +217,7 @@ class Peer:
                 on_event=on_event,
                 punch_timeout_s=punch_timeout_s,
                 connect_timeout_s=connect_timeout_s,
+                upgrade_delays_s=upgrade_delays_s,
             )
         except BaseException:
             listener.close()
@@ -519,7 +523,7 @@ class Peer:
     async def _keep_alive(self, pending: _Pending, link: PeerLink) -> None:
         connection = link.connection
         loop = self._loop
-        delays = iter(UPGRADE_DELAYS_S)
+        delays = iter(self.upgrade_delays_s)
         delay = next(delays)
         next_ping = loop.time() + KEEPALIVE_S
         next_punch = loop.time() + delay
