@@ -31,6 +31,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "send",
     "decrypt",
     "demo",
+    "send-files",
+    "receive-files",
+    "rendezvous",
+    "peer",
 )
 """Modules of :mod:`qotp.cli` that each define ``COMMAND``, in ``--help`` order."""
 
@@ -39,7 +43,7 @@ def commands() -> list[Command]:
     """Every registered command."""
     found = []
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"qotp.cli.{name}")
+        module = importlib.import_module(f"qotp.cli.{name.replace('-', '_')}")
         command = module.COMMAND
         assert isinstance(command, Command), name
         found.append(command)
