@@ -160,8 +160,9 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             path = "direct" if event.direct else "through the rendezvous relay"
             emit(
                 {"event": "connected", "peer": event.peer, "addr": format_address(event.address),
-                 "direct": event.direct},
-                f"connected to {event.peer} at {format_address(event.address)} ({path})",
+                 "direct": event.direct, "setup_s": round(event.setup_s, 3)},
+                f"connected to {event.peer} at {format_address(event.address)} ({path}) "
+                f"in {event.setup_s:.2f} s",
             )  # fmt: skip
         elif isinstance(event, PeerPathChanged):
             path = "direct" if event.direct else "through the rendezvous relay"

@@ -21,7 +21,14 @@ from qotp.cli.common import (
 from qotp.cli.files import FileProgressDisplay, file_record
 from qotp.keys import KeyPair
 from qotp.tool import format_address
-from qotp.transfer import FileDone, FileReceiver, SessionDone, SessionStarted, TransferEvent
+from qotp.transfer import (
+    FileDone,
+    FileReceiver,
+    SenderMoved,
+    SessionDone,
+    SessionStarted,
+    TransferEvent,
+)
 
 __all__ = ["COMMAND", "read_key_file"]
 
@@ -118,6 +125,13 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 totals["bytes"] += event.bytes_sent
                 if output.json:
                     output.result(file_record(event, direction="received"))
+            elif isinstance(event, SenderMoved):
+                who = event.peer_public_key.hex() if event.peer_public_key else "?"
+                old, new = format_address(event.old_address), format_address(event.new_address)
+                if output.json:
+                    output.result({"event": "moved", "peer": who, "from": old, "to": new})
+                else:
+                    output.note(f"sender {who} moved from {old} to {new}")
             elif isinstance(event, SessionDone):
                 if not output.json:
                     output.note(

@@ -95,6 +95,8 @@ class PeerConnected:
     peer: str
     address: Address
     direct: bool
+    setup_s: float = 0.0
+    """From the introduction to the proven link: punching (or its timeout), handshake, proofs."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +146,7 @@ class _Pending:
     introduction: Introduced
     punched: asyncio.Future[Address | None]
     incoming: asyncio.Future[QotpConnection]
+    introduced_at: float = field(default_factory=time.monotonic)
     relay: asyncio.Future[str | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -432,7 +435,14 @@ class Peer:
                 waiter.set_exception(PeerError(f"could not connect to {name}: {reason}"))
             return
         pending.link = link
-        self._emit(PeerConnected(peer=name, address=link.address, direct=link.direct))
+        self._emit(
+            PeerConnected(
+                peer=name,
+                address=link.address,
+                direct=link.direct,
+                setup_s=time.monotonic() - pending.introduced_at,
+            )
+        )
         link.connection.on_address_change(lambda change: self._on_path_change(link, change))
         self._spawn(self._keep_alive(pending, link))
         waiter = self._connect_waiters.get(name)

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qotp.protection import Address
+
 __all__ = [
     "FileDone",
     "FileProgress",
     "FileStarted",
     "SessionDone",
+    "SenderMoved",
     "SessionStarted",
     "TransferEvent",
     "TransferObserver",
@@ -73,7 +76,16 @@ class SessionDone:
     bytes_skipped: int
 
 
-TransferEvent = SessionStarted | FileStarted | FileProgress | FileDone | SessionDone
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderMoved:
+    """A sender's packets come from a new address, which proved it receives (roaming, NAT)."""
+
+    peer_public_key: bytes | None
+    old_address: Address
+    new_address: Address
+
+
+TransferEvent = SessionStarted | FileStarted | FileProgress | FileDone | SessionDone | SenderMoved
 TransferObserver = Callable[[TransferEvent], None]
 
 

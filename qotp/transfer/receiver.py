@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qotp.asyncio import QotpConnection, QotpListener, QotpStream
+from qotp.asyncio.api import AddressChange
 from qotp.identity_proof import new_nonce, prove, verify
 from qotp.transfer.blocking import run_blocking
 from qotp.transfer.events import (
     FileDone,
     FileProgress,
     FileStarted,
+    SenderMoved,
     SessionDone,
     SessionStarted,
     TransferEvent,
@@ -134,6 +136,18 @@ class FileReceiver:
         """Receive every session and file on one connection until it ends."""
         link = _Link()
         tasks: set[asyncio.Task[None]] = set()
+
+        def moved(change: AddressChange) -> None:
+            if not change.local:
+                self._notify(
+                    SenderMoved(
+                        peer_public_key=connection.peer_public_key,
+                        old_address=change.old_address,
+                        new_address=change.new_address,
+                    )
+                )
+
+        connection.on_address_change(moved)
         try:
             while True:
                 stream = await connection.accept_stream()
