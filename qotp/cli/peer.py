@@ -304,7 +304,8 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
 
 async def _quietly(awaitable: Any, timeout: float) -> None:
     try:
-        await asyncio.wait_for(awaitable, timeout)
+        async with asyncio.timeout(timeout):
+            await awaitable
     except TimeoutError:
         pass
 

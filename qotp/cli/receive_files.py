@@ -14,11 +14,13 @@ from qotp.cli.common import (
     describe_socket_error,
     format_bytes,
     parse_bind_address,
+    parse_positive_seconds,
     parse_private_key,
     parse_public_key,
     run_async,
 )
 from qotp.cli.files import FileProgressDisplay, file_record
+from qotp.config import QotpConfiguration
 from qotp.keys import KeyPair
 from qotp.tool import format_address
 from qotp.transfer import (
@@ -34,6 +36,14 @@ __all__ = ["COMMAND", "read_key_file"]
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--idle-timeout",
+        type=parse_positive_seconds,
+        default=QotpConfiguration().idle_timeout_ns / 1e9,
+        metavar="SECONDS",
+        help="a connection that hears nothing for this long ends (a dead peer is noticed "
+        "after this long)",
+    )
     parser.add_argument(
         "--listen",
         type=parse_bind_address,
@@ -150,7 +160,12 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 f"cannot use {arguments.dir} as the receive directory: {error.strerror}"
             ) from None
         try:
-            listener = await listen(host, port, identity=identity)
+            listener = await listen(
+                host,
+                port,
+                identity=identity,
+                configuration=QotpConfiguration(idle_timeout_ns=int(arguments.idle_timeout * 1e9)),
+            )
         except OSError as error:
             raise CliError(describe_socket_error(error, host, port, binding=True)) from None
         bound = format_address(listener.local_address)

@@ -23,6 +23,7 @@ from qotp.cli.common import (
     run_async,
 )
 from qotp.cli.files import FileProgressDisplay, summary_record
+from qotp.config import QotpConfiguration
 from qotp.keys import KeyPair
 from qotp.tool import format_address
 from qotp.transfer import (
@@ -42,6 +43,14 @@ CLOSE_GRACE_S = 2.0
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--idle-timeout",
+        type=parse_positive_seconds,
+        default=QotpConfiguration().idle_timeout_ns / 1e9,
+        metavar="SECONDS",
+        help="a connection that hears nothing for this long ends (a dead peer is noticed "
+        "after this long)",
+    )
     parser.add_argument(
         "address", type=parse_peer_address, metavar="HOST:PORT", help="the receiver"
     )
@@ -102,7 +111,12 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
         address = (str(resolved[0]), int(resolved[1]))
         local_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
         try:
-            listener = await listen(local_host, 0, identity=identity)
+            listener = await listen(
+                local_host,
+                0,
+                identity=identity,
+                configuration=QotpConfiguration(idle_timeout_ns=int(arguments.idle_timeout * 1e9)),
+            )
         except OSError as error:
             raise CliError(describe_socket_error(error, local_host, 0, binding=True)) from None
         async with listener:
@@ -130,7 +144,8 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 display.close()
             connection.close()
             try:
-                await asyncio.wait_for(connection.wait_closed(), CLOSE_GRACE_S)
+                async with asyncio.timeout(CLOSE_GRACE_S):
+                    await connection.wait_closed()
             except TimeoutError:
                 pass
             return summary

@@ -239,7 +239,10 @@ class Peer:
     async def wait_registered(self, timeout: float = 10.0) -> Address:
         """Our public address once registered; raises :class:`PeerError` otherwise."""
         try:
-            await asyncio.wait_for(self._registered.wait(), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation (Ctrl-C) that arrives as the event is set.
+            async with asyncio.timeout(timeout):
+                await self._registered.wait()
         except TimeoutError:
             raise PeerError(
                 f"no answer from the rendezvous at {self.rendezvous[0]}:{self.rendezvous[1]}"
@@ -423,7 +426,8 @@ class Peer:
         introduction = pending.introduction
         name = introduction.name
         try:
-            link = await asyncio.wait_for(self._open_link(pending), self.connect_timeout_s)
+            async with asyncio.timeout(self.connect_timeout_s):
+                link = await self._open_link(pending)
         except (PeerError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as error:
             reason = str(error) or type(error).__name__
             if isinstance(error, TimeoutError):
@@ -541,7 +545,8 @@ class Peer:
             while not connection.is_closed:
                 wake = next_ping if link.direct else min(next_ping, next_punch)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(connection.wait_closed(), max(0.0, wake - loop.time()))
+                    async with asyncio.timeout(max(0.0, wake - loop.time())):
+                        await connection.wait_closed()
                 if connection.is_closed:
                     break
                 now = loop.time()

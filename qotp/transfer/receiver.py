@@ -261,7 +261,8 @@ class FileReceiver:
         self, connection: QotpConnection, link: _Link, stream: QotpStream, header: FileHeader
     ) -> None:
         try:
-            await asyncio.wait_for(link.admitted.wait(), SESSION_START_TIMEOUT_S)
+            async with asyncio.timeout(SESSION_START_TIMEOUT_S):
+                await link.admitted.wait()
         except TimeoutError:
             raise TransferProtocolError("a file stream without an admitted session") from None
         session = link.session
