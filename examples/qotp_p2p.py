@@ -25,15 +25,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qotp.asyncio.api import AddressChange  # noqa: E402
-from qotp.rendezvous import Peer, serve_rendezvous  # noqa: E402
+from qotp.rendezvous import Peer, PeerConnected, PeerEvent, serve_rendezvous  # noqa: E402
 from qotp.transfer import FileReceiver, build_manifest, send_files  # noqa: E402
+
+
+def show(event: PeerEvent) -> None:
+    if isinstance(event, PeerConnected):
+        print(f"connected to {event.peer} (direct: {event.direct}) in {event.setup_s:.3f} s")
 
 
 async def main() -> None:
     async with await serve_rendezvous("127.0.0.1", 0) as rendezvous:
         where = rendezvous.local_address
-        alice = await Peer.start(where, "alice", host="127.0.0.1", on_event=print)
-        bob = await Peer.start(where, "bob", host="127.0.0.1", on_event=print)
+        alice = await Peer.start(where, "alice", host="127.0.0.1", on_event=show)
+        bob = await Peer.start(where, "bob", host="127.0.0.1", on_event=show)
         async with alice, bob:
             await alice.wait_registered()
             await bob.wait_registered()

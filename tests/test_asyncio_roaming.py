@@ -80,3 +80,24 @@ def test_diverted_datagrams_share_the_socket() -> None:
             assert two.endpoint.drops["undecodable"] == 1
 
     run(main())
+
+
+def test_a_cancelled_accept_stream_loses_no_stream() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            connection = await client.dial(server.local_address)
+            stream = connection.stream(8)
+            stream.write(b"first")
+            incoming = await server.accept()
+            first = await incoming.accept_stream()
+            waiting = asyncio.create_task(incoming.accept_stream())
+            await asyncio.sleep(0.01)
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            second = connection.stream(10)
+            second.write(b"second")
+            second.close()
+            assert (await asyncio.wait_for(incoming.accept_stream(), 5)).stream_id == 10
+            assert first.stream_id == 8
+
+    run(main())

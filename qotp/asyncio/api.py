@@ -439,7 +439,17 @@ class QotpConnection(_ClosesOnExit):
             raise ConnectionClosedError(self.close_reason or "connection closed")
         getter = asyncio.ensure_future(self._incoming.get())
         closed = asyncio.ensure_future(self._terminated.wait())
-        done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # A cancelled caller must not leave a getter behind that would swallow
+            # the next stream, nor lose one it already took.
+            closed.cancel()
+            if getter.done() and not getter.cancelled():
+                self._incoming.put_nowait(getter.result())
+            else:
+                getter.cancel()
+            raise
         if getter in done:
             closed.cancel()
             return getter.result()
