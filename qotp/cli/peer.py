@@ -34,7 +34,7 @@ from qotp.rendezvous import (
     PeerRegistered,
 )
 from qotp.rendezvous.messages import check_name
-from qotp.tool import format_address
+from qotp.tool import describe_close_reason, format_address
 from qotp.transfer import (
     FileDone,
     FileReceiver,
@@ -172,9 +172,10 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 f"{event.peer} now at {format_address(event.address)} ({path})",
             )  # fmt: skip
         elif isinstance(event, PeerDisconnected):
+            reason = describe_close_reason(event.reason, event.detail)
             emit(
-                {"event": "disconnected", "peer": event.peer, "reason": event.reason},
-                f"disconnected from {event.peer}: {event.reason}",
+                {"event": "disconnected", "peer": event.peer, "reason": reason},
+                f"disconnected from {event.peer}: {reason}",
             )
 
     def file_observer(display: FileProgressDisplay, direction: str, peer: str) -> Any:

@@ -33,6 +33,7 @@ from typing import Any, Self
 
 from qotp.asyncio import QotpConnection, QotpListener, listen
 from qotp.asyncio.api import AddressChange
+from qotp.events import TerminationReason
 from qotp.identity_proof import NONCE_BYTES, PROOF_BYTES, new_nonce, prove, verify
 from qotp.keys import KeyPair
 from qotp.protection import Address
@@ -110,10 +111,11 @@ class PeerPathChanged:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerDisconnected:
-    """A link ended."""
+    """A link ended, and why (the connection's termination reason)."""
 
     peer: str
-    reason: str
+    reason: TerminationReason | None
+    detail: str = ""
 
 
 PeerEvent = PeerRegistered | PeerConnected | PeerPathChanged | PeerDisconnected
@@ -560,7 +562,11 @@ class Peer:
                     next_punch = now + delay
         finally:
             self._forget(link.token)
-            self._emit(PeerDisconnected(peer=link.name, reason=connection.close_reason or "closed"))
+            self._emit(
+                PeerDisconnected(
+                    peer=link.name, reason=connection.close_reason, detail=connection.close_detail
+                )
+            )
 
     def _forget(self, token: bytes) -> None:
         self._pending.pop(token, None)
