@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -10,6 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+
+from qotp.cli.common import Output
+from qotp.cli.files import FileProgressDisplay
+from qotp.transfer import FileDone, FileProgress, FileStarted
 
 QOTP = [sys.executable, "-m", "qotp"]
 KEY = "abcb28157945aefc8e3fddef3323588f1f742fb277bbbcc72813ecdb3aa8a745"
@@ -131,3 +136,24 @@ def test_ctrl_c_while_a_peer_waits_is_one_line(tmp_path: Path) -> None:
         output, errors = rendezvous.communicate(timeout=30)
     statistics = json.loads(output.splitlines()[-1])
     assert statistics["event"] == "statistics" and statistics["registrations"] == 1
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_draws_with_rich_and_ends_clean() -> None:
+    terminal = Terminal()
+    output = Output(stderr=terminal, stdout=io.StringIO())
+    display = FileProgressDisplay(output, verb="sent", total_bytes=3_000)
+    assert display._rich is not None
+    display(FileStarted(path="a/b.bin", size=2_000, offset=500))
+    display(FileProgress(path="a/b.bin", position=1_500, size=2_000))
+    display(FileDone(path="a/b.bin", size=2_000, bytes_sent=1_500, bytes_skipped=500,
+                     sha256=bytes(32), ok=True))  # fmt: skip
+    display(FileDone(path="c", size=1_000, bytes_sent=0, bytes_skipped=0, sha256=None,
+                     ok=False, error="refused: absolute path"))  # fmt: skip
+    display.close()
+    assert display.done_bytes == 3_000 and (display.files_ok, display.files_failed) == (1, 1)
+    assert "sent a/b.bin" in terminal.getvalue() and "FAILED c" in terminal.getvalue()

@@ -161,3 +161,38 @@ def test_connecting_to_a_peer_that_never_registers_times_out() -> None:
                     await alice.connect("carol", timeout=1.5)
 
     run(main())
+
+
+def test_both_peers_send_files_at_once_over_their_one_connection(tmp_path: Path) -> None:
+    for name in ("alice", "bob"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"from-{name}.bin").write_bytes(os.urandom(500_000))
+
+    async def main() -> None:
+        async with await serve_rendezvous("127.0.0.1", 0) as rendezvous:
+            alice = await start_peer(rendezvous.local_address, "alice", [])
+            bob = await start_peer(rendezvous.local_address, "bob", [])
+            async with alice, bob:
+                to_bob, to_alice = await asyncio.gather(alice.connect("bob"), bob.connect("alice"))
+                links = {"alice": to_bob, "bob": to_alice}
+                receiving = [
+                    asyncio.create_task(
+                        FileReceiver(tmp_path / f"inbox-{name}").handle_connection(link.connection)
+                    )
+                    for name, link in links.items()
+                ]
+                summaries = await asyncio.gather(
+                    *(
+                        send_files(link.connection, build_manifest([tmp_path / name]))
+                        for name, link in links.items()
+                    )
+                )
+                assert all(summary.ok for summary in summaries)
+                for task in receiving:
+                    task.cancel()
+
+    run(main())
+    for sender, receiver in (("alice", "bob"), ("bob", "alice")):
+        original = tmp_path / sender / f"from-{sender}.bin"
+        copy = tmp_path / f"inbox-{receiver}" / sender / original.name
+        assert copy.read_bytes() == original.read_bytes()

@@ -224,12 +224,18 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             raise CliError(f"sending to {link.name}: {error}") from None
         finally:
             display.close()
+        if not summary.ok:
+            first = summary.errors[0] if summary.errors else "failed"
+            raise CliError(
+                f"{summary.files_failed} of {len(manifest.files)} files to {link.name} failed "
+                f"(first: {first}); run the same command again to resume"
+            )
         if not output.json:
             output.note(
                 f"sent {summary.files} files to {link.name}: {format_bytes(summary.bytes_sent)} "
                 f"in {summary.elapsed_s:.2f} s ({summary.mb_s:.1f} MB/s)"
             )
-        return summary.ok
+        return True
 
     async def serve_link(link: PeerLink, finished: asyncio.Event) -> bool:
         tasks = []

@@ -65,17 +65,24 @@ class TransferRefused(TransferError):
 _next_stream: weakref.WeakKeyDictionary[QotpConnection, int] = weakref.WeakKeyDictionary()
 
 
+RESPONDER_FIRST_STREAM_ID = 1 << 31
+"""The accepting side numbers its transfer streams from here; the dialing side from 2."""
+
+
 def stream_ids(connection: QotpConnection) -> Iterator[int]:
     """Fresh stream ids for our sessions on this connection.
 
     Each side of a connection may send files, so the two sides number their
-    streams apart (the dialing side even ids, the other odd) and never reuse
-    one within the connection.  Stream 0 is left alone: a 0-RTT dial pings on it.
+    streams apart: the dialing side from 2 up, the other from 2^31 up, never
+    reusing one within the connection.  Consecutive ids keep the receiver's
+    memory of finished streams compact (runs of ids, :mod:`qotp.recv`).
+    Streams 0 and 1 are left alone: a 0-RTT dial pings on 0, peers prove their
+    keys on 1.
     """
-    parity = 0 if connection.engine.is_initiator else 1
+    first = 2 if connection.engine.is_initiator else RESPONDER_FIRST_STREAM_ID
     while True:
-        current = _next_stream.get(connection, 2 + parity)
-        _next_stream[connection] = current + 2
+        current = _next_stream.get(connection, first)
+        _next_stream[connection] = current + 1
         yield current
 
 
