@@ -25,6 +25,7 @@ from qotp.rendezvous import (
     serve_rendezvous,
 )
 from qotp.rendezvous.messages import MAGIC, Kind
+from qotp.rendezvous.server import PeerRegistered, ServerEvent
 from qotp.transfer import FileReceiver, build_manifest, send_files
 
 PUNCHES = (Kind.PUNCH, Kind.PUNCH_ACK)
@@ -196,3 +197,30 @@ def test_both_peers_send_files_at_once_over_their_one_connection(tmp_path: Path)
         original = tmp_path / sender / f"from-{sender}.bin"
         copy = tmp_path / f"inbox-{receiver}" / sender / original.name
         assert copy.read_bytes() == original.read_bytes()
+
+
+def test_a_peer_that_moves_keeps_its_link_and_its_registration() -> None:
+    async def main() -> None:
+        registered: list[ServerEvent] = []
+        async with await serve_rendezvous("127.0.0.1", 0, on_event=registered.append) as server:
+            alice_events: list[PeerEvent] = []
+            alice = await start_peer(server.local_address, "alice", alice_events)
+            bob = await start_peer(server.local_address, "bob", [])
+            async with alice, bob:
+                to_bob = await alice.connect("bob")
+                to_alice = await bob.accept()
+                new = await alice.rebind()
+                stream = to_bob.connection.stream(50)
+                stream.write(b"from my new address")
+                stream.close()
+                incoming = await to_alice.connection.accept_stream()
+                assert await incoming.read() == b"from my new address"
+                assert to_alice.address == new
+                while alice.client.public_address != new:  # registered again from there
+                    await asyncio.sleep(0.02)
+                assert any(
+                    isinstance(event, PeerRegistered) and event.address == new
+                    for event in registered
+                )
+
+    run(main())

@@ -289,6 +289,18 @@ class Peer:
             if self._connect_waiters.get(name) is waiter and not waiter.done():
                 del self._connect_waiters[name]
 
+    async def rebind(self, host: str | None = None, port: int = 0) -> Address:
+        """Move to a new local socket (we roam): links follow, the registration is renewed.
+
+        Every link's peer sees our packets from the new address and moves its
+        replies there once it is validated; the rendezvous learns the new
+        public address from the renewed registration.
+        """
+        address = await self.listener.rebind(host, port)
+        self.client.start(time.monotonic_ns())
+        self._flush()
+        return address
+
     async def accept(self) -> PeerLink:
         """The next link a peer opened to us (through an introduction it asked for)."""
         return await self._links.get()
