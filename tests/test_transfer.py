@@ -225,18 +225,10 @@ async def offer_file(connection: QotpConnection, path: str, size: int) -> Offer 
 HostileStep = Callable[[QotpConnection], Coroutine[Any, Any, None]]
 
 
-async def dropped_by_receiver(connection: QotpConnection) -> None:
-    """Wait until the receiver forgot this connection (QOTP sends no close: it goes quiet).
-
-    The receiver's listener is the only other endpoint in these tests; its
-    address is where this connection leads.
-    """
-    for listener in RECEIVERS:
-        while connection.connection_id in listener.endpoint.connections:
-            await asyncio.sleep(0.01)
-
-
-RECEIVERS: list[QotpListener] = []
+async def dropped_by(receiver: QotpListener, connection: QotpConnection) -> None:
+    """Wait until the receiver forgot this connection (QOTP sends no close: it goes quiet)."""
+    while connection.connection_id in receiver.endpoint.connections:
+        await asyncio.sleep(0.01)
 
 
 def test_a_hostile_sender_cannot_escape_or_stop_the_receiver(tmp_path: Path) -> None:
@@ -248,6 +240,7 @@ def test_a_hostile_sender_cannot_escape_or_stop_the_receiver(tmp_path: Path) -> 
     os.symlink(outside / "target", inbox / "trap")
     honest_source = tmp_path / "honest.txt"
     honest_source.write_bytes(b"still works")
+    receivers: list[QotpListener] = []
 
     async def unsafe_paths(connection: QotpConnection) -> None:
         await hostile_session(connection)
@@ -281,7 +274,7 @@ def test_a_hostile_sender_cannot_escape_or_stop_the_receiver(tmp_path: Path) -> 
         write_message(stream, FileHeader(path="offset.bin", size=100))
         await expect_message(stream, Offer)
         write_message(stream, Data(offset=50))  # not offered: the connection is dropped
-        await asyncio.wait_for(dropped_by_receiver(connection), 10)
+        await asyncio.wait_for(dropped_by(receivers[0], connection), 10)
 
     async def file_without_session(connection: QotpConnection) -> None:
         stream = connection.stream(5)
@@ -292,13 +285,13 @@ def test_a_hostile_sender_cannot_escape_or_stop_the_receiver(tmp_path: Path) -> 
 
     async def forged_proof(connection: QotpConnection) -> None:
         await hostile_session(connection, proof=bytes(32))
-        await asyncio.wait_for(dropped_by_receiver(connection), 10)
+        await asyncio.wait_for(dropped_by(receivers[0], connection), 10)
 
     async def garbage(connection: QotpConnection) -> None:
         stream = connection.stream(7)
         stream.write(b"\xff\xff\xff\xff" + os.urandom(100))
         await stream.drain()
-        await asyncio.wait_for(dropped_by_receiver(connection), 10)
+        await asyncio.wait_for(dropped_by(receivers[0], connection), 10)
 
     async def truncated(connection: QotpConnection) -> None:
         await hostile_session(connection)
@@ -323,7 +316,7 @@ def test_a_hostile_sender_cannot_escape_or_stop_the_receiver(tmp_path: Path) -> 
 
     async def main() -> None:
         async with receiving(inbox) as (server, _), await listen("127.0.0.1", 0) as client:
-            RECEIVERS[:] = [server]
+            receivers.append(server)
             for step in steps:
                 await step(await dial(client, server))
             summary = await send_files(await dial(client, server), build_manifest([honest_source]))
