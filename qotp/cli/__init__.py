@@ -61,7 +61,8 @@ def build_parser() -> Parser:
     """The parser of the whole command line."""
     parser = Parser(
         prog="qotp",
-        description="QOTP tools: a test server and client, keys, capture decryption, a demo "
+        description="QOTP tools: a test server and client, keys, capture decryption, a demo, "
+        "file transfer, peer to peer through NATs "
         "(wire-compatible with the Go reference qotp v0.2.19).",
     )
     parser.add_argument(

@@ -37,14 +37,6 @@ __all__ = ["COMMAND", "read_key_file"]
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--idle-timeout",
-        type=parse_positive_seconds,
-        default=QotpConfiguration().idle_timeout_ns / 1e9,
-        metavar="SECONDS",
-        help="a connection that hears nothing for this long ends (a dead peer is noticed "
-        "after this long)",
-    )
-    parser.add_argument(
         "--listen",
         type=parse_bind_address,
         default=("0.0.0.0", 4243),
@@ -78,6 +70,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--once",
         action="store_true",
         help="exit after the first sender's session ends (exit status 1 if a file failed)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=parse_positive_seconds,
+        default=QotpConfiguration().idle_timeout_ns / 1e9,
+        metavar="SECONDS",
+        help="a connection that hears nothing for this long ends (a dead peer is noticed "
+        "after this long)",
     )
 
 

@@ -44,14 +44,6 @@ CLOSE_GRACE_S = 2.0
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--idle-timeout",
-        type=parse_positive_seconds,
-        default=QotpConfiguration().idle_timeout_ns / 1e9,
-        metavar="SECONDS",
-        help="a connection that hears nothing for this long ends (a dead peer is noticed "
-        "after this long)",
-    )
-    parser.add_argument(
         "address", type=parse_peer_address, metavar="HOST:PORT", help="the receiver"
     )
     parser.add_argument(
@@ -84,6 +76,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="SECONDS",
         help="give up when the receiver does not answer the handshake within this long",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=parse_positive_seconds,
+        default=QotpConfiguration().idle_timeout_ns / 1e9,
+        metavar="SECONDS",
+        help="a connection that hears nothing for this long ends (a dead peer is noticed "
+        "after this long)",
     )
 
 
