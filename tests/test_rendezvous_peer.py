@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from qotp.config import QotpConfiguration
 from qotp.protection import Address
 from qotp.rendezvous import (
     Peer,
@@ -222,5 +223,35 @@ def test_a_peer_that_moves_keeps_its_link_and_its_registration() -> None:
                     isinstance(event, PeerRegistered) and event.address == new
                     for event in registered
                 )
+
+    run(main())
+
+
+def test_keep_alives_hold_an_idle_link_open() -> None:
+    async def main() -> None:
+        short = QotpConfiguration(idle_timeout_ns=1_000_000_000)
+        async with await serve_rendezvous("127.0.0.1", 0) as rendezvous:
+            peers = [
+                await Peer.start(
+                    rendezvous.local_address,
+                    name,
+                    host="127.0.0.1",
+                    keepalive_s=0.2,
+                    configuration=short,
+                )  # fmt: skip
+                for name in ("alice", "bob")
+            ]
+            async with peers[0], peers[1]:
+                for peer in peers:
+                    await peer.wait_registered()
+                to_bob = await peers[0].connect("bob")
+                await asyncio.sleep(2.5)  # idle, two and a half idle timeouts
+                assert not to_bob.connection.is_closed
+                stream = to_bob.connection.stream(60)
+                stream.write(b"still here")
+                stream.close()
+                to_alice = await peers[1].accept()
+                incoming = await to_alice.connection.accept_stream()
+                assert await incoming.read() == b"still here"
 
     run(main())

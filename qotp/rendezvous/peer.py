@@ -33,6 +33,7 @@ from typing import Any, Self
 
 from qotp.asyncio import QotpConnection, QotpListener, listen
 from qotp.asyncio.api import AddressChange
+from qotp.config import QotpConfiguration
 from qotp.events import TerminationReason
 from qotp.identity_proof import NONCE_BYTES, PROOF_BYTES, new_nonce, prove, verify
 from qotp.keys import KeyPair
@@ -168,6 +169,7 @@ class Peer:
         punch_timeout_s: float = 3.0,
         connect_timeout_s: float = 30.0,
         upgrade_delays_s: tuple[float, ...] = UPGRADE_DELAYS_S,
+        keepalive_s: float = KEEPALIVE_S,
     ) -> None:
         identity = listener.endpoint.identity
         if identity is None:
@@ -183,6 +185,7 @@ class Peer:
         )
         self.connect_timeout_s = connect_timeout_s
         self.upgrade_delays_s = upgrade_delays_s or UPGRADE_DELAYS_S
+        self.keepalive_s = keepalive_s
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -211,9 +214,15 @@ class Peer:
         punch_timeout_s: float = 3.0,
         connect_timeout_s: float = 30.0,
         upgrade_delays_s: tuple[float, ...] = UPGRADE_DELAYS_S,
+        keepalive_s: float = KEEPALIVE_S,
+        configuration: QotpConfiguration | None = None,
     ) -> Peer:
-        """Bind a socket, start registering as ``name`` with the rendezvous."""
-        listener = await listen(host, port, identity=identity)
+        """Bind a socket, start registering as ``name`` with the rendezvous.
+
+        ``keepalive_s`` must stay well below both the NATs' UDP timeouts and
+        ``configuration.idle_timeout_ns``.
+        """
+        listener = await listen(host, port, identity=identity, configuration=configuration)
         try:
             peer = cls(
                 listener,
@@ -223,6 +232,7 @@ class Peer:
                 punch_timeout_s=punch_timeout_s,
                 connect_timeout_s=connect_timeout_s,
                 upgrade_delays_s=upgrade_delays_s,
+                keepalive_s=keepalive_s,
             )
         except BaseException:
             listener.close()
@@ -553,7 +563,7 @@ class Peer:
         loop = self._loop
         delays = iter(self.upgrade_delays_s)
         delay = next(delays)
-        next_ping = loop.time() + KEEPALIVE_S
+        next_ping = loop.time() + self.keepalive_s
         next_punch = loop.time() + delay
         try:
             while not connection.is_closed:
@@ -566,7 +576,7 @@ class Peer:
                 now = loop.time()
                 if now >= next_ping:
                     connection.ping()
-                    next_ping = now + KEEPALIVE_S
+                    next_ping = now + self.keepalive_s
                 if not link.direct and now >= next_punch:
                     self.client.punch(link.token, time.monotonic_ns())
                     self._flush()
