@@ -111,18 +111,23 @@ def test_resume_trusts_only_the_prefix_that_matches(tmp_path: Path) -> None:
     damaged = bytearray(data[: 4 * MIB])
     damaged[2 * MIB + 10] ^= 0xFF
     (inbox / ".bad.bin.qotp-partial").write_bytes(damaged)
+    # A small file (its rest moves in one piece) with half of it there already.
+    small = tmp_path / "out" / "small.bin"
+    small.write_bytes(data[:200_000])
+    (inbox / ".small.bin.qotp-partial").write_bytes(data[:100_000])
 
     async def main() -> None:
         async with receiving(inbox) as (server, _), await listen("127.0.0.1", 0) as client:
             connection = await dial(client, server)
-            summary = await send_files(connection, build_manifest([good, bad]))
+            summary = await send_files(connection, build_manifest([good, bad, small]))
             assert summary.ok
-            assert summary.bytes_skipped == (3 * MIB + MIB // 2) + 2 * MIB
-            assert summary.bytes_sent == 2 * len(data) - summary.bytes_skipped
+            assert summary.bytes_skipped == (3 * MIB + MIB // 2) + 2 * MIB + 100_000
+            assert summary.bytes_sent == 2 * len(data) + 200_000 - summary.bytes_skipped
 
     run(main())
     assert (inbox / "good.bin").read_bytes() == data
     assert (inbox / "bad.bin").read_bytes() == data
+    assert (inbox / "small.bin").read_bytes() == data[:200_000]
 
 
 def test_a_changed_complete_file_is_replaced(tmp_path: Path) -> None:

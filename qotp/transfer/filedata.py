@@ -22,6 +22,8 @@ from qotp.transfer.messages import MAX_OFFER_CHUNKS, MIN_CHUNK_BYTES, Offer
 
 __all__ = [
     "IO_CHUNK_BYTES",
+    "SMALL_FILE_BYTES",
+    "Hash",
     "OfferState",
     "chunk_bytes_for",
     "copy_prefix",
@@ -34,6 +36,8 @@ __all__ = [
 IO_CHUNK_BYTES = 1024 * 1024
 """Bytes per read or write: large enough that thread hand-offs cost little."""
 OFFER_CHUNK_BYTES = 1024 * 1024
+SMALL_FILE_BYTES = 256 * 1024
+"""Files (or rests of files) this small move through memory in one piece: fewer thread hops."""
 
 Hash = Any  # hashlib's object type is private
 
@@ -105,6 +109,37 @@ def matching_prefix(fd: int, size: int, offer: Offer) -> tuple[int, Hash]:
         whole = candidate
         matched = end
     return matched, whole
+
+
+def matching_prefix_of(data: bytes, offer: Offer) -> tuple[int, Hash]:
+    """:func:`matching_prefix` over a small file already in memory."""
+    matched = 0
+    whole = hashlib.sha256()
+    view = memoryview(data)
+    for (start, end), digest in zip(offer.ranges(), offer.digests, strict=True):
+        if end > len(data) or hashlib.sha256(view[start:end]).digest() != digest:
+            break
+        whole.update(view[start:end])
+        matched = end
+    return matched, whole
+
+
+def read_small_file(
+    path: str | os.PathLike[str], limit: int
+) -> tuple[int, os.stat_result, bytes | None]:
+    """Open a file to send: its fd, its status, and its bytes when it has at most ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        data = None
+        if info.st_size <= limit:
+            data = os.pread(fd, info.st_size + 1, 0)  # one more: a file that changed is not small
+            if len(data) != info.st_size:
+                data = None
+        return fd, info, data
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_and_hash(fd: int, position: int, length: int, whole: Hash) -> bytes:

@@ -22,6 +22,7 @@ import stat
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from qotp.asyncio import QotpConnection, QotpListener, QotpStream
 from qotp.asyncio.api import AddressChange
@@ -37,7 +38,14 @@ from qotp.transfer.events import (
     TransferEvent,
     TransferObserver,
 )
-from qotp.transfer.filedata import IO_CHUNK_BYTES, OfferState, copy_prefix, digest_chunks
+from qotp.transfer.filedata import (
+    IO_CHUNK_BYTES,
+    SMALL_FILE_BYTES,
+    Hash,
+    OfferState,
+    copy_prefix,
+    digest_chunks,
+)
 from qotp.transfer.filedata import write_and_hash as _write_and_hash
 from qotp.transfer.framing import expect_message, read_message, write_message
 from qotp.transfer.messages import (
@@ -105,7 +113,7 @@ class FileReceiver:
         self.directory = ReceiveDirectory(directory)
         self.allowed_keys = None if allowed_keys is None else frozenset(allowed_keys)
         self.on_event = on_event
-        self._owners: dict[Path, asyncio.Task[None]] = {}
+        self._owners: dict[str, asyncio.Task[None]] = {}
         self._superseded: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.Task[None]] = set()
         # Read once here: os.umask is process-wide and not safe to probe from threads.
@@ -275,9 +283,10 @@ class FileReceiver:
             error: str | None = None
             current = asyncio.current_task()
             try:
-                placement = await run_blocking(self.directory.place, header.path)
-                async with self._own(placement.final):
-                    received, skipped, digest = await self._receive(stream, header, placement)
+                # Owned by its path as sent (checked below): one thread hop then does
+                # both the path and the offer.
+                async with self._own(header.path):
+                    received, skipped, digest = await self._receive(stream, header)
             except UnsafePathError as refusal:
                 error = f"refused: {refusal}"
             except _FileFailed as failure:
@@ -315,7 +324,7 @@ class FileReceiver:
             )
 
     @contextlib.asynccontextmanager
-    async def _own(self, path: Path) -> AsyncIterator[None]:
+    async def _own(self, path: str) -> AsyncIterator[None]:
         """Be the only transfer writing ``path``: a newer attempt takes over from an older one.
 
         A sender that was killed leaves its old connection hanging until the
@@ -335,11 +344,11 @@ class FileReceiver:
             if self._owners.get(path) is current:
                 del self._owners[path]
 
-    async def _receive(
-        self, stream: QotpStream, header: FileHeader, placement: Placement
-    ) -> tuple[int, int, bytes]:
+    async def _receive(self, stream: QotpStream, header: FileHeader) -> tuple[int, int, bytes]:
         """The file's bytes: offer what we hold, take the rest, verify, rename into place."""
-        source_fd, state = await run_blocking(_prepare_offer, placement, header.size)
+        placement, source_fd, state = await run_blocking(
+            _place_and_prepare, self.directory, header.path, header.size
+        )
         partial_fd = -1
         try:
             write_message(stream, state.offer)
@@ -350,6 +359,19 @@ class FileReceiver:
                 raise TransferProtocolError(f"resume offset {offset} is not one we offered")
             whole = state.hash_at[offset].copy()
             complete = state.offer.complete
+            self._notify(FileStarted(path=header.path, size=header.size, offset=offset))
+            if not complete and header.size - offset <= SMALL_FILE_BYTES:
+                # Small: take it all, verify, then write and rename in one thread hop.
+                partial_fd, source_fd = source_fd, -1
+                block = await self._read_small(stream, header.size - offset, partial_fd, offset)
+                whole.update(block)
+                digest = await self._check_end(stream, whole, header, placement)
+                fd, partial_fd = partial_fd, -1
+                await run_blocking(
+                    _write_and_finish, fd, offset, block, placement, header, self._umask
+                )
+                self._notify(FileProgress(path=header.path, position=header.size, size=header.size))
+                return header.size - offset, offset, digest
             if complete and offset == header.size:
                 partial_fd = -1  # the file is here already: nothing to write
             elif complete:
@@ -358,7 +380,6 @@ class FileReceiver:
             else:
                 partial_fd, source_fd = source_fd, -1
                 await run_blocking(os.ftruncate, partial_fd, offset)
-            self._notify(FileStarted(path=header.path, size=header.size, offset=offset))
             position = offset
             pending: list[bytes] = []
             pending_bytes = 0
@@ -374,26 +395,16 @@ class FileReceiver:
 
             while position + pending_bytes < header.size:
                 want = min(header.size - position - pending_bytes, IO_CHUNK_BYTES)
-                try:
-                    chunk = await stream.read(want)
-                except ConnectionError:
-                    chunk = b""
+                chunk = await _read_some(stream, want)
                 if not chunk:
                     if pending:
                         await flush()  # kept for the next attempt to resume after
-                    if stream.connection.is_closed:
-                        raise ConnectionError("the connection ended")
-                    raise _FileFailed("the sender stopped before the end of the file")
+                    _raise_stopped(stream)
                 pending.append(chunk)
                 pending_bytes += len(chunk)
                 if pending_bytes >= IO_CHUNK_BYTES or position + pending_bytes == header.size:
                     await flush()
-            end = await expect_message(stream, End)
-            digest = whole.digest()
-            if end.sha256 != digest:
-                if partial_fd >= 0:
-                    await run_blocking(_discard, placement)
-                raise _FileFailed(f"{header.path}: SHA-256 mismatch, the partial file was removed")
+            digest = await self._check_end(stream, whole, header, placement)
             if partial_fd >= 0:
                 fd, partial_fd = partial_fd, -1
                 await run_blocking(_finish, fd, placement, header, self._umask)
@@ -402,6 +413,44 @@ class FileReceiver:
             for fd in (source_fd, partial_fd):
                 if fd >= 0:
                     os.close(fd)
+
+    async def _read_small(self, stream: QotpStream, length: int, fd: int, offset: int) -> bytes:
+        """All ``length`` remaining bytes of a small file (what came is kept if it stops short)."""
+        pieces: list[bytes] = []
+        missing = length
+        while missing:
+            chunk = await _read_some(stream, missing)
+            if not chunk:
+                if pieces:
+                    await run_blocking(_truncate_and_write, fd, offset, b"".join(pieces))
+                _raise_stopped(stream)
+            pieces.append(chunk)
+            missing -= len(chunk)
+        return b"".join(pieces)
+
+    async def _check_end(
+        self, stream: QotpStream, whole: Hash, header: FileHeader, placement: Placement
+    ) -> bytes:
+        """The sender's End must name the SHA-256 we computed; else the partial file goes."""
+        end = await expect_message(stream, End)
+        digest: bytes = whole.digest()
+        if end.sha256 != digest:
+            await run_blocking(_discard, placement)
+            raise _FileFailed(f"{header.path}: SHA-256 mismatch, the partial file was removed")
+        return digest
+
+
+async def _read_some(stream: QotpStream, limit: int) -> bytes:
+    try:
+        return await stream.read(limit)
+    except ConnectionError:
+        return b""
+
+
+def _raise_stopped(stream: QotpStream) -> NoReturn:
+    if stream.connection.is_closed:
+        raise ConnectionError("the connection ended")
+    raise _FileFailed("the sender stopped before the end of the file")
 
 
 # -- blocking helpers (worker thread) -----------------------------------------
@@ -415,6 +464,15 @@ def _open_partial(placement: Placement) -> int:
         with contextlib.suppress(OSError):
             os.unlink(placement.partial)
         return os.open(placement.partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o600)
+
+
+def _place_and_prepare(
+    directory: ReceiveDirectory, relative: str, size: int
+) -> tuple[Placement, int, OfferState]:
+    """Check the path, make its directories, open and digest what we hold of the file."""
+    placement = directory.place(relative)
+    fd, state = _prepare_offer(placement, size)
+    return placement, fd, state
 
 
 def _prepare_offer(placement: Placement, size: int) -> tuple[int, OfferState]:
@@ -447,6 +505,29 @@ def _prepare_offer(placement: Placement, size: int) -> tuple[int, OfferState]:
 def _discard(placement: Placement) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(placement.partial)
+
+
+def _truncate_and_write(fd: int, offset: int, data: bytes) -> None:
+    os.ftruncate(fd, offset)
+    os.pwrite(fd, data, offset)
+
+
+def _write_and_finish(
+    fd: int, offset: int, data: bytes, placement: Placement, header: FileHeader, umask: int
+) -> None:
+    """A small file's bytes after ``offset``, then :func:`_finish` (one thread hop)."""
+    try:
+        os.ftruncate(fd, offset)
+        view = memoryview(data)
+        position = offset
+        while view:
+            written = os.pwrite(fd, view, position)
+            position += written
+            view = view[written:]
+    except BaseException:
+        os.close(fd)
+        raise
+    _finish(fd, placement, header, umask)
 
 
 def _finish(fd: int, placement: Placement, header: FileHeader, umask: int) -> None:

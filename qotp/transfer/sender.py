@@ -30,7 +30,14 @@ from qotp.transfer.events import (
     TransferObserver,
     TransferSummary,
 )
-from qotp.transfer.filedata import IO_CHUNK_BYTES, matching_prefix, read_and_hash
+from qotp.transfer.filedata import (
+    IO_CHUNK_BYTES,
+    SMALL_FILE_BYTES,
+    matching_prefix,
+    matching_prefix_of,
+    read_and_hash,
+    read_small_file,
+)
 from qotp.transfer.framing import expect_message, write_message
 from qotp.transfer.messages import (
     Data,
@@ -128,7 +135,7 @@ async def _send_file(
     observer: TransferObserver | None,
 ) -> FileDone:
     try:
-        fd = await run_blocking(os.open, entry.source, os.O_RDONLY | os.O_CLOEXEC)
+        fd, info, small = await run_blocking(read_small_file, entry.source, SMALL_FILE_BYTES)
     except OSError as error:
         return FileDone(
             path=entry.relative,
@@ -141,10 +148,8 @@ async def _send_file(
         )
     sent = 0
     offset = 0
-    size = entry.size
+    size = info.st_size
     try:
-        info = os.fstat(fd)
-        size = info.st_size
         stream = connection.stream(stream_id)
         write_message(
             stream,
@@ -159,21 +164,32 @@ async def _send_file(
         reply = await expect_message(stream, Offer, Result)
         if isinstance(reply, Result):
             raise TransferProtocolError(reply.error or "the receiver refused the file")
-        offset, whole = await run_blocking(matching_prefix, fd, size, reply)
-        write_message(stream, Data(offset=offset))
-        _notify(observer, FileStarted(path=entry.relative, size=size, offset=offset))
-        position = offset
-        while position < size:
-            data = await run_blocking(
-                read_and_hash, fd, position, min(IO_CHUNK_BYTES, size - position), whole
-            )
-            if not data:
-                raise TransferProtocolError("the file shrank while it was sent")
-            stream.write(data)
-            position += len(data)
-            sent += len(data)
-            await stream.drain()
-            _notify(observer, FileProgress(path=entry.relative, position=position, size=size))
+        if small is not None:
+            # A small file is in memory already: no more thread hops.
+            offset, whole = matching_prefix_of(small, reply)
+            write_message(stream, Data(offset=offset))
+            _notify(observer, FileStarted(path=entry.relative, size=size, offset=offset))
+            rest = small[offset:]
+            whole.update(rest)
+            stream.write(rest)
+            sent = len(rest)
+            _notify(observer, FileProgress(path=entry.relative, position=size, size=size))
+        else:
+            offset, whole = await run_blocking(matching_prefix, fd, size, reply)
+            write_message(stream, Data(offset=offset))
+            _notify(observer, FileStarted(path=entry.relative, size=size, offset=offset))
+            position = offset
+            while position < size:
+                data = await run_blocking(
+                    read_and_hash, fd, position, min(IO_CHUNK_BYTES, size - position), whole
+                )
+                if not data:
+                    raise TransferProtocolError("the file shrank while it was sent")
+                stream.write(data)
+                position += len(data)
+                sent += len(data)
+                await stream.drain()
+                _notify(observer, FileProgress(path=entry.relative, position=position, size=size))
         digest = whole.digest()
         write_message(stream, End(sha256=digest))
         stream.close()
