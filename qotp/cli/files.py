@@ -66,9 +66,13 @@ def summary_record(summary: TransferSummary) -> dict[str, Any]:
 class FileProgressDisplay:
     """A transfer observer that shows progress per file and in total (``verb``: sent/received)."""
 
-    def __init__(self, output: Output, *, verb: str, total_bytes: int = 0) -> None:
+    def __init__(
+        self, output: Output, *, verb: str, total_bytes: int = 0, file_lines: bool = True
+    ) -> None:
         self.output = output
         self.verb = verb
+        self.file_lines = file_lines
+        """Print a line per finished file (off where the caller prints its own)."""
         self.total_bytes = total_bytes
         self.done_bytes = 0
         """Bytes through so far (sent or skipped), over all files."""
@@ -150,7 +154,7 @@ class FileProgressDisplay:
         task = self._file_tasks.pop(event.path, None)
         if task is not None and self._rich is not None:
             self._rich.remove_task(task)
-        if self.output.json:
+        if self.output.json or not self.file_lines:
             return
         if event.ok:
             how = f"{format_bytes(event.size)}"

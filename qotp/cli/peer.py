@@ -194,12 +194,14 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                     output.line(
                         f"file {event.path} {direction} ({event.size} bytes, sha256 {digest})"
                     )
+                else:
+                    output.note(f"file {event.path} FAILED: {event.error}")
 
         return observe
 
     async def receive(link: PeerLink, finished: asyncio.Event) -> None:
         assert arguments.receive_dir is not None
-        display = FileProgressDisplay(output, verb="received")
+        display = FileProgressDisplay(output, verb="received", file_lines=False)
         observe = file_observer(display, "received", link.name)
 
         def on_event(event: TransferEvent) -> None:
@@ -215,7 +217,9 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
 
     async def send(link: PeerLink) -> bool:
         assert manifest is not None
-        display = FileProgressDisplay(output, verb="sent", total_bytes=manifest.total_bytes)
+        display = FileProgressDisplay(
+            output, verb="sent", total_bytes=manifest.total_bytes, file_lines=False
+        )
         try:
             summary = await send_files(
                 link.connection, manifest, on_event=file_observer(display, "sent", link.name)
