@@ -157,3 +157,12 @@ def test_progress_on_a_terminal_draws_with_rich_and_ends_clean() -> None:
     display.close()
     assert display.done_bytes == 3_000 and (display.files_ok, display.files_failed) == (1, 1)
     assert "sent a/b.bin" in terminal.getvalue() and "FAILED c" in terminal.getvalue()
+
+
+def test_the_libraries_do_not_import_the_cli_extras() -> None:
+    code = (
+        "import sys, qotp.transfer, qotp.rendezvous, qotp.asyncio; "
+        "print(sorted(m for m in ('rich', 'dpkt') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
