@@ -350,6 +350,7 @@ class FileReceiver:
             _place_and_prepare, self.directory, header.path, header.size
         )
         partial_fd = -1
+        writing: asyncio.Future[None] | None = None
         try:
             write_message(stream, state.offer)
             await stream.drain()
@@ -385,9 +386,15 @@ class FileReceiver:
             pending_bytes = 0
 
             async def flush() -> None:
-                nonlocal position, pending_bytes
+                # The write (and hash) of one block runs while the next is read from
+                # the stream; blocks go to the thread one after the other, in order.
+                nonlocal position, pending_bytes, writing
                 block = b"".join(pending) if len(pending) > 1 else pending[0]
-                await run_blocking(_write_and_hash, partial_fd, position, block, whole)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(
+                    run_blocking(_write_and_hash, partial_fd, position, block, whole)
+                )
                 position += pending_bytes
                 pending.clear()
                 pending_bytes = 0
@@ -404,12 +411,18 @@ class FileReceiver:
                 pending_bytes += len(chunk)
                 if pending_bytes >= IO_CHUNK_BYTES or position + pending_bytes == header.size:
                     await flush()
+            if writing is not None:
+                await writing
             digest = await self._check_end(stream, whole, header, placement)
             if partial_fd >= 0:
                 fd, partial_fd = partial_fd, -1
                 await run_blocking(_finish, fd, placement, header, self._umask)
             return header.size - offset, offset, digest
         finally:
+            if writing is not None:
+                await asyncio.wait({writing})  # never close the file under a write
+                if not writing.cancelled():
+                    writing.exception()  # retrieved: an error here was already raised or moot
             for fd in (source_fd, partial_fd):
                 if fd >= 0:
                     os.close(fd)

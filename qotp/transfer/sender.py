@@ -149,6 +149,7 @@ async def _send_file(
     sent = 0
     offset = 0
     size = info.st_size
+    reading: asyncio.Future[bytes] | None = None
     try:
         stream = connection.stream(stream_id)
         write_message(
@@ -179,15 +180,23 @@ async def _send_file(
             write_message(stream, Data(offset=offset))
             _notify(observer, FileStarted(path=entry.relative, size=size, offset=offset))
             position = offset
-            while position < size:
-                data = await run_blocking(
-                    read_and_hash, fd, position, min(IO_CHUNK_BYTES, size - position), whole
-                )
+
+            def read_at(start: int) -> asyncio.Future[bytes]:
+                length = min(IO_CHUNK_BYTES, size - start)
+                return asyncio.ensure_future(run_blocking(read_and_hash, fd, start, length, whole))
+
+            # The next piece is read (and hashed, in order) while this one is sent.
+            reading = read_at(position) if position < size else None
+            while reading is not None:
+                data = await reading
+                reading = None
                 if not data:
                     raise TransferProtocolError("the file shrank while it was sent")
-                stream.write(data)
                 position += len(data)
                 sent += len(data)
+                if position < size:
+                    reading = read_at(position)
+                stream.write(data)
                 await stream.drain()
                 _notify(observer, FileProgress(path=entry.relative, position=position, size=size))
         digest = whole.digest()
@@ -221,6 +230,10 @@ async def _send_file(
             error=message,
         )
     finally:
+        if reading is not None:  # a read ahead still running must not outlive the fd
+            await asyncio.wait({reading})
+            if not reading.cancelled():
+                reading.exception()  # retrieved: its error, if any, was not the cause
         os.close(fd)
 
 
