@@ -263,6 +263,24 @@ class Connection:
         self._check_open()
         self.send_buffer.queue_ping(stream_id)
 
+    def move_to(self, address: Address, *, now: int) -> None:
+        """Send to the peer at ``address`` from now on: our own decision, not the peer's.
+
+        For an address the application learned out of band (a hole punched to a
+        peer reached through a relay).  Reported as :class:`PeerAddressChanged`;
+        a PING goes out at once, so that the peer sees the new path.
+        """
+        self._check_open()
+        if address == self.address:
+            return
+        old, self.address = self.address, address
+        self.send_buffer.queue_ping(0)
+        self._events.append(
+            PeerAddressChanged(
+                connection_id=self.connection_id, old_address=old, new_address=address
+            )
+        )
+
     def read(self, stream_id: int, max_bytes: int = -1, *, now: int) -> bytes:
         """Take up to ``max_bytes`` received in-order bytes of the stream (b"" if none).
 

@@ -512,15 +512,8 @@ class QotpConnection(_ClosesOnExit):
         """
         if self.is_closed or address == self.engine.address:
             return
-        old = self.engine.address
-        self.engine.address = address
-        self.address = address
-        self.ping()
-        self._on_address_change(
-            AddressChange(
-                connection_id=self.connection_id, local=False, old_address=old, new_address=address
-            )
-        )
+        self.engine.move_to(address, now=time.monotonic_ns())
+        self._kick()
 
     def close(self) -> None:
         """FIN every stream; the connection ends when they are done."""
