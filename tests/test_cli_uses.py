@@ -49,6 +49,11 @@ def assert_one_line_failure(done: subprocess.CompletedProcess[str], status: int,
         (["peer", "--rendezvous", "127.0.0.1:1", "--name", " x"], 2, "spaces"),
         (["peer", "--rendezvous", "127.0.0.1:1", "--name", "a", "--once"], 1, "--receive-dir"),
         (["peer", "--name", "a"], 2, "--rendezvous"),
+        (
+            ["peer", "--rendezvous", "127.0.0.1:1", "--name", "a", "--allow-key", KEY],
+            1,
+            "goes with",
+        ),
     ],
 )
 def test_bad_input_is_one_line(arguments: list[str], status: int, text: str) -> None:

@@ -87,6 +87,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--receive-dir", type=Path, metavar="DIR", help="accept files from peers into DIR"
     )
     parser.add_argument(
+        "--allow-key",
+        type=parse_public_key,
+        action="append",
+        metavar="HEX",
+        help="with --receive-dir: accept files only from peers with this key (repeat for "
+        "several); default: from any peer the rendezvous introduces",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
         help="with --receive-dir: exit after the first peer's files arrived",
@@ -129,6 +137,8 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             raise CliError(str(error)) from None
     if arguments.once and arguments.receive_dir is None:
         raise CliError("--once goes with --receive-dir")
+    if arguments.allow_key and arguments.receive_dir is None:
+        raise CliError("--allow-key goes with --receive-dir")
     if arguments.peer_key is not None and arguments.connect is None:
         raise CliError("--peer-key goes with --connect")
     if arguments.receive_dir is not None:
@@ -209,7 +219,8 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             if isinstance(event, SessionDone) and arguments.once:
                 finished.set()
 
-        receiver = FileReceiver(arguments.receive_dir, on_event=on_event)
+        allowed = set(arguments.allow_key) if arguments.allow_key else None
+        receiver = FileReceiver(arguments.receive_dir, allowed_keys=allowed, on_event=on_event)
         try:
             await receiver.handle_connection(link.connection)
         finally:
