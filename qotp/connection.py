@@ -329,6 +329,20 @@ class Connection:
         self._check_open()
         self.send_buffer.queue_ping(stream_id)
 
+    def move_to(self, address: Address, *, now: int) -> None:
+        """Send to the peer at ``address`` from now on: our own decision, not the peer's.
+
+        For an address the application learned out of band (a hole punched to a
+        peer reached through a relay).  Reported as :class:`PeerAddressChanged`;
+        a PING goes out at once, so that the peer sees the new path.
+        """
+        self._check_open()
+        if address == self.path.address:
+            return
+        self.path.move(address)
+        self.send_buffer.queue_ping(PATH_PROBE_STREAM_ID)
+        self._on_path_validated(address)
+
     def read(self, stream_id: int, max_bytes: int = -1, *, now: int) -> bytes:
         """Take up to ``max_bytes`` received in-order bytes of the stream (b"" if none).
 

@@ -175,6 +175,20 @@ class PathValidator:
         self.moves += 1
         return True
 
+    def move(self, address: Address) -> None:
+        """Our own side decided that replies go to ``address`` from now on.
+
+        For an address learned out of band, to which the rules against a
+        redirecting attacker do not apply: e.g. a direct path to a peer reached
+        through a relay, found by hole punching.  The peer, seeing our packets
+        from there, validates that path for its own replies.
+        """
+        self.address = address
+        self.validated = True
+        self._current = _Candidate(0)
+        self._candidates.pop(address, None)
+        self.moves += 1
+
     def due_probes(self, now: int, rto_ns: int, probe_bytes: int) -> list[tuple[Address, int]]:
         """``(address, challenge)`` of the probes to send now, within each budget.
 

@@ -13,6 +13,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -37,7 +38,28 @@ from qotp.protection import Address, CryptoLayer
 
 from .transport import UdpSocket
 
-__all__ = ["ConnectionClosedError", "QotpConnection", "QotpListener", "QotpStream", "listen"]
+__all__ = [
+    "AddressChange",
+    "ConnectionClosedError",
+    "QotpConnection",
+    "QotpListener",
+    "QotpStream",
+    "listen",
+]
+
+DatagramHandler = Callable[[bytes, Address, int], None]
+"""Takes a datagram diverted from the engine: data, source address, now (ns)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddressChange:
+    """A connection's path changed: the peer's address (``local`` False) or our socket's."""
+
+    connection_id: int
+    local: bool
+    old_address: Address
+    new_address: Address
+
 
 HANDSHAKE_BUDGET_NS = 2_000_000
 """How long first packets of *new* handshakes may run (X25519 work) in one go.
@@ -175,6 +197,7 @@ class QotpListener(_ClosesOnExit):
         self._handshakes_scheduled = False
         self._closed = False
         self._closed_event = asyncio.Event()
+        self._diversion: tuple[bytes, DatagramHandler] | None = None
         self.socket = UdpSocket(sock, loop, self._on_datagrams)
 
     # -- public API -----------------------------------------------------------
@@ -270,6 +293,68 @@ class QotpListener(_ClosesOnExit):
             await asyncio.sleep(0.005)
         self.close()
 
+    def divert(self, prefix: bytes, handler: DatagramHandler | None) -> None:
+        """Hand datagrams that start with ``prefix`` to ``handler`` instead of the engine.
+
+        For protocols that share the socket with QOTP (the rendezvous client:
+        registration and hole punching must use the socket that later carries
+        the connection).  ``prefix`` must be one no QOTP packet starts with;
+        None as handler stops diverting.
+        """
+        self._diversion = None if handler is None else (bytes(prefix), handler)
+
+    def send_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """Send datagrams of another protocol from our socket (see :meth:`divert`)."""
+        self._check_open()
+        if datagrams:
+            self.socket.send(datagrams)
+
+    async def rebind(
+        self, host: str | None = None, port: int = 0, *, sock: socket.socket | None = None
+    ) -> Address:
+        """Move every connection to a new local socket: our side roams.
+
+        Binds ``host``/``port`` (default host: the current socket's) or adopts
+        ``sock``, closes the old socket, and pings every established
+        connection, so that its peer sees our new address at once, validates
+        it and moves its replies there.  Each connection reports an
+        :class:`AddressChange` with ``local=True``.  Returns the new address.
+        """
+        self._check_open()
+        old_address = self.local_address
+        if sock is None:
+            loop = asyncio.get_running_loop()
+            wanted = old_address[0] if host is None else host
+            infos = await loop.getaddrinfo(wanted, port, type=socket.SOCK_DGRAM)
+            family, _type, _proto, _name, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
+        old_socket = self.socket
+        self.socket = UdpSocket(sock, self._loop, self._on_datagrams)
+        old_socket.close()
+        new_address = self.local_address
+        now = time.monotonic_ns()
+        for connection in list(self._connections.values()):
+            if connection.is_closed:
+                continue
+            if connection.engine.is_established:
+                connection.engine.ping(0, now=now)
+                self.endpoint.mark_ready(connection.engine)
+            connection._on_address_change(
+                AddressChange(
+                    connection_id=connection.connection_id,
+                    local=True,
+                    old_address=old_address,
+                    new_address=new_address,
+                )
+            )
+        self._flush(now)
+        return new_address
+
     def close(self) -> None:
         """Close every connection and the socket now (:meth:`aclose` waits for the CLOSEs)."""
         if self._closed:
@@ -322,6 +407,18 @@ class QotpListener(_ClosesOnExit):
 
     def _on_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
         now = time.monotonic_ns()
+        diversion = self._diversion
+        if diversion is not None:
+            # Another protocol shares the socket (see divert): its datagrams never
+            # reach the engine.
+            prefix, handler = diversion
+            kept = []
+            for data, address in datagrams:
+                if data.startswith(prefix):
+                    handler(data, address, now)
+                else:
+                    kept.append((data, address))
+            datagrams = kept
         endpoint = self.endpoint
         endpoint.receive_datagrams(datagrams, now)
         if self.socket.backlogged:
@@ -418,6 +515,14 @@ class QotpListener(_ClosesOnExit):
             connection._on_stream_closed(event.stream_id)
         elif isinstance(event, PeerAddressChanged):
             connection.address = event.new_address
+            connection._on_address_change(
+                AddressChange(
+                    connection_id=event.connection_id,
+                    local=False,
+                    old_address=event.old_address,
+                    new_address=event.new_address,
+                )
+            )
         elif isinstance(event, ConnectionTerminated):
             self._connections.pop(event.connection_id, None)
             connection._on_terminated(event.reason, event.detail, error=event.error)
@@ -440,6 +545,9 @@ class QotpConnection(_ClosesOnExit):
         self.close_detail = ""
         """Specifics of the ending, in words."""
         self.closed_by_error = False
+        self.address_changes: deque[AddressChange] = deque(maxlen=64)
+        """The latest path changes, oldest first (see :meth:`on_address_change`)."""
+        self._address_callbacks: list[Callable[[AddressChange], None]] = []
         if engine.is_established:
             self._established.set()
 
@@ -496,6 +604,11 @@ class QotpConnection(_ClosesOnExit):
             yield stream
 
     @property
+    def local_identity(self) -> KeyPair | None:
+        """Our identity key pair (native crypto; None over DTLS): for identity proofs."""
+        return self._listener.endpoint.identity
+
+    @property
     def is_established(self) -> bool:
         """Whether the handshake completed (0-RTT dialers: the peer's reply arrived)."""
         return self._established.is_set()
@@ -531,7 +644,17 @@ class QotpConnection(_ClosesOnExit):
             raise self.closed_error()
         getter = asyncio.ensure_future(self._incoming.get())
         closed = asyncio.ensure_future(self._terminated.wait())
-        done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # A cancelled caller must not leave a getter behind that would swallow
+            # the next stream, nor lose one it already took.
+            closed.cancel()
+            if getter.done() and not getter.cancelled():
+                self._incoming.put_nowait(getter.result())
+            else:
+                getter.cancel()
+            raise
         if getter in done:
             closed.cancel()
             return getter.result()
@@ -553,6 +676,28 @@ class QotpConnection(_ClosesOnExit):
     def statistics(self) -> ConnectionStatistics:
         """RTT, bandwidth estimate, bytes, retransmissions, drops."""
         return self.engine.statistics()
+
+    def on_address_change(self, callback: Callable[[AddressChange], None]) -> None:
+        """Call ``callback`` on every path change: the peer moved (its replies follow
+        only once the new address proved it receives), or our listener rebound."""
+        self._address_callbacks.append(callback)
+
+    def ping(self) -> None:
+        """Send an acknowledged PING: a keep-alive for NAT mappings and the idle timeout."""
+        if not self.is_closed:
+            self.engine.ping(0, now=time.monotonic_ns())
+            self._kick()
+
+    def move_to(self, address: Address) -> None:
+        """Send to the peer at ``address`` from now on (e.g. a direct path found later).
+
+        The peer sees our packets arrive from the new path and moves its
+        replies there once the path is validated.
+        """
+        if self.is_closed or address == self.engine.address:
+            return
+        self.engine.move_to(address, now=time.monotonic_ns())
+        self._kick()
 
     def close(self) -> None:
         """FIN every stream; the connection ends when they are done."""
@@ -579,6 +724,11 @@ class QotpConnection(_ClosesOnExit):
 
     def _on_established(self) -> None:
         self._established.set()
+
+    def _on_address_change(self, change: AddressChange) -> None:
+        self.address_changes.append(change)
+        for callback in list(self._address_callbacks):
+            callback(change)
 
     def _on_stream_opened(self, stream_id: int) -> None:
         self._incoming.put_nowait(self.stream(stream_id))
