@@ -301,6 +301,11 @@ class QotpConnection(_ClosesOnExit):
         return self.engine.protection.peer_identity
 
     @property
+    def is_established(self) -> bool:
+        """Whether the handshake completed (0-RTT dialers: the peer's reply arrived)."""
+        return self._established.is_set()
+
+    @property
     def is_closed(self) -> bool:
         """Whether the connection ended."""
         return self._terminated.is_set()
