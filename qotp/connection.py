@@ -637,9 +637,7 @@ class Connection:
                 self._sent_new_before_handshake = True
             record = send.last_record
             if record is not None:
-                record.sample = congestion.on_packet_sent(
-                    now, size, self._datagram_bytes_in_flight
-                )
+                record.sample = congestion.on_packet_sent(now, size, self._datagram_bytes_in_flight)
             self._datagram_bytes_in_flight += size
         self.datagrams_sent += sent
         if send.lost_samples or send.released_samples:

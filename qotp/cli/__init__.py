@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "send",
     "decrypt",
     "demo",
+    "bench",
 )
 """Modules of :mod:`qotp.cli` that each define ``COMMAND``, in ``--help`` order."""
 

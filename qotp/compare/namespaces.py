@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from typing import IO, Any, Self
 from qotp.compare.impairment import Impairment
 from qotp.compare.packet_relay import impairment_to_json
 
-__all__ = ["NamespacePath", "RelayCeiling", "namespaces_missing"]
+__all__ = ["LineReader", "NamespacePath", "RelayCeiling", "namespaces_missing"]
 
 STARTUP_TIMEOUT_S = 10.0
 
@@ -99,6 +100,7 @@ class NamespacePath:
         self.client_address = f"198.18.{index}.1"
         self.server_address = f"198.19.{index}.1"
         self._relay: subprocess.Popen[str] | None = None
+        self._relay_lines = LineReader(None)
         self._namespace_created = False
 
     @property
@@ -142,7 +144,8 @@ class NamespacePath:
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            ready = _read_json_line(self._relay.stdout, STARTUP_TIMEOUT_S)
+            self._relay_lines = LineReader(self._relay.stdout)
+            ready = self._relay_lines.read_json(STARTUP_TIMEOUT_S)
             if not ready or not ready.get("ok"):
                 raise RuntimeError("the packet relay did not start: " + self._relay_error())
         except BaseException:
@@ -175,7 +178,7 @@ class NamespacePath:
             raise RuntimeError("the packet relay is not running: " + self._relay_error())
         relay.stdin.write(json.dumps(command) + "\n")
         relay.stdin.flush()
-        answer = _read_json_line(relay.stdout, STARTUP_TIMEOUT_S)
+        answer = self._relay_lines.read_json(STARTUP_TIMEOUT_S)
         if answer is None or not answer.get("ok"):
             detail = answer.get("error") if answer else self._relay_error()
             raise RuntimeError(f"packet relay: {detail}")
@@ -201,7 +204,8 @@ class NamespacePath:
             text=True,
         )
         try:
-            started = _read_json_line(sink.stdout, STARTUP_TIMEOUT_S)
+            sink_lines = LineReader(sink.stdout)
+            started = sink_lines.read_json(STARTUP_TIMEOUT_S)
             if started is None:
                 raise RuntimeError("the ceiling's sink did not start")
             pid = self.relay_pid
@@ -228,7 +232,7 @@ class NamespacePath:
             relayed = int(self.statistics()["to_server"]["passed"])
             assert sink.stdin is not None
             sink.stdin.close()
-            delivered = _read_json_line(sink.stdout, STARTUP_TIMEOUT_S) or {"datagrams": 0}
+            delivered = sink_lines.read_json(STARTUP_TIMEOUT_S) or {"datagrams": 0}
         finally:
             if sink.poll() is None:
                 sink.kill()
@@ -261,26 +265,42 @@ class NamespacePath:
             self._namespace_created = False
 
 
-def _read_json_line(stream: IO[str] | None, timeout: float) -> dict[str, Any] | None:
-    """One JSON object line from a child's stdout, or None at its end or after ``timeout``."""
-    if stream is None:
-        return None
-    import select
+class LineReader:
+    """Lines from a child's pipe with a deadline (select on the raw descriptor, own buffer).
 
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        ready, _, _ = select.select([stream], [], [], remaining)
-        if not ready:
-            return None
-        line = stream.readline()
-        if not line:
-            return None
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
+    A text stream's ``readline`` after ``select`` would leave further lines in
+    Python's buffer, where ``select`` cannot see them.
+    """
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.descriptor = stream.fileno() if stream is not None else None
+        self._buffer = b""
+
+    def readline(self, timeout: float) -> str | None:
+        """The next line, or None at the end of the pipe or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if self.descriptor is None or remaining <= 0:
+                return None
+            ready, _, _ = select.select([self.descriptor], [], [], remaining)
+            if not ready:
+                return None
+            data = os.read(self.descriptor, 65536)
+            if not data:
+                return None
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    def read_json(self, timeout: float) -> dict[str, Any] | None:
+        """The next line that is a JSON object (others are skipped), or None."""
+        deadline = time.monotonic() + timeout
+        while (line := self.readline(max(0.0, deadline - time.monotonic()))) is not None:
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+        return None

@@ -24,15 +24,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from qotp.compare.certificates import Credentials, make_credentials
 from qotp.compare.goref import find_go_peer
 from qotp.compare.impairment import Impairment
 from qotp.compare.namespaces import (
+    LineReader,
     NamespacePath,
     RelayCeiling,
     namespaces_missing,
@@ -307,10 +308,9 @@ class _ServerProcess:
         self.address = self._wait_address(go)
 
     def _wait_address(self, go: bool) -> Address:
-        stdout = self.process.stdout
-        assert stdout is not None
+        lines = LineReader(self.process.stdout)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        for line in _lines_until(stdout, deadline):
+        while (line := lines.readline(max(0.0, deadline - time.monotonic()))) is not None:
             if go and line.startswith("listening="):
                 host, _, port = line.removeprefix("listening=").strip().rpartition(":")
                 return (host.strip("[]"), int(port))
@@ -319,8 +319,9 @@ class _ServerProcess:
                 if not answer.get("ok"):
                     raise RuntimeError(str(answer.get("error")))
                 return (answer["address"][0], int(answer["address"][1]))
+        reason = self.stderr_tail()
         self.stop()
-        raise RuntimeError(f"the server did not start: {self.stderr_tail()}")
+        raise RuntimeError(f"the server did not start: {reason}")
 
     def cpu_seconds(self) -> float | None:
         return process_cpu_seconds(self.process.pid)
@@ -328,7 +329,8 @@ class _ServerProcess:
     def stderr_tail(self) -> str:
         if self.process.poll() is None:
             return "no answer"
-        error = self.process.stderr.read() if self.process.stderr is not None else ""
+        stderr = self.process.stderr
+        error = stderr.read() if stderr is not None and not stderr.closed else ""
         lines = [line for line in (error or "").splitlines() if line.strip()]
         return lines[-1] if lines else f"exit status {self.process.returncode}"
 
@@ -344,19 +346,6 @@ class _ServerProcess:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
-
-
-def _lines_until(stream: IO[str], deadline: float) -> Iterator[str]:
-    import select
-
-    while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([stream], [], [], remaining)
-        if not ready:
-            return
-        line = stream.readline()
-        if not line:
-            return
-        yield line
 
 
 # ---------------------------------------------------------------- workloads
@@ -635,7 +624,7 @@ def _go_rows(run: _Run) -> None:
         return
     server = _ServerProcess(
         run.server_command(
-            [str(binary), "serve", "--listen", f"{run.server_host}:0", "--mode", "digest"]
+            [str(binary), "server", "--listen", f"{run.server_host}:0", "--mode", "digest"]
         ),
         go=True,
     )
