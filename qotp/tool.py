@@ -27,8 +27,9 @@ from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from qotp.asyncio import ConnectionClosedError, QotpConnection, QotpListener, QotpStream
+from qotp.asyncio import QotpConnection, QotpListener, QotpStream
 from qotp.errors import LocalProtocolError
+from qotp.events import TerminationReason
 from qotp.protection import Address
 
 __all__ = [
@@ -58,23 +59,30 @@ def format_address(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-def describe_close_reason(reason: str | None) -> str:
+_REASON_WORDS = {
+    TerminationReason.CLOSED: "closed normally",
+    TerminationReason.CLOSED_BY_PEER: "closed by the peer",
+    TerminationReason.IDLE_TIMEOUT: "idle timeout (the peer went silent)",
+    TerminationReason.RETRY_LIMIT: "the peer stopped acknowledging (retransmission limit)",
+    TerminationReason.ABORTED: "aborted",
+    TerminationReason.PROTOCOL_VIOLATION: "protocol violation",
+    TerminationReason.HANDSHAKE_FAILED: "handshake failed",
+}
+
+
+def describe_close_reason(reason: TerminationReason | None, detail: str = "") -> str:
     """Why a connection ended, in words for a log line (from the engine's reason)."""
     if reason is None:
         return "still open"
-    known = {
-        "closed": "closed normally",
-        "idle timeout": "idle timeout (the peer went silent)",
-        "retransmission limit reached": "the peer stopped acknowledging (retransmission limit)",
-        "listener closed": "closed by us (server stopping)",
-        "aborted": "aborted",
-    }
-    return known.get(reason, reason)
+    if reason is TerminationReason.ABORTED and detail == "listener closed":
+        return "closed by us (server stopping)"
+    words = _REASON_WORDS[reason]
+    return f"{words}: {detail}" if detail and reason.value not in detail else words
 
 
-def _is_silence(reason: str | None) -> bool:
+def _is_silence(reason: TerminationReason | None) -> bool:
     """Whether the connection ended because the peer went quiet."""
-    return reason in ("idle timeout", "retransmission limit reached")
+    return reason in (TerminationReason.IDLE_TIMEOUT, TerminationReason.RETRY_LIMIT)
 
 
 # -- server -------------------------------------------------------------------------
@@ -92,7 +100,8 @@ class ConnectionReport:
     bytes_received: int
     bytes_sent: int
     duration_s: float
-    reason: str
+    reason: TerminationReason
+    detail: str
     error: bool
 
     def as_json(self) -> dict[str, Any]:
@@ -106,7 +115,8 @@ class ConnectionReport:
             "bytes_received": self.bytes_received,
             "bytes_sent": self.bytes_sent,
             "duration_s": round(self.duration_s, 3),
-            "reason": self.reason,
+            "reason": self.reason.value,
+            "detail": self.detail,
             "error": self.error,
         }
 
@@ -194,7 +204,8 @@ async def serve_connection(connection: QotpConnection, mode: str) -> ConnectionR
         bytes_received=counters.bytes_received,
         bytes_sent=counters.bytes_sent,
         duration_s=time.monotonic() - started,
-        reason=connection.close_reason or "closed",
+        reason=connection.close_reason or TerminationReason.CLOSED,
+        detail=connection.close_detail,
         error=connection.closed_by_error,
     )
 
@@ -374,7 +385,7 @@ async def _read_digest_answer(stream: QotpStream, header: bytes) -> bytes:
 def _raise_stream_ended(stream: QotpStream, what: str) -> NoReturn:
     connection = stream.connection
     if connection.is_closed:
-        raise ConnectionClosedError(connection.close_reason or "connection closed")
+        raise connection.closed_error()
     raise _RunError(
         ClientFailure.CONNECTION_LOST,
         f"server closed stream {stream.stream_id} {what}: was it stopped?",
@@ -455,12 +466,13 @@ def _describe_failure(
         return error.failure, error.args[0]
     established = progress.established or (connection is not None and connection.is_established)
     reason = connection.close_reason if connection is not None else None
+    detail = connection.close_detail if connection is not None else ""
     key_hint = "is --pubkey right?" if zero_rtt else "is this its port?"
     if not established:
-        if reason is not None and reason.startswith(("handshake failed", "crypto failed")):
+        if reason is TerminationReason.HANDSHAKE_FAILED:
             return (
                 ClientFailure.HANDSHAKE_FAILED,
-                f"handshake with {where} failed after {elapsed} ({reason}): {key_hint}",
+                f"handshake with {where} failed after {elapsed} ({detail}): {key_hint}",
             )
         return (
             ClientFailure.NO_ANSWER,
@@ -480,14 +492,15 @@ def _describe_failure(
         return (
             ClientFailure.CONNECTION_LOST,
             f"connection to {where} lost after {elapsed}: "
-            f"{describe_close_reason(reason)}; was the server stopped? {done}",
+            f"{describe_close_reason(reason, detail)}; was the server stopped? {done}",
         )
-    if reason is not None and reason.startswith("protocol violation"):
-        return ClientFailure.CONNECTION_LOST, f"{where} broke the protocol ({reason}); {done}"
+    if reason is TerminationReason.PROTOCOL_VIOLATION:
+        return ClientFailure.CONNECTION_LOST, f"{where} broke the protocol ({detail}); {done}"
+    words = describe_close_reason(reason, detail) if reason is not None else str(error)
     return (
         ClientFailure.CONNECTION_LOST,
-        f"connection to {where} ended after {elapsed} "
-        f"({describe_close_reason(reason or str(error) or None)}) before the run finished; {done}",
+        f"connection to {where} ended after {elapsed} ({words or type(error).__name__}) "
+        f"before the run finished; {done}",
     )
 
 

@@ -71,7 +71,7 @@ def _log_connection(output: Output, report: ConnectionReport) -> None:
         f"{format_address(report.address)} key {key}: {report.streams} streams "
         f"({report.streams_completed} completed), "
         f"{report.bytes_received} bytes in, {report.bytes_sent} bytes out, "
-        f"{report.duration_s:.2f} s, {describe_close_reason(report.reason)}"
+        f"{report.duration_s:.2f} s, {describe_close_reason(report.reason, report.detail)}"
     )
 
 
