@@ -126,7 +126,7 @@ def test_bench_compare_json_and_chart(tmp_path: Path) -> None:
 
 def test_bench_compare_readable_table_on_loopback() -> None:
     result = _qotp(
-        "bench", "compare", "--no-namespaces", "--transports", "tcp", "go",
+        "bench", "compare", "--path", "direct", "--transports", "tcp", "go",
         "--go-peer", "/nonexistent", "--workloads", "connect", "--impairments", "none", "loss2",
         "--connects", "2",
     )  # fmt: skip
@@ -152,3 +152,35 @@ def test_bench_compare_bad_arguments_fail_in_one_line(arguments: list[str]) -> N
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_loopback_relays_without_namespaces() -> None:
+    """--path relay: UDP relay for QOTP, TCP relay for TCP; TCP cannot be given loss there."""
+    config = CompareConfig(
+        transports=("qotp", "tcp"),
+        workloads=(Workload.BULK, Workload.CONNECT),
+        impairments=(parse_impairment("rtt=10"), parse_impairment(f"loss={LOSS}")),
+        sizes=TINY,
+        path="relay",
+        ceiling_seconds=0.3,
+    )
+    result = asyncio.run(run_comparison(config))
+    assert result.path == "relay"
+    assert result.ceiling is not None and result.ceiling.relayed > 0
+    rows = {(row.transport, row.workload, row.impairment.loss): row for row in result.rows}
+    for workload in (Workload.BULK, Workload.CONNECT):
+        assert rows[("qotp", workload, 0.0)].ok
+        assert rows[("qotp", workload, LOSS)].ok
+        assert rows[("tcp", workload, 0.0)].ok
+        skipped = rows[("tcp", workload, LOSS)]
+        assert not skipped.ok and skipped.skipped and "TCP relay" in skipped.skipped
+    # 10 ms of added RTT shows in every connect: handshake and request take at least one RTT.
+    assert (rows[("tcp", Workload.CONNECT, 0.0)].latency_ms_p50 or 0) >= 10
+    assert (rows[("qotp", Workload.BULK, LOSS)].measured_loss or 0) > 0
+
+
+def test_impairment_json_round_trip() -> None:
+    from qotp.compare.packet_relay import impairment_from_json, impairment_to_json
+
+    model = parse_impairment("loss=1%,rtt=30,jitter=2,reorder=0.5%,rate=5").model(7, with_rate=True)
+    assert impairment_from_json(impairment_to_json(model)) == model

@@ -106,9 +106,12 @@ def _configure_compare(parser: argparse.ArgumentParser) -> None:
         help="the Go interop peer binary (default: the test suite's build cache)",
     )
     parser.add_argument(
-        "--no-namespaces",
-        action="store_true",
-        help="run directly on loopback (no relay, so no impairment)",
+        "--path",
+        choices=("auto", "netns", "relay", "direct"),
+        default="auto",
+        help="netns: servers in a network namespace behind the packet relay (root; tbf caps); "
+        "relay: UDP and TCP relays on loopback (TCP rows cannot lose packets there); direct: "
+        "loopback without relay (no impairment); auto: netns where possible, else relay",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the impairment model")
     parser.add_argument("--json", action="store_true", help='one JSON object {"rows": [...]}')
@@ -137,8 +140,10 @@ retransmissions, CPU seconds of each side, the loss the relay really applied).
 The path: servers run in their own processes inside a network namespace; every
 packet between them and this process passes a userspace packet relay (TUN
 devices) with a seeded loss/delay/jitter/reordering model, and tbf for
-bandwidth caps. That needs root; without it rows run directly on loopback and
-impaired rows are skipped. The relay's own ceiling is measured and printed.
+bandwidth caps. That needs root; without it (--path relay) UDP transports go
+through a UDP relay and TCP/TLS through a TCP relay on loopback, with the same
+model, except that a TCP relay cannot lose packets: those rows are skipped.
+The relay's own ceiling is measured and printed.
 """
 
 
@@ -180,7 +185,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
         sizes=sizes,
         seed=arguments.seed,
         go_peer=arguments.go_peer,
-        use_namespaces=not arguments.no_namespaces,
+        path=arguments.path,
     )
     done: list[Row] = []
 
@@ -242,12 +247,13 @@ def _print_table(rows: Any, output: Output) -> None:
     for index, column in enumerate(COLUMNS):
         table.add_column(column, justify="left" if index < 3 else "right", no_wrap=index < 3)
     for row in rows:
-        cells = table_cells(row)
         if row.ok:
-            table.add_row(*cells)
-        else:
-            table.add_row(*cells[:3], cells[3], *cells[4:])
+            table.add_row(*table_cells(row))
     Console(file=output.stdout, width=max(160, Console().width)).print(table)
+    for row in rows:
+        if not row.ok:
+            cells = table_cells(row)
+            output.line(f"{cells[0]} {cells[1]} {cells[2]}: {cells[3]}")
 
 
 COMMAND = Command(

@@ -98,6 +98,11 @@ def header_lines(result: CompareResult) -> list[str]:
             "path: client here -> packet relay (TUN, userspace, seeded model; tbf for caps) -> "
             "servers in a network namespace, each in its own process"
         )
+    elif result.path == "relay":
+        lines.append(
+            "path: loopback through relays in their own process (UDP relay for UDP transports, "
+            "TCP relay for TCP/TLS), same seeded model; servers in their own processes"
+        )
     else:
         lines.append("path: loopback, no relay (no impairment could be applied)")
     if result.ceiling is not None:

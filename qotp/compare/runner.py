@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,9 @@ from qotp.compare.namespaces import (
     namespaces_missing,
     process_cpu_seconds,
 )
+from qotp.compare.packet_relay import impairment_to_json
+from qotp.compare.relay_process import RelayProcess
+from qotp.compare.tcp_relay import stream_relay_limitation
 from qotp.compare.transports import PYTHON_TRANSPORTS, client_transport, transport_missing
 from qotp.compare.transports.base import (
     Address,
@@ -71,6 +73,7 @@ __all__ = [
 ]
 
 TRANSPORTS = (*PYTHON_TRANSPORTS, "go")
+TCP_TRANSPORTS = ("tcp", "tls")
 ROW_TIMEOUT_S = 120.0
 SERVER_START_TIMEOUT_S = 20.0
 REQUESTS_TIME_LIMIT_S = 8.0
@@ -105,8 +108,8 @@ class ImpairmentSpec:
             and self.rate_mbit is None
         )
 
-    def model(self, seed: int) -> Impairment:
-        """The relay's model (the rate cap is tbf's, not the model's)."""
+    def model(self, seed: int, *, with_rate: bool = False) -> Impairment:
+        """The relay's model; the rate cap is tbf's on the namespace path, else the model's."""
         return Impairment.symmetric(
             seed=seed,
             loss=self.loss,
@@ -114,6 +117,7 @@ class ImpairmentSpec:
             jitter_ns=int(self.jitter_ms * 1e6),
             reorder=self.reorder,
             reorder_delay_ns=int(self.reorder_ms * 1e6),
+            rate_bytes_per_s=self.tbf_bytes_per_s if with_rate else None,
         )
 
     @property
@@ -140,15 +144,22 @@ IMPAIRMENTS = {
         ImpairmentSpec(name="loss1", loss=0.01),
         ImpairmentSpec(name="loss2", loss=0.02),
         ImpairmentSpec(name="loss5", loss=0.05),
-        ImpairmentSpec(name="rtt20", rtt_ms=20, jitter_ms=1),
-        ImpairmentSpec(name="rtt20-loss2", rtt_ms=20, jitter_ms=1, loss=0.02),
-        ImpairmentSpec(name="rtt100", rtt_ms=100, jitter_ms=5),
-        ImpairmentSpec(name="rtt100-loss1", rtt_ms=100, jitter_ms=5, loss=0.01),
+        ImpairmentSpec(name="rtt20", rtt_ms=20),
+        ImpairmentSpec(name="rtt20-loss2", rtt_ms=20, loss=0.02),
+        ImpairmentSpec(name="rtt20-jitter", rtt_ms=20, jitter_ms=2),
+        ImpairmentSpec(name="rtt100", rtt_ms=100),
+        ImpairmentSpec(name="rtt100-loss1", rtt_ms=100, loss=0.01),
+        ImpairmentSpec(name="rtt100-jitter", rtt_ms=100, jitter_ms=10),
         ImpairmentSpec(name="reorder", reorder=0.02),
         ImpairmentSpec(name="cap20", rate_mbit=20, rtt_ms=20),
     )
 }
-"""The named impairments (``--impairments``); any other is given as ``key=value,...``."""
+"""The named impairments (``--impairments``); any other is given as ``key=value,...``.
+
+Jitter draws each packet's delay independently, so packets overtake each
+other (the shared model's semantics): the ``-jitter`` presets are delay plus
+reordering, kept apart from the plain delay ones.
+"""
 QUICK_IMPAIRMENTS = ("none", "loss2", "rtt20", "rtt20-loss2")
 
 _SPEC_KEYS = {
@@ -195,8 +206,10 @@ class CompareConfig:
     seed: int = 1
     go_peer: str | None = None
     """The Go interop peer's binary (default: the test suite's cache)."""
-    use_namespaces: bool = True
-    """False: run on loopback without relay (only ``none`` can be measured)."""
+    path: str = "auto"
+    """``netns`` (packet relay, namespaces, tbf), ``relay`` (UDP and TCP relays on
+    loopback), ``direct`` (loopback, no relay: only ``none``), or ``auto``: netns
+    where it can be built, else relay."""
     ceiling_seconds: float = 1.0
     row_timeout_s: float = ROW_TIMEOUT_S
 
@@ -263,7 +276,7 @@ class CompareResult:
 
     rows: tuple[Row, ...]
     path: str
-    """``netns`` (impaired packet path) or ``loopback`` (direct, no impairment)."""
+    """``netns``, ``relay`` or ``direct`` (see :attr:`CompareConfig.path`)."""
     ceiling: RelayCeiling | None
     notes: tuple[str, ...]
     """What was missing or skipped, one line each."""
@@ -497,6 +510,11 @@ class _Run:
         self.rows: list[Row] = []
         self.notes: list[str] = []
         self.path: NamespacePath | None = None
+        self.path_kind = "direct"
+        self.relay: RelayProcess | None = None
+        self.relay_protocol = "udp"
+        self.server_address: Address = ("127.0.0.1", 0)
+        self.dial_address: Address = ("127.0.0.1", 0)
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
@@ -519,38 +537,58 @@ class _Run:
         return _ServerProcess(
             self.server_command(
                 [
-                    sys.executable,
-                    "-m",
-                    "qotp.compare.server",
-                    "--transport",
-                    transport,
-                    "--host",
-                    self.server_host,
-                    "--ca",
-                    str(credentials.ca_file),
-                    "--cert",
-                    str(credentials.certificate_file),
-                    "--key",
-                    str(credentials.key_file),
-                    "--psk",
-                    credentials.psk.hex(),
+                    sys.executable, "-m", "qotp.compare.server",
+                    "--transport", transport,
+                    "--host", self.server_host,
+                    "--ca", str(credentials.ca_file),
+                    "--cert", str(credentials.certificate_file),
+                    "--key", str(credentials.key_file),
+                    "--psk", credentials.psk.hex(),
                 ]
             )
-        )
+        )  # fmt: skip
+
+    def attach(self, transport: str, server: Address) -> None:
+        """Start the loopback relay in front of a transport's server (relay path only)."""
+        self.server_address = server
+        self.dial_address = server
+        if self.path_kind == "relay":
+            self.relay = RelayProcess("tcp" if transport in TCP_TRANSPORTS else "udp", server)
+            self.relay_protocol = "tcp" if transport in TCP_TRANSPORTS else "udp"
+
+    def detach(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
 
     def apply(self, impairment: ImpairmentSpec, seed: int) -> str | None:
         """Put the impairment on the path; the reason if it cannot be."""
-        if self.path is None:
-            return None if impairment.is_none else "impairments need the namespace path"
-        self.path.set_impairment(impairment.model(seed), tbf_bytes_per_s=impairment.tbf_bytes_per_s)
-        return None
+        if self.path is not None:
+            self.path.set_impairment(
+                impairment.model(seed), tbf_bytes_per_s=impairment.tbf_bytes_per_s
+            )
+            return None
+        if self.relay is not None:
+            model = impairment.model(seed, with_rate=True)
+            if self.relay_protocol == "tcp":
+                limitation = stream_relay_limitation(model)
+                if limitation is not None:
+                    return limitation
+            answer = self.relay.command(impairment=impairment_to_json(model))
+            self.dial_address = (answer["address"][0], int(answer["address"][1]))
+            return None
+        return None if impairment.is_none else "impairments need a relay (--path netns or relay)"
 
     def relay_loss(self) -> tuple[float | None, int | None]:
-        if self.path is None:
+        if self.path is not None:
+            stats = self.path.statistics()
+            received = stats["to_server"]["received"] + stats["to_client"]["received"]
+            dropped = stats["to_server"]["dropped"] + stats["to_client"]["dropped"]
+        elif self.relay is not None:
+            stats = self.relay.command(stats=True)["stats"]
+            received, dropped = stats["received"], stats["dropped"]
+        else:
             return None, None
-        stats = self.path.statistics()
-        received = stats["to_server"]["received"] + stats["to_client"]["received"]
-        dropped = stats["to_server"]["dropped"] + stats["to_client"]["dropped"]
         return (dropped / received if received else 0.0), int(received)
 
 
@@ -569,6 +607,7 @@ async def _python_transport(run: _Run, name: str) -> None:
     client = client_transport(name, run.settings)
     server = await asyncio.to_thread(run.python_server, name)
     try:
+        await asyncio.to_thread(run.attach, name, server.address)
         for index, impairment in enumerate(run.config.impairments):
             for workload in run.config.workloads:
                 base = Row(transport=name, workload=workload, impairment=impairment, ok=False)
@@ -582,7 +621,7 @@ async def _python_transport(run: _Run, name: str) -> None:
                     measured = await asyncio.wait_for(
                         _run_workload(
                             client,
-                            server.address,
+                            run.dial_address,
                             workload,
                             run.config.sizes,
                             run.config.seed + index,
@@ -611,6 +650,7 @@ async def _python_transport(run: _Run, name: str) -> None:
                 loss, packets = await asyncio.to_thread(run.relay_loss)
                 run.add(replace(row, measured_loss=loss, relayed_packets=packets))
     finally:
+        run.detach()
         server.stop()
         await client.aclose()
 
@@ -629,6 +669,7 @@ def _go_rows(run: _Run) -> None:
         go=True,
     )
     try:
+        run.attach("go", server.address)
         for index, impairment in enumerate(run.config.impairments):
             for workload in run.config.workloads:
                 base = Row(transport="go", workload=workload, impairment=impairment, ok=False)
@@ -643,7 +684,7 @@ def _go_rows(run: _Run) -> None:
                     continue
                 streams = 1 if workload is Workload.BULK else PARALLEL_STREAMS
                 size = run.config.sizes.bulk_bytes // streams
-                host, port = server.address
+                host, port = run.dial_address
                 children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 server_before = server.cpu_seconds()
                 command = [
@@ -692,6 +733,7 @@ def _go_rows(run: _Run) -> None:
                 loss, packets = run.relay_loss()
                 run.add(replace(row, measured_loss=loss, relayed_packets=packets))
     finally:
+        run.detach()
         server.stop()
 
 
@@ -702,16 +744,29 @@ async def run_comparison(
     with tempfile.TemporaryDirectory(prefix="qotp-compare-") as directory:
         run = _Run(config, Path(directory), progress or (lambda row: None))
         ceiling: RelayCeiling | None = None
-        missing = namespaces_missing() if config.use_namespaces else "namespaces not asked for"
+        kind = config.path
+        if kind not in ("auto", "netns", "relay", "direct"):
+            raise ValueError(f"unknown path {kind!r}")
+        missing = namespaces_missing()
+        if kind == "netns" and missing is not None:
+            raise RuntimeError(f"--path netns: {missing}")
+        if kind == "auto":
+            kind = "netns" if missing is None else "relay"
+            if missing is not None:
+                run.notes.append(
+                    f"no namespace path ({missing}): loopback relays instead; "
+                    "TCP and TLS rows with loss or reordering are skipped"
+                )
+        run.path_kind = kind
         with contextlib.ExitStack() as stack:
-            if missing is None:
+            if kind == "netns":
                 run.path = stack.enter_context(NamespacePath())
                 if config.ceiling_seconds > 0:
                     ceiling = await asyncio.to_thread(
                         run.path.measure_ceiling, seconds=config.ceiling_seconds
                     )
-            else:
-                run.notes.append(f"no impaired path ({missing}): rows run directly on loopback")
+            elif kind == "relay" and config.ceiling_seconds > 0:
+                ceiling = await _udp_relay_ceiling(config.ceiling_seconds)
             for name in config.transports:
                 if name == "go":
                     await asyncio.to_thread(_go_rows, run)
@@ -719,12 +774,22 @@ async def run_comparison(
                     await _python_transport(run, name)
         return CompareResult(
             rows=tuple(run.rows),
-            path="netns" if missing is None else "loopback",
+            path=kind,
             ceiling=ceiling,
             notes=tuple(run.notes),
         )
 
 
-def summarize(values: Sequence[float]) -> float:
-    """Median, for tables that fold several rows."""
-    return statistics.median(values)
+async def _udp_relay_ceiling(seconds: float) -> RelayCeiling:
+    """The UDP relay's ceiling (its own measurement), in this module's terms."""
+    from qotp.compare.relay import measure_ceiling
+
+    measured = await measure_ceiling(seconds=seconds, datagram_bytes=1400)
+    return RelayCeiling(
+        datagram_bytes=measured.datagram_bytes,
+        seconds=measured.seconds,
+        offered=measured.offered_datagrams,
+        relayed=measured.relayed_datagrams,
+        delivered=measured.delivered_datagrams,
+        relay_cpu_s=measured.relay_cpu_s,
+    )
