@@ -99,6 +99,9 @@ def _configure_compare(parser: argparse.ArgumentParser) -> None:
         "--connects", type=_positive, help="connections of `connect` (40, quick 12)"
     )
     parser.add_argument("--requests", type=_positive, help="requests of `rr` (1000, quick 200)")
+    parser.add_argument(
+        "--go-bytes", type=_positive, help="bulk bytes of the Go rows (2 MB, quick 300 kB)"
+    )
     parser.add_argument("--chart", type=Path, metavar="FILE.png", help="also draw a chart")
     parser.add_argument(
         "--go-peer",
@@ -174,6 +177,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
         bulk_bytes=arguments.bytes or sizes.bulk_bytes,
         connects=arguments.connects or sizes.connects,
         requests=arguments.requests or sizes.requests,
+        go_bulk_bytes=arguments.go_bytes or sizes.go_bulk_bytes,
     )
     default_impairments = QUICK_IMPAIRMENTS if arguments.quick else tuple(IMPAIRMENTS)
     config = CompareConfig(

@@ -57,6 +57,9 @@ _IFF_NO_PI = 0x1000
 MAX_PACKET_BYTES = 65_535
 READS_PER_WAKEUP = 256
 DEVICE_MTU = 1500
+DEVICE_QUEUE_PACKETS = 5000
+"""Packets a device queues for the relay to read (default 500): bursts of a fast TCP
+sender would otherwise overflow it and lose packets the model never decided on."""
 TBF_BURST_BYTES = 32_000
 """tbf bucket: a few dozen packets, enough for the rates the comparison asks for."""
 TBF_LATENCY_MS = 50
@@ -137,6 +140,7 @@ class PacketRelay:
         ):
             _run(*prefix, "sysctl", "-qw", f"net.ipv6.conf.{device}.disable_ipv6=1")
             _run(*prefix, "ip", "link", "set", device, "mtu", str(DEVICE_MTU))
+            _run(*prefix, "ip", "link", "set", device, "txqueuelen", str(DEVICE_QUEUE_PACKETS))
             _run(*prefix, "ip", "addr", "add", local, "peer", peer, "dev", device)
             _run(*prefix, "ip", "link", "set", device, "up")
 

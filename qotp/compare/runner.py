@@ -436,8 +436,11 @@ async def _run_workload(
             session = await transport.connect(address)
             try:
                 stream = await session.open_stream()
-                await run_requests(stream, seed + index, 1, CONNECT_REQUEST_BYTES, clock)
-                measured.latencies.append(clock() - start)
+                answered_at: list[float] = []
+                await run_requests(
+                    stream, seed + index, 1, CONNECT_REQUEST_BYTES, clock, answered_at=answered_at
+                )
+                measured.latencies.append(answered_at[0] - start)
                 measured.retransmissions = _add(measured.retransmissions, session.retransmissions())
                 stream.close()
             finally:
@@ -683,7 +686,8 @@ def _go_rows(run: _Run) -> None:
                     run.add(replace(base, skipped=reason))
                     continue
                 streams = 1 if workload is Workload.BULK else PARALLEL_STREAMS
-                size = run.config.sizes.bulk_bytes // streams
+                sizes = run.config.sizes
+                size = min(sizes.bulk_bytes, sizes.go_bulk_bytes) // streams
                 host, port = run.dial_address
                 children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 server_before = server.cpu_seconds()
