@@ -184,3 +184,21 @@ def test_impairment_json_round_trip() -> None:
 
     model = parse_impairment("loss=1%,rtt=30,jitter=2,reorder=0.5%,rate=5").model(7, with_rate=True)
     assert impairment_from_json(impairment_to_json(model)) == model
+
+
+def test_without_the_bench_extra_quic_is_skipped_and_the_rest_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "aioquic", None)  # import aioquic -> ImportError
+    config = CompareConfig(
+        transports=("quic", "tcp"),
+        workloads=(Workload.CONNECT,),
+        impairments=(IMPAIRMENTS["none"],),
+        sizes=TINY,
+        path="direct",
+    )
+    result = asyncio.run(run_comparison(config))
+    quic, tcp = result.rows
+    assert quic.skipped is not None and "aioquic is not installed" in quic.skipped
+    assert tcp.ok
+    assert any("aioquic" in note for note in result.notes)

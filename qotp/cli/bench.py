@@ -164,10 +164,10 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
     )
     from qotp.compare.workloads import Workload, WorkloadSizes
 
+    chart_missing = matplotlib_missing() if arguments.chart is not None else None
+    if chart_missing is not None:
+        output.note(f"qotp bench compare: no chart: {chart_missing}; the comparison runs anyway")
     if arguments.chart is not None:
-        missing = matplotlib_missing()
-        if missing is not None:
-            raise CliError(f"--chart: {missing}")
         if arguments.chart.suffix.lower() != ".png":
             raise CliError(f"--chart {arguments.chart}: the chart is a PNG; name it FILE.png")
         if not arguments.chart.parent.is_dir():
@@ -218,7 +218,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
         )
     except (RuntimeError, OSError) as error:
         raise CliError(f"the comparison could not run: {error}") from None
-    if arguments.chart is not None:
+    if arguments.chart is not None and chart_missing is None:
         write_chart(result.rows, arguments.chart, title=f"qotp bench compare, {machine_label()}")
     failed = [row for row in result.rows if not row.ok and row.skipped is None]
     if output.json:
@@ -231,7 +231,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             output.line(line)
         output.line("")
         _print_table(result.rows, output)
-        if arguments.chart is not None:
+        if arguments.chart is not None and chart_missing is None:
             output.note(f"chart: {arguments.chart}")
     if failed:
         raise CliError(f"{len(failed)} of {len(result.rows)} rows failed", exit_status=1)
