@@ -35,12 +35,19 @@ def write_chart(rows: Sequence[Row], path: Path, *, title: str) -> None:
     impairments = list(dict.fromkeys(row.impairment.name for row in rows))
     panels = [
         (Workload.BULK, "bulk, 1 stream: goodput (MB/s)"),
-        (Workload.CONNECT, "new connection + 1 KB request: latency (ms, p50 bar, p99 line)"),
+        (Workload.CONNECT, "new connection + 1 KB request: latency (ms, log; p50 bar, p99 line)"),
     ]
     figure, axes = pyplot.subplots(len(panels), 1, figsize=(11, 8), squeeze=False)
-    width = 0.8 / max(1, len(transports))
     for (workload, label), axis in zip(panels, axes[:, 0], strict=True):
-        for index, transport in enumerate(transports):
+        shown = [
+            transport
+            for transport in transports
+            if any(
+                row.ok and row.workload is workload and row.transport == transport for row in rows
+            )
+        ]
+        width = 0.8 / max(1, len(shown))
+        for index, transport in enumerate(shown):
             values: list[float] = []
             upper: list[float] = []
             for impairment in impairments:
@@ -71,7 +78,10 @@ def write_chart(rows: Sequence[Row], path: Path, *, title: str) -> None:
                 for position in range(len(impairments))
             ]
             errors = [[0.0] * len(upper), upper] if workload is Workload.CONNECT else None
-            axis.bar(positions, values, width, label=transport, yerr=errors, capsize=2)
+            color = f"C{transports.index(transport)}"
+            axis.bar(positions, values, width, label=transport, yerr=errors, capsize=2, color=color)
+        if workload is Workload.CONNECT:
+            axis.set_yscale("log")  # p99 under loss is a retransmission timer, p50 an RTT
         axis.set_xticks(range(len(impairments)))
         axis.set_xticklabels(impairments)
         axis.set_title(label, fontsize=10)
