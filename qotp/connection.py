@@ -748,8 +748,13 @@ class Connection:
         self._pacing_deadline = None
         data_allowed = True
         sent = 0
+        # An ACK a retransmission had no room for (PacketRecovery.ack_displaced).
+        held_ack = None
         while sent < limit:
-            ack = receive.pop_ack()
+            if held_ack is None:
+                ack = receive.pop_ack()
+            else:
+                ack, held_ack = held_ack, None
             packet = None
             if data_allowed:
                 send_time = (
@@ -774,11 +779,15 @@ class Connection:
                         packet = next_retransmission(now, budget, rto, ack_offset)
                     except RetryLimitExceeded as error:
                         if self._give_up_on(error, now):
+                            held_ack = ack  # still owed to the peer
                             continue
                         self._terminate(TerminationReason.RETRY_LIMIT, str(error), error=True)
                         return
-                    if packet is None and allow_new:
-                        packet = next_new_packet(now, budget, rto, ack_offset, in_flight)
+                    if packet is None:
+                        if allow_new:
+                            packet = next_new_packet(now, budget, rto, ack_offset, in_flight)
+                    elif recovery.ack_displaced:
+                        held_ack, ack = ack, None
                     if packet is None:
                         data_allowed = False
                         if allow_new and not send.has_new_work():
@@ -821,6 +830,8 @@ class Connection:
             on_packet_sent(packet, len(datagram), now)
             if starved:
                 starvation.on_sent(now, len(datagram))
+        if held_ack is not None:
+            receive.return_ack(held_ack)
         self.datagrams_sent += sent
         if not path.validated:
             for datagram, _address in datagrams[first:]:

@@ -55,9 +55,19 @@ Where we differ, on purpose
   six in a row 0.2 % of the time, which would end a long transfer for nothing.
 * Losses are also found by later ACKs (RFC 9002 section 6.1.2's time threshold,
   widened to the reordering seen so far), not only by the RTO.
+* A retransmission keeps the boundaries of its first send.  When an ACK now
+  rides along and leaves too little room (the first send carried none, or a
+  24-bit one), the packet goes without the ACK, which waits for the next
+  datagram; the reference splits it.  Splitting is unsafe towards the
+  reference's receive buffer (rcv.go ``Insert``/``RemoveOldestInOrder``): if
+  the first copy was only late, not lost, and arrives after the shorter head,
+  it starts below the next expected offset and ends above it; the reference
+  stores it, never hands it to the application, and the stream stalls for
+  good while every packet is acknowledged (the interop flake of the
+  impairment relay, reproduced in tests/test_recovery.py).
 * Retransmissions are already counted in flight and are never held back by the
   flow-control window, but one larger than the peer's whole window is split to
-  fit it, since the peer would drop it on every attempt.
+  fit it, since the peer would drop it on every attempt (the one split left).
 * RTT samples follow Karn's rule: only packets sent once give a sample.
 * Acknowledgements that arrive together (one socket read, one ``now``) form one
   event, as a stretch ACK does in TCP: one RTT sample, one delivery-rate sample,
@@ -185,6 +195,7 @@ class PacketRecovery:
         "_send",
         "_suspects",
         "_timers",
+        "ack_displaced",
         "congestion",
         "datagram_bytes_in_flight",
         "estimates_frozen",
@@ -241,6 +252,10 @@ class PacketRecovery:
         #: peer that reorders (the reference acknowledges bursts very unevenly) does
         #: not turn every late ACK into a spurious retransmission.
         self._reorder_window_ns = 0
+        #: Set by :meth:`next_retransmission` when the packet it returned must go without
+        #: the ACK it was offered (it fits only without it); the caller keeps that ACK for
+        #: the next datagram.
+        self.ack_displaced = False
         #: The record :meth:`next_retransmission` returned last (its new datagram's
         #: congestion sample is attached in :meth:`on_packet_sent`).
         self._last_record: InFlightPacket | None = None
@@ -345,6 +360,7 @@ class PacketRecovery:
             return None
         send = self._send
         suspects = self._suspects
+        self.ack_displaced = False
         while True:
             if self._lost:
                 record = next(iter(self._lost.values()))
@@ -383,16 +399,25 @@ class PacketRecovery:
             if backoff > self._max_attempts:
                 backoff = self._max_attempts
             stream_id, offset, length = key
-            if ack_offset is None:
-                overhead = (
-                    STREAM_HEADER_SIZE_48 if offset > MAX_OFFSET_24 else STREAM_HEADER_SIZE_24
+            overhead = STREAM_HEADER_SIZE_48 if offset > MAX_OFFSET_24 else STREAM_HEADER_SIZE_24
+            if ack_offset is not None:
+                with_ack = (
+                    STREAM_HEADER_WITH_ACK_SIZE_48
+                    if offset > MAX_OFFSET_24 or ack_offset > MAX_OFFSET_24
+                    else STREAM_HEADER_WITH_ACK_SIZE_24
                 )
-            elif offset > MAX_OFFSET_24 or ack_offset > MAX_OFFSET_24:
-                overhead = STREAM_HEADER_WITH_ACK_SIZE_48
-            else:
-                overhead = STREAM_HEADER_WITH_ACK_SIZE_24
+                if length <= budget - with_ack:
+                    overhead = with_ack
+                else:
+                    # The packet went out with a smaller header (no ACK, or a 24-bit one):
+                    # it goes again without the ACK rather than split, which waits for the
+                    # next datagram.  New boundaries would stall a reference receiver for
+                    # good when the first copy turns up after the head (see the module
+                    # docstring).
+                    self.ack_displaced = True
             max_data = min(budget - overhead, MAX_PACKET_DATA_BYTES)
             if max_data < 0 or (length and max_data == 0):
+                self.ack_displaced = False
                 return None
             peer_window = send.peer_window
             if 0 < peer_window < max_data:

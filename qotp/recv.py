@@ -433,6 +433,12 @@ class ReceiveBuffer:
         self._ack_keys.discard(ack)
         return ack
 
+    def return_ack(self, ack: PacketKey) -> None:
+        """Put back an ACK :meth:`pop_ack` gave out that found no datagram: it goes first."""
+        if ack not in self._ack_keys:
+            self._acks.appendleft(ack)
+            self._ack_keys.add(ack)
+
     def _queue_ack(self, stream_id: int, offset: int, length: int) -> None:
         ack = (stream_id, offset, length)
         if ack in self._ack_keys:

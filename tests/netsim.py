@@ -15,6 +15,11 @@ current address: assigning a new ``a_address`` is a NAT rebinding (datagrams
 still addressed to the old address reach no one).  Setting ``b_alive = False``
 makes the peer vanish: it is no longer polled, and what reaches it is lost.
 
+A test scripts its own faults with hooks that draw nothing: ``drop`` loses chosen
+datagrams, ``hold`` delays chosen ones, ``tap`` sees every datagram sent and
+``on_deliver`` every datagram handed to an endpoint (``tests/wiretap.py`` opens
+them with the endpoints' key log).
+
 Endpoints need the sans-IO surface only: ``receive_datagram(data, addr, now)``,
 ``datagrams_to_send(now) -> [(data, addr)]``, ``get_timer()``,
 ``handle_timer(now)``.
@@ -128,6 +133,12 @@ class Network:
         """A test's own loss pattern: ``drop(sender, datagram)`` returns True to lose it."""
         self.tap: Callable[[str, bytes, Address], None] | None = None
         """Sees every datagram sent, ``tap(sender, datagram, destination)`` (an eavesdropper)."""
+        self.hold: Callable[[str, bytes], int] | None = None
+        """A test's own reordering: ``hold(sender, datagram)`` returns extra delay (ns) for
+        it, on top of the link's, so that later datagrams overtake it."""
+        self.on_deliver: Callable[[str, bytes], None] | None = None
+        """Sees every datagram handed to an endpoint, ``on_deliver(sender, datagram)``, in
+        arrival order (a duplicate once per copy)."""
 
     def statistics(self, sender: str) -> LinkStatistics:
         """Counters of the direction from ``sender`` ("a" or "b")."""
@@ -202,6 +213,11 @@ class Network:
             if conditions.reorder and rng.random() < conditions.reorder:
                 arrival += conditions.reorder_delay_ns
                 stats.reordered += 1
+            if self.hold is not None:
+                extra = self.hold(sender, data)
+                if extra > 0:
+                    arrival += extra
+                    stats.reordered += 1
             target = "b" if sender == "a" else "a"
             source = self.a_address if sender == "a" else self.b_address
             self._sequence += 1
@@ -268,6 +284,8 @@ class Network:
                     stats.undelivered += 1
                     continue
                 stats.delivered += 1
+                if self.on_deliver is not None:
+                    self.on_deliver("b" if target == "a" else "a", data)
                 endpoint.receive_datagram(data, source, self.now)
             for endpoint, alive in ((self.a, self.a_alive), (self.b, self.b_alive)):
                 if alive:

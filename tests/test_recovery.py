@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from netsim import MS
+from netsim import MS, SECOND, LinkConditions, Network
+from refmodel import ReferenceReceiveStream
 from sender import Sender
+from transfer import stream_payload
+from wiretap import KeyLogDecryptor
 
+from qotp.endpoint import QotpEndpoint
+from qotp.payload import PayloadKind
 from qotp.recovery import MAX_SEND_ATTEMPTS, RetryLimitExceeded
 from qotp.send import OutgoingPacket
 
@@ -147,28 +152,52 @@ def test_a_loss_found_between_sends_at_one_instant_still_goes_first() -> None:
     assert resent is not None and resent.attempt == 2
 
 
-def test_retransmission_that_no_longer_fits_is_split() -> None:
+def test_retransmission_with_no_room_for_the_ack_goes_without_it() -> None:
     buffer = Sender()
     buffer.write(1, DATA[:2000])
     buffer.close(1)
     original = send(buffer, 0)
     tail_original = send(buffer, 0)
     assert len(original.data) == BUDGET - 8 and tail_original.is_close
-    # Now an ACK rides along: 10 more header bytes.
-    head = send(buffer, RTO, ack_offset=0)
-    assert (head.offset, len(head.data), head.attempt) == (0, BUDGET - 18, 2)
-    assert not head.is_close
-    rest = send(buffer, RTO, ack_offset=0)
-    assert (rest.offset, len(rest.data), rest.attempt) == (BUDGET - 18, 10, 2)
-    assert not rest.is_close
+    # An ACK would now ride along: 10 more header bytes than the first send had.
+    again = send(buffer, RTO, ack_offset=0)
+    assert (again.offset, len(again.data), again.attempt) == (0, BUDGET - 8, 2)
+    assert buffer.recovery.ack_displaced
+    # The shorter tail has room for it.
     last = send(buffer, RTO, ack_offset=0)
+    assert last.is_close and last.offset == BUDGET - 8 and not buffer.recovery.ack_displaced
+    assert buffer.split_packets == 0
+    # A 48-bit ACK offset costs 6 more bytes than the 24-bit one of the first send.
+    extended = Sender()
+    extended.write(1, DATA[: BUDGET - 18])
+    first = send(extended, 0, ack_offset=0)
+    assert len(first.data) == BUDGET - 18
+    resent = send(extended, RTO, ack_offset=1 << 24)
+    assert len(resent.data) == BUDGET - 18 and extended.recovery.ack_displaced
+
+
+def test_retransmission_that_no_longer_fits_at_all_is_split() -> None:
+    buffer = Sender()
+    buffer.write(1, DATA[:2000])
+    buffer.close(1)
+    original = send(buffer, 0)
+    tail_original = send(buffer, 0)
+    assert len(original.data) == BUDGET - 8 and tail_original.is_close
+    # The room shrank by 100 bytes (the peer's free space, say): the packet is split.
+    head = send(buffer, RTO, budget=BUDGET - 100)
+    assert (head.offset, len(head.data), head.attempt) == (0, BUDGET - 108, 2)
+    assert not head.is_close
+    rest = send(buffer, RTO, budget=BUDGET - 100)
+    assert (rest.offset, len(rest.data), rest.attempt) == (BUDGET - 108, 100, 2)
+    assert not rest.is_close
+    last = send(buffer, RTO, budget=BUDGET - 100)
     assert last.is_close and last.offset == BUDGET - 8
     assert buffer.split_packets == 1
     assert buffer.bytes_in_flight == 2000
     # The peer's ACK for the original key matches nothing any more.
     assert not buffer.on_ack(1, 0, BUDGET - 8, RTO).acked
-    assert buffer.on_ack(1, 0, BUDGET - 18, RTO).acked
-    assert buffer.on_ack(1, BUDGET - 18, 10, RTO).acked
+    assert buffer.on_ack(1, 0, BUDGET - 108, RTO).acked
+    assert buffer.on_ack(1, BUDGET - 108, 100, RTO).acked
     finished = buffer.on_ack(1, BUDGET - 8, 2000 - (BUDGET - 8), RTO)
     assert finished.acked and finished.is_close and finished.send_finished
     assert buffer.buffered_bytes == 0 and buffer.bytes_in_flight == 0
@@ -264,3 +293,94 @@ def test_frozen_estimates_ignore_acks_but_still_free_and_detect() -> None:
     recovery.on_ack_received(1, third.offset, len(third.data), window, 903 * MS)
     recovery.flush_ack_event()
     assert recovery.rtt.srtt_ns == 2 * MS
+
+
+# -- on the simulated network ---------------------------------------------------------
+
+DOWNLOAD_BYTES = 300_000
+UPLOAD_BYTES_PER_MS = 1000
+
+
+def test_a_resent_packet_keeps_its_first_boundaries_for_a_reference_receiver() -> None:
+    """The interop flake (reference client, our server, echo through the impairment relay).
+
+    One of the server's packets, sent without an ACK, was held back by the relay,
+    taken for lost, and resent with an ACK riding along, which left 10 bytes less
+    room: the retransmission was split. The reference took the head, then the late
+    first copy, which starts below its next expected offset and ends above it; its
+    receive buffer never hands such a segment out (refmodel.py), so the stream
+    stalled for good while every packet was acknowledged.
+
+    Scripted here: the client uploads slowly while the server sends a download; one
+    download packet without an ACK is held back 50 ms; the client's ACK-only datagrams
+    are lost for a while, so the ACKs that reveal the "loss" ride on its data (as a
+    reference client's do: it paces its ACK-only packets) and the server has an ACK to
+    send when it resends. What the client receives is also fed, decrypted with the
+    server's key log, to a model of the reference's receive buffer.
+    """
+    decryptor = KeyLogDecryptor()
+    client, server = QotpEndpoint(), QotpEndpoint(key_log=decryptor.add_line)
+    network = Network(client, server, a_to_b=LinkConditions(delay_ns=10 * MS), seed=1)
+    connection = client.connect(network.b_address, now=0)
+    upload, download = stream_payload(0, DOWNLOAD_BYTES), stream_payload(1, DOWNLOAD_BYTES)
+    progress = {"uploaded": 0, "downloaded": 0}
+    uploaded, downloaded = bytearray(), bytearray()
+
+    def step(now: int) -> None:
+        allowed = min(len(upload), now // MS * UPLOAD_BYTES_PER_MS)
+        offset = progress["uploaded"]
+        if offset < allowed:
+            progress["uploaded"] += connection.send_stream_data(0, upload[offset:allowed], now=now)
+        downloaded.extend(connection.read(1, now=now))
+        client.mark_ready(connection)
+        peer = server.connections.get(connection.connection_id)
+        if peer is not None and peer.is_established:
+            if progress["downloaded"] < len(download):
+                offset = progress["downloaded"]
+                progress["downloaded"] += peer.send_stream_data(1, download[offset:], now=now)
+            uploaded.extend(peer.read(0, now=now))
+            server.mark_ready(peer)
+        while client.next_event() is not None or server.next_event() is not None:
+            pass
+
+    reference = ReferenceReceiveStream()
+    held: list[tuple[int, int, int]] = []  # (time, offset, length)
+    sends: dict[int, list[tuple[int, bool]]] = {}  # offset -> [(length, with ACK)]
+
+    def hold(sender: str, datagram: bytes) -> int:
+        if sender != "b":
+            return 0
+        payload = decryptor.payload(datagram, from_initiator=False)
+        if payload is None or payload.stream_id != 1 or not payload.data:
+            return 0
+        offset = payload.stream_offset
+        sends.setdefault(offset, []).append((len(payload.data), payload.ack is not None))
+        if held or payload.ack is not None or offset < 100_000:
+            return 0
+        held.append((network.now, offset, len(payload.data)))
+        return 50 * MS
+
+    def drop(sender: str, datagram: bytes) -> bool:
+        if sender != "a" or not held or not held[0][0] <= network.now <= held[0][0] + 60 * MS:
+            return False
+        payload = decryptor.payload(datagram, from_initiator=True)
+        return payload is not None and payload.kind is PayloadKind.ACK_ONLY
+
+    def deliver(sender: str, datagram: bytes) -> None:
+        if sender == "b":
+            payload = decryptor.payload(datagram, from_initiator=False)
+            if payload is not None and payload.stream_id == 1 and payload.data:
+                reference.insert(payload.stream_offset, payload.data)
+
+    network.hold, network.drop, network.on_deliver = hold, drop, deliver
+    network.run_until(
+        lambda: len(downloaded) == len(download) and len(uploaded) == len(upload),
+        on_step=step,
+        limit_ns=30 * SECOND,
+    )
+    assert bytes(downloaded) == download and bytes(uploaded) == upload
+    assert held, "no packet was held back"
+    assert reference.stuck_at is None, f"a reference receiver stalls at {reference.stuck_at}"
+    assert bytes(reference.delivered) == download
+    _time, offset, length = held[0]
+    assert sends[offset] == [(length, False), (length, False)], "resent whole, without the ACK"
