@@ -54,7 +54,11 @@ Where we differ, on purpose
   longest backoff: with 20 % loss each way a round trip fails 36 % of the time,
   six in a row 0.2 % of the time, which would end a long transfer for nothing.
 * Losses are also found by later ACKs (RFC 9002 section 6.1.2's time threshold,
-  widened to the reordering seen so far), not only by the RTO.
+  widened to the reordering seen so far), not only by the RTO; and, as that
+  section asks, by a timer once the threshold has passed for a packet sent
+  before an acknowledged one when no further ACK comes (the last packets before
+  a pause or the end of a transfer: with the 100 ms minimum RTO, five round
+  trips of a 20 ms path).
 * A retransmission keeps the boundaries of its first send.  When an ACK now
   rides along and leaves too little room (the first send carried none, or a
   24-bit one), the packet goes without the ACK, which waits for the next
@@ -317,8 +321,19 @@ class PacketRecovery:
 
     # -- retransmission ---------------------------------------------------------------
 
-    def _earliest_due(self, rto_ns: int) -> tuple[int, InFlightPacket] | None:
-        best: tuple[int, InFlightPacket] | None = None
+    def _loss_delay_ns(self) -> int:
+        """How long a packet older than an acknowledged one may still be reordered."""
+        delay = self.rtt.loss_delay_ns()
+        window = self._reorder_window_ns
+        return delay if delay > window else window
+
+    def _earliest_due(self, rto_ns: int) -> tuple[int, InFlightPacket | None] | None:
+        """The earliest deadline: a packet's retransmission timer, or (record None) the
+        loss-detection timer of a packet sent before one already acknowledged."""
+        best: tuple[int, InFlightPacket | None] | None = None
+        latest_ack = self._latest_ack_ns
+        acked_sent = self._latest_acked_sent_ns
+        loss_delay = -1
         for index, timers in enumerate(self._timers):
             if not timers:
                 continue
@@ -328,8 +343,17 @@ class PacketRecovery:
             # (losses then are found by ACKs, see detect_losses).  For a silent peer
             # the latest ACK is older than the sends: the reference's schedule.
             sent = record.sent_ns
-            latest_ack = self._latest_ack_ns
             deadline = (sent if sent > latest_ack else latest_ack) + (rto_ns << index)
+            if sent < acked_sent:
+                # RFC 9002 6.1.2: a packet sent before an acknowledged one is lost once
+                # the loss delay has passed, ACK or no ACK (the last packets before a
+                # pause or the end of a transfer have no later ACK to find them).
+                if loss_delay < 0:
+                    loss_delay = self._loss_delay_ns() + 1  # detect_losses: strictly older
+                if sent + loss_delay < deadline:
+                    if best is None or sent + loss_delay < best[0]:
+                        best = (sent + loss_delay, None)
+                    continue
             if best is None or deadline < best[0]:
                 best = (deadline, record)
         return best
@@ -377,7 +401,11 @@ class PacketRecovery:
                         self._quiet_at_ns = now
                         self._quiet_rto_ns = rto_ns
                     return None
-                record = due[1]
+                found = due[1]
+                if found is None:  # the loss-detection timer
+                    self.detect_losses(self._latest_acked_sent_ns, now, self._loss_delay_ns())
+                    continue
+                record = found
             key = record.key
             if record.is_ping:
                 # Go: a PING is removed, never resent.

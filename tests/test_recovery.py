@@ -132,6 +132,28 @@ def test_retransmissions_go_first_earliest_deadline_first_across_streams() -> No
     assert send(buffer, 500 * MS).stream_id == 3
 
 
+def test_a_packet_older_than_an_acknowledged_one_is_lost_after_the_loss_delay_without_an_ack() -> (
+    None
+):
+    """RFC 9002 6.1.2: when no later ACK comes (the end of a transfer, a pause), a timer
+    declares the packet lost once the loss delay has passed, long before its RTO."""
+    buffer = Sender()
+    buffer.recovery.rtt.update(20 * MS, 0)  # loss delay 9/8 x 20 ms
+    buffer.write(1, DATA[:3000])
+    first = send(buffer, 0)
+    send(buffer, 1 * MS)
+    send(buffer, 2 * MS)
+    assert buffer.on_ack(1, first.offset + len(first.data), BUDGET - 8, 21 * MS).acked
+    assert buffer.on_ack(1, 2 * (BUDGET - 8), 3000 - 2 * (BUDGET - 8), 22 * MS).acked
+    # The first packet is not old enough at 22 ms; nothing else will be acknowledged.
+    loss_delay = 20 * MS * 9 // 8
+    assert buffer.next_deadline(RTO) == loss_delay + 1
+    assert buffer.next_packet(loss_delay, budget=BUDGET, rto_ns=RTO) is None
+    again = buffer.next_packet(loss_delay + 1, budget=BUDGET, rto_ns=RTO)
+    assert again is not None and (again.offset, again.attempt) == (0, 2)
+    assert buffer.next_deadline(RTO) == loss_delay + 1 + RTO  # its RTO, from the resend
+
+
 def test_a_loss_found_between_sends_at_one_instant_still_goes_first() -> None:
     """Within one instant the buffer skips the deadline search after a miss (nothing
     can fall due at the instant it was sent), but a loss an ACK reveals is not missed."""
