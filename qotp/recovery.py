@@ -59,6 +59,14 @@ Where we differ, on purpose
   before an acknowledged one when no further ACK comes (the last packets before
   a pause or the end of a transfer: with the 100 ms minimum RTO, five round
   trips of a 20 ms path).
+* A silent tail is probed (RFC 8985 section 7, RFC 9002 section 6.2): when the
+  newest packet has had no ACK for ``srtt + 4 rttvar`` (at least
+  :data:`MIN_PROBE_TIMEOUT_NS`) since it left or since the latest ACK, it is
+  resent once, so that its ACK lets the loss detection find the others.  The
+  probe neither backs off nor counts towards the retry limit, and is not a
+  loss to the congestion controller; the next goes out only after another
+  ACK.  Without it, a lost request or its lost ACK waits for the RTO (at least
+  100 ms).  None while the peer paces its ACKs (``estimates_frozen``).
 * A retransmission keeps the boundaries of its first send.  When an ACK now
   rides along and leaves too little room (the first send carried none, or a
   24-bit one), the packet goes without the ACK, which waits for the next
@@ -92,6 +100,7 @@ from qotp.congestion import (
     SendSample,
     make_congestion_controller,
 )
+from qotp.congestion.rtt import LOSS_DELAY_GRANULARITY_NS
 from qotp.errors import LocalProtocolError, QotpError
 from qotp.payload import (
     MAX_OFFSET_24,
@@ -109,6 +118,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_SEND_ATTEMPTS",
+    "MIN_PROBE_TIMEOUT_NS",
     "InFlightPacket",
     "PacketRecovery",
     "RetryLimitExceeded",
@@ -116,6 +126,9 @@ __all__ = [
 
 #: A packet is sent at most this often (Go: maxRetry = 5 retries after the first send).
 MAX_SEND_ATTEMPTS = 6
+#: Floor of the tail-loss probe's timeout: an event loop's scheduling delays (a few ms
+#: on a busy machine) must not read as a lost tail on a sub-millisecond path.
+MIN_PROBE_TIMEOUT_NS = 10_000_000
 
 _tuple_new = tuple.__new__
 
@@ -190,6 +203,7 @@ class PacketRecovery:
         "_ack_event_sent_ns",
         "_last_record",
         "_latest_ack_ns",
+        "_probe_armed",
         "_latest_acked_sent_ns",
         "_lost",
         "_max_attempts",
@@ -205,6 +219,7 @@ class PacketRecovery:
         "estimates_frozen",
         "in_flight",
         "lost_pings",
+        "probes_sent",
         "reordered_acks",
         "retransmitted_bytes",
         "retransmitted_packets",
@@ -249,6 +264,8 @@ class PacketRecovery:
         self._quiet_rto_ns = -1
         #: When an ACK last matched a packet in flight (0: never).
         self._latest_ack_ns = 0
+        #: A tail-loss probe may go out: an ACK matched since the last one.
+        self._probe_armed = False
         #: Send time of the newest packet acknowledged so far.
         self._latest_acked_sent_ns = 0
         #: How far out of send order ACKs have been seen to arrive (RACK's reordering
@@ -278,6 +295,8 @@ class PacketRecovery:
         self.retransmitted_bytes = 0
         self.split_packets = 0
         self.lost_pings = 0
+        #: Tail-loss probes sent (counted in ``retransmitted_packets`` too).
+        self.probes_sent = 0
         #: While set, ACKs and losses no longer reach the RTT estimator and the
         #: congestion controller: they would measure the peer's ACK queue, not the
         #: path (see :mod:`qotp.congestion.ack_starvation`). Loss detection goes on.
@@ -327,10 +346,30 @@ class PacketRecovery:
         window = self._reorder_window_ns
         return delay if delay > window else window
 
-    def _earliest_due(self, rto_ns: int) -> tuple[int, InFlightPacket | None] | None:
-        """The earliest deadline: a packet's retransmission timer, or (record None) the
-        loss-detection timer of a packet sent before one already acknowledged."""
-        best: tuple[int, InFlightPacket | None] | None = None
+    def _probe_timeout_ns(self) -> int:
+        """RFC 9002 6.2.1's PTO, for a peer that acknowledges at once (no ACK delay)."""
+        rtt = self.rtt
+        variation = 4 * rtt.rttvar_ns
+        if variation < LOSS_DELAY_GRANULARITY_NS:
+            variation = LOSS_DELAY_GRANULARITY_NS
+        timeout = rtt.srtt_ns + variation
+        return timeout if timeout > MIN_PROBE_TIMEOUT_NS else MIN_PROBE_TIMEOUT_NS
+
+    def _newest_probe_candidate(self) -> InFlightPacket | None:
+        """The packet in flight sent last (PINGs aside): what a tail-loss probe resends."""
+        newest: InFlightPacket | None = None
+        for timers in self._timers:
+            if timers:
+                record = next(reversed(timers.values()))
+                if not record.is_ping and (newest is None or record.sent_ns > newest.sent_ns):
+                    newest = record
+        return newest
+
+    def _earliest_due(self, rto_ns: int) -> tuple[int, InFlightPacket | None, bool] | None:
+        """The earliest deadline and what is due then: a packet's retransmission timer
+        (the record), the loss-detection timer of a packet sent before one already
+        acknowledged (None), or the tail-loss probe (the record, and True)."""
+        best: tuple[int, InFlightPacket | None, bool] | None = None
         latest_ack = self._latest_ack_ns
         acked_sent = self._latest_acked_sent_ns
         loss_delay = -1
@@ -352,10 +391,26 @@ class PacketRecovery:
                     loss_delay = self._loss_delay_ns() + 1  # detect_losses: strictly older
                 if sent + loss_delay < deadline:
                     if best is None or sent + loss_delay < best[0]:
-                        best = (sent + loss_delay, None)
+                        best = (sent + loss_delay, None, False)
                     continue
             if best is None or deadline < best[0]:
-                best = (deadline, record)
+                best = (deadline, record, False)
+        if (
+            self._probe_armed
+            and best is not None
+            and best[1] is not None
+            and not self.estimates_frozen
+            and self.rtt.sample_count
+        ):
+            # RFC 8985 7 / RFC 9002 6.2: when the newest packets get no ACK for a PTO
+            # (srtt + 4 rttvar, without the RTO's 100 ms floor), resend the newest once;
+            # its ACK lets the loss detection find the others.
+            newest = self._newest_probe_candidate()
+            if newest is not None:
+                sent = newest.sent_ns
+                deadline = (sent if sent > latest_ack else latest_ack) + self._probe_timeout_ns()
+                if deadline < best[0]:
+                    best = (deadline, newest, True)
         return best
 
     def next_deadline(self, rto_ns: int) -> int | None:
@@ -386,6 +441,7 @@ class PacketRecovery:
         suspects = self._suspects
         self.ack_displaced = False
         while True:
+            probe = False
             if self._lost:
                 record = next(iter(self._lost.values()))
             elif suspects:
@@ -406,6 +462,7 @@ class PacketRecovery:
                     self.detect_losses(self._latest_acked_sent_ns, now, self._loss_delay_ns())
                     continue
                 record = found
+                probe = due[2]
             key = record.key
             if record.is_ping:
                 # Go: a PING is removed, never resent.
@@ -415,7 +472,13 @@ class PacketRecovery:
                 self._release(record.sample, now, lost=True)
                 continue
             silent = self._latest_ack_ns <= record.sent_ns
-            if silent and record.backoff >= self._max_attempts:
+            if probe:
+                # A probe is not a timeout: it neither backs off nor counts to the limit,
+                # and the datagram it repeats is not taken for lost.
+                silent = False
+                self._probe_armed = False
+                self.probes_sent += 1
+            elif silent and record.backoff >= self._max_attempts:
                 # Sent the reference's six times in a row without the peer answering
                 # anything, through the longest backoff: the peer or the path is gone.
                 # Sends that an ACK for other data followed do not count: a peer that
@@ -423,7 +486,7 @@ class PacketRecovery:
                 # each way a packet fails six round trips in a row 0.2 % of the time,
                 # which a transfer of thousands of packets meets every time).
                 raise RetryLimitExceeded(key, record.attempts)
-            backoff = record.backoff + 1 if silent else 1
+            backoff = record.backoff + 1 if silent else 1 if not probe else record.backoff
             if backoff > self._max_attempts:
                 backoff = self._max_attempts
             stream_id, offset, length = key
@@ -456,7 +519,7 @@ class PacketRecovery:
             self._unschedule(record)
             timers = self._timers[record.backoff - 1]
             # The datagram that carried it last is lost; the new one gets its own sample.
-            self._release(record.sample, now, lost=True)
+            self._release(record.sample, now, lost=not probe)
             record.sample = None
             if length <= max_data:
                 if record.attempts < self._max_attempts:
@@ -593,6 +656,7 @@ class PacketRecovery:
             if window > self._reorder_window_ns:
                 self._reorder_window_ns = window
         self._latest_ack_ns = now
+        self._probe_armed = True
         send.on_packet_acked(stream_id, len(record.data))
         return record
 

@@ -10,7 +10,7 @@ from wiretap import KeyLogDecryptor
 
 from qotp.endpoint import QotpEndpoint
 from qotp.payload import PayloadKind
-from qotp.recovery import MAX_SEND_ATTEMPTS, RetryLimitExceeded
+from qotp.recovery import MAX_SEND_ATTEMPTS, MIN_PROBE_TIMEOUT_NS, RetryLimitExceeded
 from qotp.send import OutgoingPacket
 
 RTO = 200 * MS
@@ -151,7 +151,47 @@ def test_a_packet_older_than_an_acknowledged_one_is_lost_after_the_loss_delay_wi
     assert buffer.next_packet(loss_delay, budget=BUDGET, rto_ns=RTO) is None
     again = buffer.next_packet(loss_delay + 1, budget=BUDGET, rto_ns=RTO)
     assert again is not None and (again.offset, again.attempt) == (0, 2)
-    assert buffer.next_deadline(RTO) == loss_delay + 1 + RTO  # its RTO, from the resend
+    # Then the tail-loss probe (srtt + 4 rttvar after the resend), long before its RTO.
+    assert buffer.next_deadline(RTO) == loss_delay + 1 + 20 * MS + 4 * 10 * MS
+
+
+def test_a_silent_tail_is_probed_after_a_pto_not_the_rto() -> None:
+    """RFC 8985 7: the newest packet, unanswered for srtt + 4 rttvar, is resent once;
+    the probe neither backs off nor counts towards the retry limit."""
+    buffer = Sender()
+    recovery = buffer.recovery
+    buffer.write(1, DATA[:3000])
+    first = send(buffer, 0)
+    assert buffer.on_ack(1, 0, len(first.data), 20 * MS).acked
+    recovery.rtt.update(20 * MS, 20 * MS)  # srtt 20 ms, rttvar 10 ms: PTO 60 ms
+    send(buffer, 20 * MS)
+    newest = send(buffer, 21 * MS)
+    pto = 20 * MS + 4 * 10 * MS
+    assert buffer.next_deadline(RTO) == 21 * MS + pto
+    probe = buffer.next_packet(21 * MS + pto, budget=BUDGET, rto_ns=RTO)
+    assert probe is not None and (probe.offset, probe.attempt) == (newest.offset, 2)
+    assert recovery.probes_sent == 1 and recovery.retransmitted_packets == 1
+    # One probe per silence: then the RTO, from the latest ACK (20 ms).
+    assert buffer.next_deadline(RTO) == 20 * MS + RTO
+    assert buffer.in_flight_packets == 2
+    record = recovery.in_flight[(1, newest.offset, len(newest.data))]
+    assert record.backoff == 1
+    # An ACK re-arms it.
+    assert buffer.on_ack(1, newest.offset, len(newest.data), 21 * MS + pto + 20 * MS).acked
+    assert recovery._probe_armed
+
+
+def test_no_probe_below_its_floor_nor_while_the_estimates_are_frozen() -> None:
+    buffer = Sender()
+    recovery = buffer.recovery
+    buffer.write(1, DATA[:3000])
+    first = send(buffer, 0)
+    assert buffer.on_ack(1, 0, len(first.data), 1 * MS).acked
+    recovery.rtt.update(100_000, 1 * MS)  # 0.1 ms: a loopback path
+    send(buffer, 1 * MS)
+    assert buffer.next_deadline(RTO) == 1 * MS + MIN_PROBE_TIMEOUT_NS
+    recovery.estimates_frozen = True  # a peer pacing its ACKs (ack_starvation)
+    assert buffer.next_deadline(RTO) == 1 * MS + RTO
 
 
 def test_a_loss_found_between_sends_at_one_instant_still_goes_first() -> None:
