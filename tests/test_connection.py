@@ -18,9 +18,10 @@ from wiretap import KeyLogDecryptor
 from qotp.config import QotpConfiguration
 from qotp.connection import Connection
 from qotp.endpoint import QotpEndpoint
+from qotp.envelope import MessageType, sealed_overhead
 from qotp.errors import LocalProtocolError
 from qotp.events import StreamClosed, StreamOpened
-from qotp.payload import Payload
+from qotp.payload import ACK_ONLY_SIZE_24, Payload, PayloadKind
 from qotp.recv import STREAM_TOMBSTONE_LIFETIME_NS
 
 
@@ -357,3 +358,43 @@ def test_an_ack_a_retransmission_has_no_room_for_goes_in_the_next_datagram() -> 
     resent, then = sent_by_server(due)[:2]
     assert (resent.stream_offset, len(resent.data), resent.ack) == (0, 1361, None)
     assert then.ack is not None and then.ack[:3] == (0, 5, 4)
+
+
+@pytest.mark.parametrize("repeats", [True, False])
+def test_a_lost_ack_only_datagram_costs_no_retransmission_with_ack_repeats(repeats: bool) -> None:
+    """The next ACK-only payload acknowledges the lost one's packet again (qotp.payload,
+    ACK repeats); without repeats the sender must resend a packet that had arrived."""
+    decryptor = KeyLogDecryptor()
+    configuration = QotpConfiguration(ack_repeats=repeats)
+    pair = EnginePair(server=QotpEndpoint(configuration=configuration, key_log=decryptor.add_line))
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    client.send_stream_data(0, b"hello", now=0)
+    pair.client.mark_ready(client)
+    pair.run_until(
+        lambda: server_connection(pair.server) is not None and not client.recovery.in_flight
+    )
+    server = server_connection(pair.server)
+    assert server is not None
+    lost: list[bytes] = []
+    sizes: list[int] = []
+
+    def drop(side: str, datagram: bytes) -> bool:
+        payload = decryptor.payload(datagram, from_initiator=False) if side == "server" else None
+        if payload is None or payload.kind is not PayloadKind.ACK_ONLY:
+            return False
+        sizes.append(len(datagram))
+        if lost:
+            return False
+        lost.append(datagram)
+        return True
+
+    pair.drop = drop
+    client.send_stream_data(0, bytes(range(256)) * 16, now=pair.now)
+    pair.client.mark_ready(client)
+    pair.run_until(lambda: client.send_buffer.buffered_bytes == 0)
+    assert lost
+    assert client.statistics().retransmitted_packets == (0 if repeats else 1)
+    assert client.acks_repeated == (1 if repeats else 0)
+    # Three bytes more than the reference's ACK-only datagrams (the adjacent form), or none.
+    reference_size = sealed_overhead(MessageType.DATA) + ACK_ONLY_SIZE_24
+    assert set(sizes) == {reference_size + 3 if repeats else reference_size}

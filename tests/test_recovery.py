@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+from lossledger import measure_transfer
 from netsim import MS, SECOND, LinkConditions, Network
 from refmodel import ReferenceReceiveStream
 from sender import Sender
@@ -446,3 +448,44 @@ def test_a_resent_packet_keeps_its_first_boundaries_for_a_reference_receiver() -
     assert bytes(reference.delivered) == download
     _time, offset, length = held[0]
     assert sends[offset] == [(length, False), (length, False)], "resent whole, without the ACK"
+
+
+# -- retransmissions per lost packet (the wire's account: tests/lossledger.py) ----------
+
+MIB = 1 << 20
+#: 20 ms RTT, 2 % random loss each way, a 25 MiB/s bottleneck (about what one core
+#: moves) whose 2 MiB queue BBR's startup does not overflow: the only loss is random.
+LOSSY_PATH = LinkConditions(
+    delay_ns=10 * MS, loss=0.02, bandwidth_bytes_per_s=25 * MIB, queue_bytes=2 * MIB
+)
+
+
+@pytest.mark.parametrize("streams", [1, 10])
+def test_about_one_retransmission_per_lost_packet(streams: int) -> None:
+    """2 % random loss each way: a retransmission for each lost packet and almost none
+    for a lost ACK (the ACK repeats), none sent early, no split; ten streams about as
+    fast as one. The engine's own count agrees with the wire's."""
+    one = measure_transfer(LOSSY_PATH, streams=1, total_bytes=4 * MIB, seed=3)
+    measured = (
+        one
+        if streams == 1
+        else measure_transfer(LOSSY_PATH, streams=streams, total_bytes=4 * MIB, seed=3)
+    )
+    report = measured.report
+    assert report.lost_packets > 50 and report.lost_acks > 50
+    assert report.retransmissions == measured.engine_retransmissions
+    assert report.per_lost_packet <= 1.15, report
+    assert report.spurious_early <= report.retransmissions // 50, report
+    assert measured.goodput_bytes_per_s >= 0.9 * one.goodput_bytes_per_s
+
+
+def test_without_ack_repeats_a_lost_ack_costs_one_retransmission_and_no_more() -> None:
+    """The reference's ACKs (ack_repeats=False): each lost ACK costs its packet a
+    retransmission, inherent in one exact-key ACK per packet; nothing beyond that."""
+    measured = measure_transfer(
+        LOSSY_PATH, streams=1, total_bytes=4 * MIB, seed=3, ack_repeats=False
+    )
+    report = measured.report
+    assert report.per_loss_either_way <= 1.05, report
+    assert report.spurious_ack_lost >= report.lost_acks * 9 // 10, report
+    assert report.spurious_early <= report.retransmissions // 50, report
