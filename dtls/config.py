@@ -12,6 +12,7 @@ import ssl
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 
 from cryptography import x509
@@ -27,8 +28,11 @@ __all__ = [
     "DEFAULT_CIPHER_SUITES",
     "DEFAULT_GROUPS",
     "DEFAULT_MTU_BYTES",
+    "DEFAULT_VERSIONS",
+    "IMPLEMENTED_VERSIONS",
     "CertificatePrivateKey",
     "DTLSConfiguration",
+    "DTLSVersion",
     "ServerCertificates",
     "VerifyCallback",
     "load_certificate_chain",
@@ -49,6 +53,23 @@ REPLAY_WINDOW_RECORDS = 64
 MIN_REPLAY_WINDOW_RECORDS = 32
 MAX_REPLAY_WINDOW_RECORDS = 1 << 16
 MIN_MTU_BYTES = 256
+
+
+class DTLSVersion(IntEnum):
+    """A DTLS protocol version, by its wire value (versions count downwards on the wire)."""
+
+    DTLS_1_2 = 0xFEFD
+    DTLS_1_3 = 0xFEFC
+
+    @property
+    def label(self) -> str:
+        """The name OpenSSL prints for it: ``DTLSv1.2``, ``DTLSv1.3``."""
+        return "DTLSv1.2" if self is DTLSVersion.DTLS_1_2 else "DTLSv1.3"
+
+
+# What this build can negotiate; DTLS 1.3 joins once its handshake lands.
+IMPLEMENTED_VERSIONS: tuple[DTLSVersion, ...] = (DTLSVersion.DTLS_1_2,)
+DEFAULT_VERSIONS: tuple[DTLSVersion, ...] = (DTLSVersion.DTLS_1_2,)
 
 DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
     CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
@@ -122,6 +143,8 @@ class DTLSConfiguration:
     """Everything that shapes a handshake; one instance may serve many connections."""
 
     is_client: bool = True
+    # Versions we accept, most preferred first (pin one version by giving only it).
+    versions: tuple[DTLSVersion, ...] = DEFAULT_VERSIONS
     certificate_chain: tuple[x509.Certificate, ...] = ()
     private_key: CertificatePrivateKey | None = None
     server_certificates: ServerCertificates | None = None
@@ -156,6 +179,13 @@ class DTLSConfiguration:
     replay_window_records: int = REPLAY_WINDOW_RECORDS
 
     def __post_init__(self) -> None:
+        if not self.versions or len(set(self.versions)) != len(self.versions):
+            raise LocalProtocolError("versions must name at least one version, each once")
+        for version in self.versions:
+            if version not in IMPLEMENTED_VERSIONS:
+                known = version in DTLSVersion.__members__.values()
+                name = DTLSVersion(version).label if known else f"version {version:#06x}"
+                raise LocalProtocolError(f"{name} is not implemented yet")
         if not MIN_HANDSHAKE_TIMEOUT_NS <= self.handshake_timeout_ns <= MAX_HANDSHAKE_TIMEOUT_NS:
             raise LocalProtocolError("handshake timeout must be between 2 and 120 seconds")
         if self.mtu < MIN_MTU_BYTES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import DTLSVersion
 from .errors import AlertDescription
 
 __all__ = [
@@ -28,6 +29,7 @@ class HandshakeCompleted:
     cipher_suite: str
     alpn_protocol: str | None
     session_resumed: bool
+    version: DTLSVersion = DTLSVersion.DTLS_1_2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -40,6 +40,7 @@ __all__ = [
     "encode_hello_verify_request",
     "encode_new_session_ticket",
     "encode_server_hello",
+    "encode_handshake_fragment",
     "fragment_handshake",
 ]
 
@@ -141,6 +142,22 @@ def encode_handshake(msg_type: int, message_seq: int, body: bytes) -> bytes:
     """A whole (unfragmented) handshake message; this form enters the transcript."""
     length = len(body).to_bytes(3, "big")
     return _HANDSHAKE_HEADER.pack(msg_type, length, message_seq, b"\0\0\0", length) + body
+
+
+def encode_handshake_fragment(
+    msg_type: int, length: int, message_seq: int, fragment_offset: int, chunk: bytes
+) -> bytes:
+    """One fragment (header + ``chunk``) of a message whose body is ``length`` bytes."""
+    return (
+        _HANDSHAKE_HEADER.pack(
+            msg_type,
+            length.to_bytes(3, "big"),
+            message_seq,
+            fragment_offset.to_bytes(3, "big"),
+            len(chunk).to_bytes(3, "big"),
+        )
+        + chunk
+    )
 
 
 def fragment_handshake(message: bytes, max_fragment_body: int) -> list[bytes]:

@@ -55,6 +55,10 @@ class RecordProtection:
         """Bytes a record's payload grows by when sealed (explicit nonce + tag)."""
         return self._explicit_nonce_bytes + AEAD_TAG_BYTES
 
+    def recover_sequence_number(self, record: Record, highest: int) -> int:
+        """DTLS 1.2 carries the whole sequence number in the clear."""
+        return record.sequence_number
+
     def _nonce(self, explicit: bytes) -> bytes:
         if self._is_chacha:
             return (self._iv_int ^ int.from_bytes(explicit, "big")).to_bytes(12, "big")

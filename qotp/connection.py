@@ -57,7 +57,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from qotp.config import QotpConfiguration
-from qotp.congestion import Bbr, CongestionController, NewReno, RttEstimator, SendSample
 from qotp.errors import DecodeError, DecryptError, LocalProtocolError, RemoteProtocolError
 from qotp.events import (
     ConnectionEstablished,
@@ -68,11 +67,13 @@ from qotp.events import (
     StreamDataAvailable,
     StreamOpened,
     StreamWritable,
+    TerminationReason,
 )
 from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
 from qotp.protection import Address, Protection
+from qotp.recovery import PacketRecovery, RetryLimitExceeded
 from qotp.recv import STREAM_TOMBSTONE_LIFETIME_NS, InsertResult, ReceiveBuffer
-from qotp.send import RetryLimitExceeded, SendBuffer
+from qotp.send import SendBuffer
 from qotp.stream import StreamState, StreamTable
 
 __all__ = ["Connection", "ConnectionStatistics"]
@@ -130,29 +131,23 @@ class Connection:
         self.connection_id = protection.connection_id
         self.address = address
         self.is_initiator = is_initiator
-        self.rtt = RttEstimator()
-        self.congestion: CongestionController
-        if config.congestion_control == "newreno":
-            self.congestion = NewReno(self.rtt, max_datagram_bytes=config.mtu)
-        else:
-            self.congestion = Bbr(self.rtt, max_datagram_bytes=config.mtu)
         self.send_buffer = SendBuffer(config.send_buffer_bytes)
+        self.recovery = PacketRecovery(
+            self.send_buffer,
+            max_datagram_bytes=config.mtu,
+            congestion_control=config.congestion_control,
+        )
+        self.rtt = self.recovery.rtt
+        self.congestion = self.recovery.congestion
         self.receive_buffer = ReceiveBuffer(config.receive_buffer_bytes)
         self.streams = StreamTable()
         self._events: deque[Event] = deque()
-        self._datagram_bytes_in_flight = 0
         self._established = False
         self._sent_new_before_handshake = False
         self._closing = False
         self._terminated = False
         self._last_receive_ns = now
         self._pacing_deadline: int | None = None
-        # The acknowledgement event being gathered (see _flush_ack_event).
-        self._ack_event_now = -1
-        self._ack_event_bytes = 0
-        self._ack_event_newest: SendSample | None = None
-        self._ack_event_rtt_ns = 0
-        self._ack_event_sent_ns = -1
         self._max_streams = config.max_streams
         self._max_stream_tombstones = config.max_stream_tombstones
         self.bytes_sent = 0
@@ -177,8 +172,8 @@ class Connection:
 
     def statistics(self) -> ConnectionStatistics:
         """Current counters and estimates."""
-        self._flush_ack_event()
-        send = self.send_buffer
+        self.recovery.flush_ack_event()
+        recovery = self.recovery
         return ConnectionStatistics(
             smoothed_rtt_ns=self.rtt.srtt_ns,
             min_rtt_ns=self.rtt.min_rtt_ns,
@@ -190,12 +185,12 @@ class Connection:
             bytes_received=self.bytes_received,
             datagrams_sent=self.datagrams_sent,
             datagrams_received=self.datagrams_received,
-            retransmitted_packets=send.retransmitted_packets,
-            retransmitted_bytes=send.retransmitted_bytes,
+            retransmitted_packets=recovery.retransmitted_packets,
+            retransmitted_bytes=recovery.retransmitted_bytes,
             dropped_datagrams=self.dropped_datagrams,
             refused_stream_packets=self.refused_stream_packets,
             open_streams=len(self.streams),
-            peer_receive_window=send.peer_window,
+            peer_receive_window=self.send_buffer.peer_window,
         )
 
     def next_event(self) -> Event | None:
@@ -209,7 +204,7 @@ class Connection:
             raise LocalProtocolError("the connection is terminated")
 
     def send_stream_data(
-        self, stream_id: int, data: bytes, *, end_stream: bool = False, now: int = 0
+        self, stream_id: int, data: bytes, *, now: int, end_stream: bool = False
     ) -> int:
         """Queue as much of ``data`` as the send buffer takes; return the count.
 
@@ -227,7 +222,7 @@ class Connection:
             self.close_stream(stream_id, now=now)
         return accepted
 
-    def close_stream(self, stream_id: int, *, now: int = 0) -> None:
+    def close_stream(self, stream_id: int, *, now: int) -> None:
         """Send FIN: the stream ends after what was written so far (idempotent).
 
         Closing a stream that already finished (and was removed) does nothing;
@@ -240,7 +235,7 @@ class Connection:
                 return
             state = self._open_local_stream(stream_id, now)
         if state.can_write:
-            state.close_send(self.send_buffer.close(stream_id), now)
+            state.close_send(self.send_buffer.close(stream_id))
 
     def _open_local_stream(self, stream_id: int, now: int) -> StreamState:
         """Open a stream for our application, within its budget of streams.
@@ -260,15 +255,15 @@ class Connection:
                 f"{self._max_streams} streams are open (max_streams); wait for one to "
                 "close (StreamClosed) before opening another"
             )
-        state, _ = self.streams.open(stream_id, now)
+        state, _ = self.streams.open(stream_id)
         return state
 
-    def ping(self, stream_id: int, *, now: int = 0) -> None:
+    def ping(self, stream_id: int, *, now: int) -> None:
         """Send a PING on the stream (acknowledged, never retransmitted; an RTT probe)."""
         self._check_open()
         self.send_buffer.queue_ping(stream_id)
 
-    def read(self, stream_id: int, max_bytes: int = -1, *, now: int = 0) -> bytes:
+    def read(self, stream_id: int, max_bytes: int = -1, *, now: int) -> bytes:
         """Take up to ``max_bytes`` received in-order bytes of the stream (b"" if none).
 
         Reading frees receive-buffer space, which the next ACK advertises.
@@ -294,7 +289,7 @@ class Connection:
         """Bytes the send buffer would accept now (for back-pressure)."""
         return self.send_buffer.free_space
 
-    def close(self, *, now: int = 0) -> None:
+    def close(self, *, now: int) -> None:
         """Close every stream (FIN); the connection ends once they are all done."""
         if self._terminated:
             return
@@ -302,12 +297,12 @@ class Connection:
         for stream_id in self.streams.ids():
             state = self.streams.get(stream_id)
             if state is not None and state.can_write:
-                state.close_send(self.send_buffer.close(stream_id), now)
+                state.close_send(self.send_buffer.close(stream_id))
         self._sweep_streams(now)
 
-    def abort(self, reason: str = "aborted", *, now: int = 0) -> None:
-        """End the connection at once, without waiting for anything."""
-        self._terminate(reason, error=False)
+    def abort(self, *, now: int, detail: str = "") -> None:
+        """End the connection at once, without waiting for anything (reason ABORTED)."""
+        self._terminate(TerminationReason.ABORTED, detail, error=False)
 
     # -- receiving ------------------------------------------------------------
 
@@ -315,8 +310,6 @@ class Connection:
         """Process one datagram routed to this connection; bad ones are counted and dropped."""
         if self._terminated:
             return
-        if self._ack_event_now >= 0 and now != self._ack_event_now:
-            self._flush_ack_event()
         try:
             raw = self.protection.open(data, now)
         except (DecodeError, DecryptError) as error:
@@ -349,7 +342,7 @@ class Connection:
         try:
             self._process_payload(payload, now)
         except RemoteProtocolError as error:
-            self._terminate(f"protocol violation: {error}", error=True)
+            self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
 
     def _on_handshake_datagram(self) -> None:
         """The protection took a datagram for itself: no payload, no proof of the peer's address."""
@@ -360,8 +353,12 @@ class Connection:
             self._on_protection_failure(protection.failure)
 
     def _on_protection_failure(self, failure: str) -> None:
-        stage = "crypto failed" if self._established else "handshake failed"
-        self._terminate(f"{stage}: {failure}", error=True)
+        if not self._established:
+            self._terminate(TerminationReason.HANDSHAKE_FAILED, failure, error=True)
+        elif self.protection.closed_by_peer:
+            self._terminate(TerminationReason.CLOSED_BY_PEER, failure, error=False)
+        else:
+            self._terminate(TerminationReason.PROTOCOL_VIOLATION, failure, error=True)
 
     def _on_established(self) -> None:
         self._established = True
@@ -410,13 +407,12 @@ class Connection:
                 return
             if not receive.has_stream(stream_id):
                 return  # a PING, or a late retransmission for a stream already finished
-            state, _ = self.streams.open(stream_id, now, by_peer=True)
+            state, _ = self.streams.open(stream_id, by_peer=True)
             self._events.append(StreamOpened(connection_id=self.connection_id, stream_id=stream_id))
-        state.touch(now)
         if payload.is_close:
             close_offset = receive.close_offset(stream_id)
             if close_offset is not None:
-                state.on_peer_close(close_offset, now)
+                state.on_peer_close(close_offset)
         if result is InsertResult.ACCEPTED:
             # Edge-triggered: readers are told when a stream *becomes* readable
             # (or reaches its end), not once per packet.
@@ -439,28 +435,7 @@ class Connection:
     def _on_ack(self, ack: Ack, now: int) -> None:
         send = self.send_buffer
         was_low = send.free_space < _WRITABLE_LOW_WATER_BYTES
-        record = send.acknowledge(ack.stream_id, ack.offset, ack.length, now, ack.receive_window)
-        if record is None:
-            return
-        # Gather the acknowledgement event; RTT, congestion control and loss detection
-        # see the whole batch at once (_flush_ack_event).
-        self._ack_event_now = now
-        sample = record.sample
-        if isinstance(sample, SendSample):
-            size = sample.size_bytes
-            self._datagram_bytes_in_flight -= size
-            self._ack_event_bytes += size
-            newest = self._ack_event_newest
-            if newest is None or sample.sent_time_ns >= newest.sent_time_ns:
-                self._ack_event_newest = sample
-        sent = record.sent_ns
-        if sent > self._ack_event_sent_ns:
-            self._ack_event_sent_ns = sent
-            if record.attempts == 1:
-                # All of the batch was acknowledged at ``now``: the newest packet's RTT
-                # is the smallest, and the sample a stretch ACK would give (Karn's rule:
-                # none from a retransmitted packet).
-                self._ack_event_rtt_ns = now - sent
+        self.recovery.on_ack_received(ack[0], ack[1], ack[2], ack[3], now)
         if was_low and send.free_space >= _WRITABLE_LOW_WATER_BYTES:
             self._events.append(StreamWritable(connection_id=self.connection_id))
         if send.finished_streams:
@@ -468,43 +443,15 @@ class Connection:
             for stream_id in finished:
                 state = self.streams.get(stream_id)
                 if state is not None:
-                    state.on_send_finished(now)
+                    state.on_send_finished()
                     self._sweep_stream(stream_id, now)
-
-    def _flush_ack_event(self) -> None:
-        """Hand the acknowledgements gathered at one ``now`` to RTT, congestion and loss.
-
-        Datagrams that arrive together (one socket read, one GRO batch) are one event,
-        as a stretch ACK is in TCP: one RTT sample (the newest packet's), one
-        delivery-rate sample over all the bytes, one pass of loss detection from the
-        newest acknowledged send time.  Per datagram, only the send buffer's records
-        are touched.  Runs before anything reads the estimates (sending, timers,
-        statistics) and when a datagram arrives at a later ``now``.
-        """
-        now = self._ack_event_now
-        if now < 0:
-            return
-        self._ack_event_now = -1
-        rtt_sample = self._ack_event_rtt_ns
-        if rtt_sample > 0:
-            self._ack_event_rtt_ns = 0
-            self.rtt.update(rtt_sample, now)
-        newest = self._ack_event_newest
-        if newest is not None:
-            self._ack_event_newest = None
-            acked_bytes, self._ack_event_bytes = self._ack_event_bytes, 0
-            self.congestion.on_packets_acked(
-                now, newest, acked_bytes, self._datagram_bytes_in_flight
-            )
-        sent, self._ack_event_sent_ns = self._ack_event_sent_ns, -1
-        self.send_buffer.detect_losses(sent, now, self.rtt.loss_delay_ns())
 
     def _maybe_finish_receive(self, stream_id: int, now: int) -> None:
         state = self.streams.get(stream_id)
         if state is None:
             return
         if not state.at_eof and self.receive_buffer.at_eof(stream_id):
-            state.on_eof(now)
+            state.on_eof()
         self._sweep_stream(stream_id, now)
 
     def _sweep_stream(self, stream_id: int, now: int) -> None:
@@ -513,16 +460,16 @@ class Connection:
             return
         self.streams.remove(stream_id)
         self.receive_buffer.finish_stream(stream_id, now)
-        self.send_buffer.discard_stream(stream_id)
+        self.recovery.discard_stream(stream_id, now)
         self._events.append(StreamClosed(connection_id=self.connection_id, stream_id=stream_id))
         if self._closing and not len(self.streams):
-            self._terminate("closed", error=False)
+            self._terminate(TerminationReason.CLOSED, "", error=False)
 
     def _sweep_streams(self, now: int) -> None:
         for stream_id in self.streams.closed_ids():
             self._sweep_stream(stream_id, now)
         if self._closing and not len(self.streams):
-            self._terminate("closed", error=False)
+            self._terminate(TerminationReason.CLOSED, "", error=False)
 
     # -- sending --------------------------------------------------------------
 
@@ -530,7 +477,7 @@ class Connection:
         """Everything that may leave now: handshake, retransmissions, data, ACKs."""
         if self._terminated:
             return []
-        self._flush_ack_event()
+        self.recovery.flush_ack_event()
         protection = self.protection
         datagrams: list[bytes] = []
         if protection.can_carry_payload:
@@ -550,13 +497,14 @@ class Connection:
 
     def _transport_datagrams(self, now: int, datagrams: list[bytes]) -> None:
         # The per-packet path (~40 000 times a second): locals instead of attribute
-        # look-ups, payload tuples built without their keyword-checking constructors,
-        # the congestion sample attached through SendBuffer.last_record.
+        # look-ups, payload tuples built without their keyword-checking constructors.
         protection = self.protection
         config = self.configuration
         mtu = config.mtu
         limit = config.max_datagrams_per_call
         send = self.send_buffer
+        recovery = self.recovery
+        in_flight = recovery.in_flight
         receive = self.receive_buffer
         congestion = self.congestion
         seal = protection.seal
@@ -580,30 +528,33 @@ class Connection:
                     # would deadlock.
                     allow_new = (
                         handshake_complete or not self._sent_new_before_handshake
-                    ) and congestion.can_send(self._datagram_bytes_in_flight, mtu)
+                    ) and congestion.can_send(recovery.datagram_bytes_in_flight, mtu)
+                    ack_offset = None if ack is None else ack[1]
                     try:
-                        packet = send.next_packet(
-                            now,
-                            budget=budget,
-                            rto_ns=rto,
-                            ack_offset=None if ack is None else ack.offset,
-                            allow_new=allow_new,
+                        packet = recovery.next_retransmission(
+                            now, budget=budget, rto_ns=rto, ack_offset=ack_offset
                         )
                     except RetryLimitExceeded as error:
                         if self._give_up_on(error, now):
                             continue
-                        self._terminate("retransmission limit reached", error=True)
+                        self._terminate(TerminationReason.RETRY_LIMIT, str(error), error=True)
                         return
+                    if packet is None and allow_new:
+                        packet = send.next_new_packet(
+                            now,
+                            budget=budget,
+                            rto_ns=rto,
+                            ack_offset=ack_offset,
+                            in_flight=in_flight,
+                        )
                     if packet is None:
                         data_allowed = False
                         if allow_new and not send.has_new_work():
-                            congestion.on_app_limited(self._datagram_bytes_in_flight)
+                            recovery.on_app_limited()
             if packet is None and ack is None:
                 break
             wire_ack = (
-                None
-                if ack is None
-                else _tuple_new(Ack, (ack.stream_id, ack.offset, ack.length, receive.window))
+                None if ack is None else _tuple_new(Ack, (ack[0], ack[1], ack[2], receive.window))
             )
             if packet is None:
                 datagrams.append(
@@ -628,36 +579,12 @@ class Connection:
             )
             datagrams.append(datagram)
             sent += 1
-            size = len(datagram)
-            if send.lost_samples or send.released_samples:
-                self._release_samples(now)
             if attempt == 1:
                 self.bytes_sent += len(data)
             if not handshake_complete:
                 self._sent_new_before_handshake = True
-            record = send.last_record
-            if record is not None:
-                record.sample = congestion.on_packet_sent(
-                    now, size, self._datagram_bytes_in_flight
-                )
-            self._datagram_bytes_in_flight += size
+            recovery.on_packet_sent(packet, len(datagram), now)
         self.datagrams_sent += sent
-        if send.lost_samples or send.released_samples:
-            self._release_samples(now)
-
-    def _release_samples(self, now: int) -> None:
-        """Take datagrams the send buffer gave up on out of the in-flight count."""
-        send = self.send_buffer
-        congestion = self.congestion
-        lost, send.lost_samples = send.lost_samples, []
-        released, send.released_samples = send.released_samples, []
-        for sample in lost:
-            if isinstance(sample, SendSample):
-                self._datagram_bytes_in_flight -= sample.size_bytes
-                congestion.on_packet_lost(now, sample, self._datagram_bytes_in_flight)
-        for sample in released:
-            if isinstance(sample, SendSample):
-                self._datagram_bytes_in_flight -= sample.size_bytes
 
     def _give_up_on(self, error: RetryLimitExceeded, now: int) -> bool:
         """A bare CLOSE the peer never acknowledges ends its stream, not the connection.
@@ -670,11 +597,10 @@ class Connection:
         close_offset = self.send_buffer.close_offset(stream_id)
         if length != 0 or close_offset is None or _offset != close_offset:
             return False
-        self.send_buffer.discard_stream(stream_id)
-        self._release_samples(now)
+        self.recovery.discard_stream(stream_id, now)
         state = self.streams.get(stream_id)
         if state is not None:
-            state.on_send_finished(now)
+            state.on_send_finished()
             self._sweep_stream(stream_id, now)
         return True
 
@@ -684,13 +610,18 @@ class Connection:
         """The next absolute deadline (ns) at which :meth:`handle_timer` must run."""
         if self._terminated:
             return None
-        self._flush_ack_event()
+        self.recovery.flush_ack_event()
         deadline = self._last_receive_ns + self.configuration.idle_timeout_ns
         protection_timer = self.protection.get_timer()
         if protection_timer is not None and protection_timer < deadline:
             deadline = protection_timer
         if self.protection.can_carry_payload:
-            retransmit = self.send_buffer.next_deadline(self.rtt.base_rto_ns())
+            rto = self.rtt.base_rto_ns()
+            retransmit = self.recovery.next_deadline(rto)
+            if not self.recovery.in_flight:
+                probe = self.send_buffer.probe_deadline(rto)
+                if probe is not None and (retransmit is None or probe < retransmit):
+                    retransmit = probe
             pacing = self._pacing_deadline
             if pacing is not None:
                 # Nothing leaves before the pacer allows it, retransmissions included.
@@ -706,9 +637,13 @@ class Connection:
         """Run expired timers: idle timeout and the protection's; sending follows."""
         if self._terminated:
             return
-        self._flush_ack_event()
+        self.recovery.flush_ack_event()
         if now >= self._last_receive_ns + self.configuration.idle_timeout_ns:
-            self._terminate("idle timeout", error=False)
+            self._terminate(
+                TerminationReason.IDLE_TIMEOUT,
+                f"nothing received for {self.configuration.idle_timeout_ns / 1e9:g} s",
+                error=False,
+            )
             return
         self.protection.handle_timer(now)
         self._pacing_deadline = None
@@ -723,11 +658,13 @@ class Connection:
 
     # -- ending ---------------------------------------------------------------
 
-    def _terminate(self, reason: str, *, error: bool) -> None:
+    def _terminate(self, reason: TerminationReason, detail: str, *, error: bool) -> None:
         if self._terminated:
             return
         self._terminated = True
-        logger.debug("connection %016x terminated: %s", self.connection_id, reason)
+        logger.debug("connection %016x terminated: %s %s", self.connection_id, reason.value, detail)
         self._events.append(
-            ConnectionTerminated(connection_id=self.connection_id, reason=reason, error=error)
+            ConnectionTerminated(
+                connection_id=self.connection_id, reason=reason, detail=detail, error=error
+            )
         )

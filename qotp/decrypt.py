@@ -15,7 +15,7 @@ from qotp.envelope import MAX_EPOCH, MessageType, PacketCipher, decode_envelope_
 from qotp.errors import QotpError
 from qotp.payload import Payload, decode_payload
 
-__all__ = ["MESSAGE_TYPE_NAMES", "decrypt_packet", "describe_payload"]
+__all__ = ["MESSAGE_TYPE_NAMES", "decrypt_packet", "describe_payload", "describe_result"]
 
 MESSAGE_TYPE_NAMES = {
     MessageType.INIT_SND: "InitSnd",
@@ -116,3 +116,37 @@ def decrypt_packet(
         return result
     except QotpError as error:
         return {"ok": False, "error": str(error)}
+
+
+def describe_result(result: dict[str, Any]) -> str:
+    """One readable line for a :func:`decrypt_packet` answer."""
+    if not result.get("ok"):
+        return f"not decrypted: {result.get('error')}"
+    parts = [f"{result['type']} conn {result['conn_id']:016x}"]
+    if result.get("sn") is not None:
+        parts.append(f"sn {result['sn']} epoch {result['epoch']}")
+    header = result.get("header")
+    if header is None:
+        keys = [
+            f"{name.split('_')[0]} key {result[name][:16]}..."
+            for name in ("ephemeral_public_key", "identity_public_key")
+            if result.get(name)
+        ]
+        return ", ".join(parts + keys)
+    if header["kind"] == "data":
+        close = " CLOSE" if header["is_close"] else ""
+        parts.append(
+            f"stream {header['stream_id']} offset {header['stream_offset']} "
+            f"{header['data_length']} bytes{close}"
+        )
+    elif header["kind"] == "ping":
+        parts.append(f"stream {header['stream_id']} PING")
+    elif header["is_close"]:
+        parts.append(f"stream {header['stream_id']} CLOSE")
+    ack = header.get("ack")
+    if ack is not None:
+        parts.append(
+            f"ACK stream {ack['stream_id']} offset {ack['offset']} length {ack['length']} "
+            f"window {ack['receive_window']}"
+        )
+    return ", ".join(parts)

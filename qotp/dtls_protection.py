@@ -91,6 +91,7 @@ class DtlsProtection:
 
     __slots__ = (
         "_address",
+        "_closed_by_peer",
         "_established",
         "_expected_peer_identity",
         "_failure",
@@ -119,6 +120,7 @@ class DtlsProtection:
         self._address = address
         self._established = False
         self._failure: str | None = None
+        self._closed_by_peer = False
         self._peer_identity: bytes | None = None
         self._expected_peer_identity = expected_peer_identity
         self._outgoing: list[bytes] = []
@@ -146,6 +148,11 @@ class DtlsProtection:
     def failure(self) -> str | None:
         """Why the association ended (handshake failure, alert, close_notify, pin mismatch)."""
         return self._failure
+
+    @property
+    def closed_by_peer(self) -> bool:
+        """The peer sent close_notify before anything else went wrong."""
+        return self._closed_by_peer
 
     @property
     def peer_identity(self) -> bytes | None:
@@ -221,6 +228,7 @@ class DtlsProtection:
                     self._failure = f"DTLS: {event.reason}"
             elif isinstance(event, PeerClosedWrite) and self._failure is None:
                 self._failure = "DTLS: the peer closed the association"
+                self._closed_by_peer = True
         if not self._key_logged:
             line = dtls.key_log_line()
             if line is not None:

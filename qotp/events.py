@@ -11,6 +11,7 @@ real.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from qotp.protection import Address
 
@@ -23,7 +24,34 @@ __all__ = [
     "StreamDataAvailable",
     "StreamOpened",
     "StreamWritable",
+    "TerminationReason",
 ]
+
+
+class TerminationReason(Enum):
+    """Why a connection ended; :attr:`ConnectionTerminated.detail` says more, in words.
+
+    Only :attr:`CLOSED` is an ending in which every stream was finished on
+    purpose.  After any other reason, a stream the peer had not finished is
+    truncated: reading it raises (``qotp.asyncio.ConnectionClosedError``)
+    instead of reporting the end of the stream.
+    """
+
+    CLOSED = "closed"
+    """We closed the connection and every stream finished in both directions."""
+    CLOSED_BY_PEER = "closed by peer"
+    """The peer ended the association in an orderly way (DTLS close_notify; the
+    native QOTP wire has no connection close)."""
+    IDLE_TIMEOUT = "idle timeout"
+    """Nothing authentic arrived for ``QotpConfiguration.idle_timeout_ns``."""
+    RETRY_LIMIT = "retry limit"
+    """A packet went unacknowledged through every retransmission: peer or path gone."""
+    ABORTED = "aborted"
+    """The local application (or the listener closing) ended the connection at once."""
+    PROTOCOL_VIOLATION = "protocol violation"
+    """The peer contradicted itself (stream data, close offsets) or its crypto failed."""
+    HANDSHAKE_FAILED = "handshake failed"
+    """The handshake did not complete: no reply, or the peer could not prove its identity."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,8 +109,11 @@ class ConnectionTerminated:
     """The connection is gone: closed, timed out, failed its handshake, or misbehaved."""
 
     connection_id: int
-    reason: str
+    reason: TerminationReason
+    detail: str
+    """Human-readable specifics (which packet went unanswered, what the peer broke)."""
     error: bool
+    """Whether the ending is a failure (retry limit, protocol violation, handshake)."""
 
 
 Event = (

@@ -161,8 +161,8 @@ class NativeProtection:
         *,
         peer_public_key: bytes | None = None,
         mtu: int = DEFAULT_MTU,
+        now: int,
         ephemeral: KeyPair | None = None,
-        now: int = 0,
     ) -> NativeProtection:
         """The initiator: in-band when ``peer_public_key`` is None, else 0-RTT.
 
@@ -217,6 +217,11 @@ class NativeProtection:
     def failure(self) -> str | None:
         """Set when the first packet went unanswered too often."""
         return self._failure
+
+    @property
+    def closed_by_peer(self) -> bool:
+        """Always False: the QOTP wire has no connection close."""
+        return False
 
     def _next_message_type(self) -> MessageType:
         if self._handshake_complete:
@@ -431,7 +436,7 @@ class NativeCryptoLayer:
         return int(decode_envelope_header(datagram, mtu=self.mtu).connection_id)
 
     def dial(
-        self, address: Address, *, now: int = 0, peer_identity: bytes | None = None
+        self, address: Address, *, now: int, peer_identity: bytes | None = None
     ) -> NativeProtection:
         """A new initiator-side protection: in-band, or 0-RTT with the peer's public key."""
         return NativeProtection.dial(

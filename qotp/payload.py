@@ -34,14 +34,22 @@ __all__ = [
     "Ack",
     "MAX_OFFSET_24",
     "MAX_OFFSET_48",
+    "MAX_PACKET_DATA_BYTES",
+    "MAX_STREAM_ID",
     "MIN_PAYLOAD_SIZE",
     "PAYLOAD_VERSION",
+    "STREAM_HEADER_SIZE_24",
+    "STREAM_HEADER_SIZE_48",
+    "STREAM_HEADER_WITH_ACK_SIZE_24",
+    "STREAM_HEADER_WITH_ACK_SIZE_48",
+    "PacketKey",
     "Payload",
     "PayloadKind",
     "decode_payload",
     "decode_receive_window",
     "encode_payload",
     "encode_receive_window",
+    "needs_extended_offsets",
     "payload_header_size",
 ]
 
@@ -51,9 +59,16 @@ MIN_PAYLOAD_SIZE = 8
 24 bytes of ciphertext that the sequence-number layer uses as its nonce."""
 
 MAX_OFFSET_24 = 0xFFFFFF
+"""The largest offset a 24-bit field carries; beyond it both offsets widen to 48 bits."""
 MAX_OFFSET_48 = 0xFFFF_FFFF_FFFF
+"""The largest stream offset the wire can express."""
 MAX_STREAM_ID = 0xFFFF_FFFF
 MAX_ACK_LENGTH = 0xFFFF
+MAX_PACKET_DATA_BYTES = MAX_ACK_LENGTH
+"""An ACK echoes a packet's data length in a u16, so no packet may carry more."""
+
+PacketKey = tuple[int, int, int]
+"""``(stream_id, offset, length)``: what an ACK echoes, and so all that identifies a packet."""
 
 _VERSION_MASK = 0x1F
 _EXTENDED_FLAG = 0x80
@@ -242,6 +257,25 @@ def payload_header_size(*, has_ack: bool, kind: PayloadKind, extended: bool) -> 
     if kind is not PayloadKind.ACK_ONLY:
         size += _STREAM_SECTION_48 if extended else _STREAM_SECTION_24
     return size
+
+
+def needs_extended_offsets(stream_offset: int, ack_offset: int | None) -> bool:
+    """Whether a payload must use 48-bit offsets (one flag covers stream and ACK offset)."""
+    return stream_offset > MAX_OFFSET_24 or (ack_offset is not None and ack_offset > MAX_OFFSET_24)
+
+
+STREAM_HEADER_SIZE_24 = payload_header_size(has_ack=False, kind=PayloadKind.DATA, extended=False)
+"""8: header byte and stream section; the data budget of a packet is the rest.
+
+With an ACK riding along: 18, and 11 / 24 with 48-bit offsets (the Readme's
+19 / 25 are wrong, see the vector notes).  Go: calcProtoOverhead."""
+STREAM_HEADER_SIZE_48 = payload_header_size(has_ack=False, kind=PayloadKind.DATA, extended=True)
+STREAM_HEADER_WITH_ACK_SIZE_24 = payload_header_size(
+    has_ack=True, kind=PayloadKind.DATA, extended=False
+)
+STREAM_HEADER_WITH_ACK_SIZE_48 = payload_header_size(
+    has_ack=True, kind=PayloadKind.DATA, extended=True
+)
 
 
 def encode_payload(payload: Payload) -> bytes:

@@ -67,6 +67,14 @@ class Protection(Protocol):
         ...
 
     @property
+    def closed_by_peer(self) -> bool:
+        """Whether :attr:`failure` is the peer's orderly end (DTLS close_notify), not an error.
+
+        Natively always False: the QOTP wire has no connection close.
+        """
+        ...
+
+    @property
     def peer_identity(self) -> bytes | None:
         """The peer's authenticated identity, once known, else None.
 

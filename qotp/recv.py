@@ -120,12 +120,12 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
 from enum import Enum
-from typing import NamedTuple
 
 from sortedcontainers import SortedDict
 
 from qotp.congestion.rtt import MAX_RTO_NS
 from qotp.errors import LocalProtocolError, RemoteProtocolError
+from qotp.payload import MAX_OFFSET_48, MAX_PACKET_DATA_BYTES, PacketKey
 
 __all__ = [
     "IN_ORDER_RESERVE_BYTES",
@@ -133,7 +133,6 @@ __all__ = [
     "PEER_RETRANSMISSION_SPAN_NS",
     "RECV_BUFFER_BYTES",
     "STREAM_TOMBSTONE_LIFETIME_NS",
-    "Ack",
     "CloseOffsetError",
     "InsertResult",
     "OverlapMismatchError",
@@ -151,10 +150,6 @@ RECV_BUFFER_BYTES = 16 * 1024 * 1024
 IN_ORDER_RESERVE_BYTES = 0xFFFF
 #: ACKs waiting to be sent, at most; more are dropped (the peer retransmits).
 MAX_PENDING_ACKS = 16384
-#: Stream offsets are 48-bit on the wire.
-_STREAM_OFFSET_LIMIT = 1 << 48
-#: An ACK echoes a packet's length in a u16.
-_MAX_PACKET_DATA_BYTES = 0xFFFF
 #: Compact a stream's list of readable chunks once this many are consumed.
 _COMPACT_CHUNKS = 256
 _SECOND_NS = 1_000_000_000
@@ -189,14 +184,6 @@ class OverlapMismatchError(StreamIntegrityError):
 
 class CloseOffsetError(StreamIntegrityError):
     """A CLOSE disagrees with an earlier CLOSE or with data received on the stream."""
-
-
-class Ack(NamedTuple):
-    """An acknowledgement to send: the exact key of the packet it answers."""
-
-    stream_id: int
-    offset: int
-    length: int
 
 
 class InsertResult(Enum):
@@ -417,8 +404,8 @@ class ReceiveBuffer:
         self.max_pending_acks = max_pending_acks
         self._streams: dict[int, _RecvStream] = {}
         self._finished = StreamTombstones()
-        self._acks: deque[Ack] = deque()
-        self._ack_keys: set[Ack] = set()
+        self._acks: deque[PacketKey] = deque()
+        self._ack_keys: set[PacketKey] = set()
         self.duplicate_packets = 0
         self.dropped_full = 0
         self.dropped_acks = 0
@@ -435,8 +422,11 @@ class ReceiveBuffer:
         """ACKs waiting to be sent."""
         return len(self._acks)
 
-    def pop_ack(self) -> Ack | None:
-        """The oldest ACK to send, or None (Go: GetSndAck)."""
+    def pop_ack(self) -> PacketKey | None:
+        """The key of the oldest packet to acknowledge, or None (Go: GetSndAck).
+
+        The caller adds the receive window (:attr:`window`) when it encodes the ACK.
+        """
         if not self._acks:
             return None
         ack = self._acks.popleft()
@@ -444,7 +434,7 @@ class ReceiveBuffer:
         return ack
 
     def _queue_ack(self, stream_id: int, offset: int, length: int) -> None:
-        ack = Ack(stream_id, offset, length)
+        ack = (stream_id, offset, length)
         if ack in self._ack_keys:
             return
         if len(self._acks) >= self.max_pending_acks:
@@ -461,8 +451,8 @@ class ReceiveBuffer:
         offset: int,
         data: bytes | memoryview,
         *,
+        now: int,
         is_close: bool = False,
-        now: int = 0,
         may_open_stream: bool = True,
     ) -> InsertResult:
         """Take one data / PING / CLOSE packet of a stream (Go: Insert, EmptyInsert, Close).
@@ -477,7 +467,7 @@ class ReceiveBuffer:
         """
         length = len(data)
         end = offset + length
-        if offset < 0 or end > _STREAM_OFFSET_LIMIT or length > _MAX_PACKET_DATA_BYTES:
+        if offset < 0 or end > MAX_OFFSET_48 + 1 or length > MAX_PACKET_DATA_BYTES:
             raise RemoteProtocolError(
                 f"stream {stream_id}: segment {offset}+{length} outside the 48-bit offset space"
             )
@@ -787,11 +777,7 @@ class ReceiveBuffer:
         self._finished.expire(now)
         return len(self._finished)
 
-    def stream_ids(self) -> list[int]:
-        """Streams with receive state, in order of first arrival."""
-        return list(self._streams)
-
-    def finish_stream(self, stream_id: int, now: int = 0) -> int:
+    def finish_stream(self, stream_id: int, now: int) -> int:
         """Drop the stream's state and leave a tombstone; return the bytes freed.
 
         For :data:`STREAM_TOMBSTONE_LIFETIME_NS` after ``now`` (renewed by every

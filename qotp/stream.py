@@ -15,7 +15,7 @@ yet) or CLOSED (both directions done: the connection forgets it; there is no
 TIME_WAIT). The byte bookkeeping lives in :mod:`qotp.send` and
 :mod:`qotp.recv`; the connection feeds their results into this object:
 ``SendBuffer.close`` -> :meth:`StreamState.close_send`,
-``AckResult.send_finished`` -> :meth:`StreamState.on_send_finished`, a packet
+``SendBuffer.finished_streams`` -> :meth:`StreamState.on_send_finished`, a packet
 with the CLOSE flag -> :meth:`StreamState.on_peer_close`,
 ``ReceiveBuffer.at_eof`` after a read -> :meth:`StreamState.on_eof`.
 
@@ -51,8 +51,6 @@ Where we differ, on purpose
   connection talking to the reference still gets its request/response done,
   because the reference sends everything it queued before its own CLOSE.
 * The send direction is CLOSED only when our CLOSE itself is acknowledged.
-* Each stream records its last activity, so idle streams can be swept
-  (:data:`STREAM_IDLE_TIMEOUT_NS`, the reference's 30 s connection deadline).
 * Each stream records who opened it, and the table counts open streams per
   opener, so the connection can bound how many streams the peer holds open
   (``QotpConfiguration.max_streams``; the reference has no bound).
@@ -66,7 +64,6 @@ from enum import Enum
 from qotp.errors import LocalProtocolError
 
 __all__ = [
-    "STREAM_IDLE_TIMEOUT_NS",
     "DirectionPhase",
     "StreamPhase",
     "StreamState",
@@ -76,7 +73,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Idle limit for a stream with no activity in either direction (Go: ReadDeadLine, 30 s).
-STREAM_IDLE_TIMEOUT_NS = 30_000_000_000
 
 
 class DirectionPhase(Enum):
@@ -102,11 +98,9 @@ class StreamPhase(Enum):
 
 
 class StreamState:
-    """Close state and activity time of one stream, both directions."""
+    """Close state of one stream, both directions."""
 
     __slots__ = (
-        "created_ns",
-        "last_activity_ns",
         "opened_by_peer",
         "recv_close_offset",
         "recv_phase",
@@ -115,7 +109,7 @@ class StreamState:
         "stream_id",
     )
 
-    def __init__(self, stream_id: int, now: int, *, opened_by_peer: bool = False) -> None:
+    def __init__(self, stream_id: int, *, opened_by_peer: bool = False) -> None:
         self.stream_id = stream_id
         #: Whether a packet from the peer created the stream (else our application did).
         self.opened_by_peer = opened_by_peer
@@ -123,8 +117,6 @@ class StreamState:
         self.recv_phase = DirectionPhase.OPEN
         self.send_close_offset: int | None = None
         self.recv_close_offset: int | None = None
-        self.created_ns = now
-        self.last_activity_ns = now
 
     @property
     def phase(self) -> StreamPhase:
@@ -156,16 +148,7 @@ class StreamState:
         """Whether the application has read everything the peer will send."""
         return self.recv_phase is DirectionPhase.CLOSED
 
-    def touch(self, now: int) -> None:
-        """Record activity (a packet sent or received on the stream)."""
-        if now > self.last_activity_ns:
-            self.last_activity_ns = now
-
-    def idle_deadline(self, timeout_ns: int = STREAM_IDLE_TIMEOUT_NS) -> int:
-        """When the stream counts as idle if nothing happens before."""
-        return self.last_activity_ns + timeout_ns
-
-    def close_send(self, close_offset: int, now: int) -> None:
+    def close_send(self, close_offset: int) -> None:
         """The application closed its side at ``close_offset`` (Go: Stream.Close).
 
         A second call is harmless; a different offset is a LocalProtocolError.
@@ -179,37 +162,33 @@ class StreamState:
             return
         self.send_close_offset = close_offset
         self.send_phase = DirectionPhase.CLOSING
-        self.touch(now)
 
-    def on_send_finished(self, now: int) -> None:
+    def on_send_finished(self) -> None:
         """Our CLOSE and every byte before it are acknowledged."""
         if self.send_phase is DirectionPhase.OPEN:
             raise LocalProtocolError(f"stream {self.stream_id}: send finished without close")
         self.send_phase = DirectionPhase.CLOSED
-        self.touch(now)
 
-    def on_peer_close(self, close_offset: int, now: int) -> None:
+    def on_peer_close(self, close_offset: int) -> None:
         """The peer's CLOSE arrived; ``close_offset`` is StreamOffset + len(data).
 
         The receive buffer has already checked it against earlier CLOSEs and data.
         A CLOSE at offset 0 closes the receive direction at once (Go: decode).
         """
-        self.touch(now)
         if self.recv_close_offset is not None:
             return
         self.recv_close_offset = close_offset
         self.recv_phase = DirectionPhase.CLOSED if close_offset == 0 else DirectionPhase.CLOSING
 
-    def on_eof(self, now: int) -> None:
+    def on_eof(self) -> None:
         """The application has read up to the peer's close offset."""
         if self.recv_close_offset is None:
             raise LocalProtocolError(f"stream {self.stream_id}: EOF before the peer's CLOSE")
         self.recv_phase = DirectionPhase.CLOSED
-        self.touch(now)
 
 
 class StreamTable:
-    """The streams of one connection, in creation order, with idle bookkeeping.
+    """The streams of one connection, in creation order.
 
     Open streams are counted per opener (:attr:`peer_count`, :attr:`local_count`)
     so that limits cost a comparison, not a scan.
@@ -234,7 +213,7 @@ class StreamTable:
         """The stream's state, or None when it does not exist (any more)."""
         return self._streams.get(stream_id)
 
-    def open(self, stream_id: int, now: int, *, by_peer: bool = False) -> tuple[StreamState, bool]:
+    def open(self, stream_id: int, *, by_peer: bool = False) -> tuple[StreamState, bool]:
         """The stream's state, created if needed; the flag says whether it is new.
 
         ``by_peer`` says who creates a new stream (it is ignored for an existing
@@ -245,7 +224,7 @@ class StreamTable:
             return state, False
         if not 0 <= stream_id <= 0xFFFFFFFF:
             raise LocalProtocolError(f"stream id {stream_id} is not a u32")
-        state = self._streams[stream_id] = StreamState(stream_id, now, opened_by_peer=by_peer)
+        state = self._streams[stream_id] = StreamState(stream_id, opened_by_peer=by_peer)
         if by_peer:
             self.peer_count += 1
         else:
@@ -269,17 +248,3 @@ class StreamTable:
     def closed_ids(self) -> list[int]:
         """Streams whose both directions are closed."""
         return [stream_id for stream_id, state in self._streams.items() if state.is_closed]
-
-    def idle_ids(self, now: int, timeout_ns: int = STREAM_IDLE_TIMEOUT_NS) -> list[int]:
-        """Streams without activity for ``timeout_ns``."""
-        return [
-            stream_id
-            for stream_id, state in self._streams.items()
-            if now >= state.last_activity_ns + timeout_ns
-        ]
-
-    def next_idle_deadline(self, timeout_ns: int = STREAM_IDLE_TIMEOUT_NS) -> int | None:
-        """The earliest time a stream becomes idle, or None without streams."""
-        if not self._streams:
-            return None
-        return min(state.last_activity_ns for state in self._streams.values()) + timeout_ns

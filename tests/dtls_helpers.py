@@ -283,3 +283,30 @@ def openssl_groups(suite: CipherSuite, group: NamedGroup) -> str:
     if "ECDSA" in suite.name and group == NamedGroup.x25519:
         name += ":P-256"
     return name
+
+
+def trace_states(connection: DTLSConnection) -> list[str]:
+    """Record the handshake state machine's state after every message it takes."""
+    machine = connection._handshake
+    seen: list[str] = [machine.state_name]
+    original = machine.handle_message
+
+    def spy(message: object, now: int) -> None:
+        original(message, now)  # type: ignore[arg-type]
+        seen.append(machine.state_name)
+
+    machine.handle_message = spy  # type: ignore[method-assign]
+    return seen
+
+
+def reachable(table: dict[object, dict[int, frozenset[object]]], start: object) -> set[object]:
+    """States reachable from ``start`` in a transition table."""
+    seen = {start}
+    stack = [start]
+    while stack:
+        for targets in table[stack.pop()].values():
+            for state in targets:
+                if state not in seen:
+                    seen.add(state)
+                    stack.append(state)
+    return seen

@@ -69,24 +69,26 @@ class EnginePair:
                 raise AssertionError(f"condition not reached by {self.now / 1e9:.3f} s")
 
 
-def run_alone(endpoint: QotpEndpoint, *, limit_ns: int) -> tuple[list[int], list[str], int]:
+def run_alone(
+    endpoint: QotpEndpoint, *, limit_ns: int
+) -> tuple[list[int], list[ConnectionTerminated], int]:
     """Drive an endpoint nobody answers on its own timers until it has none left.
 
-    Returns the instants (ns) at which it sent something, the reasons of the
-    connections that ended, and the last instant reached (at most ``limit_ns``).
+    Returns the instants (ns) at which it sent something, the termination events
+    of the connections that ended, and the last instant reached (at most ``limit_ns``).
     """
     now = 0
     sends: list[int] = []
-    reasons: list[str] = []
+    ended: list[ConnectionTerminated] = []
     while now < limit_ns:
         if endpoint.datagrams_to_send(now):
             sends.append(now)
         while (event := endpoint.next_event()) is not None:
             if isinstance(event, ConnectionTerminated):
-                reasons.append(event.reason)
+                ended.append(event)
         timer = endpoint.get_timer()
         if timer is None:
             break
         now = max(now + 1, timer)
         endpoint.handle_timer(now)
-    return sends, reasons, now
+    return sends, ended, now

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from qotp.asyncio import QotpListener, listen
-from qotp.asyncio.api import ConnectionClosedError
+from qotp.asyncio import ConnectionClosedError, QotpListener, listen
 from qotp.config import QotpConfiguration
 from qotp.errors import LocalProtocolError
+from qotp.events import TerminationReason
 from qotp.tool import run_client, serve_connection
 
 
@@ -153,5 +153,56 @@ def test_garbage_on_the_socket_does_not_disturb_a_transfer() -> None:
             stats = server.statistics()
             assert sum(v for k, v in stats.items() if k.startswith("dropped_")) >= 6
             task.cancel()
+
+    run(main())
+
+
+def test_read_after_idle_timeout_raises_instead_of_reporting_the_end() -> None:
+    """A peer that vanishes mid-stream: the bytes that came are read, then the truncation raises."""
+
+    async def main() -> None:
+        quick = QotpConfiguration(idle_timeout_ns=300_000_000)
+        async with await listen("127.0.0.1", 0, configuration=quick) as server:
+            async with await listen("127.0.0.1", 0) as client:
+                connection = await client.dial(server.local_address)
+                stream = connection.stream(1)
+                stream.write(b"partial")
+                await stream.drain()
+                accepted = await server.accept()
+                incoming = await accepted.accept_stream()
+                assert await incoming.read(7) == b"partial"
+                client.socket.close()  # the peer vanishes without finishing the stream
+                with pytest.raises(ConnectionClosedError) as raised:
+                    await incoming.read()
+                assert raised.value.reason is TerminationReason.IDLE_TIMEOUT
+                assert accepted.close_reason is TerminationReason.IDLE_TIMEOUT
+                with pytest.raises(ConnectionClosedError):
+                    await incoming.read()  # and it stays raised, never b""
+
+    run(main())
+
+
+def test_read_of_a_stream_the_peer_finished_ends_cleanly_after_abort() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            connection = await client.dial(server.local_address)
+            finished, unfinished = connection.stream(1), connection.stream(2)
+            finished.write(b"whole")
+            finished.close()
+            unfinished.write(b"half")
+            await finished.drain()
+            await unfinished.drain()
+            accepted = await server.accept()
+            streams = {}
+            for _ in range(2):
+                incoming = await accepted.accept_stream()
+                streams[incoming.stream_id] = incoming
+            assert await streams[1].read() == b"whole"
+            assert await streams[2].read(4) == b"half"
+            accepted.abort()
+            assert await streams[1].read() == b""
+            with pytest.raises(ConnectionClosedError) as raised:
+                await streams[2].read()
+            assert raised.value.reason is TerminationReason.ABORTED
 
     run(main())

@@ -62,7 +62,7 @@ class ReadAndCloseServer:
             return
         self.most_open = max(self.most_open, connection.streams.peer_count)
         for stream_id in connection.streams.ids():
-            chunk = connection.read(stream_id)
+            chunk = connection.read(stream_id, now=now)
             if chunk:
                 self.received.setdefault(stream_id, bytearray()).extend(chunk)
             if connection.at_eof(stream_id):
@@ -127,14 +127,14 @@ def test_a_refused_packet_is_not_acknowledged_and_leaves_no_state() -> None:
     assert 2 not in server.streams and not server.receive_buffer.has_stream(2)
     assert 2 not in opened_ids(pair.events["server"]) + opened_ids(drain_events(pair.server))
     # Stream 1 finishes: its slot frees and the client's retransmission gets in.
-    assert server.read(1) == b"first"
+    assert server.read(1, now=pair.now) == b"first"
     client.close_stream(1, now=pair.now)
     server.close_stream(1, now=pair.now)
     pair.client.mark_ready(client)
     pair.server.mark_ready(server)
     pair.run_until(lambda: server.readable(2) == 6)
     assert 1 in closed_ids(pair.events["server"])
-    assert server.read(2) == b"second" and server.at_eof(2)
+    assert server.read(2, now=pair.now) == b"second" and server.at_eof(2)
     assert client.statistics().retransmitted_packets >= 1
 
 
@@ -153,11 +153,11 @@ def test_local_streams_beyond_the_limit_raise_and_finished_ids_are_not_reused() 
                    and server.readable(1) == 1)  # fmt: skip
     server = server_connection(pair.server)
     assert server is not None
-    assert server.read(1) == b"a" and server.at_eof(1)
+    assert server.read(1, now=pair.now) == b"a" and server.at_eof(1)
     server.send_stream_data(1, b"reply", end_stream=True, now=pair.now)
     pair.server.mark_ready(server)
     pair.run_until(lambda: client.at_eof(1) or client.readable(1) == 5)
-    assert client.read(1) == b"reply"
+    assert client.read(1, now=pair.now) == b"reply"
     pair.client.mark_ready(client)  # reading finished the stream: collect its events
     pair.run_until(lambda: 1 in closed_ids(pair.events["client"]))
     # A slot is free again; the finished id is not (the peer keeps a tombstone).
@@ -186,7 +186,7 @@ def test_late_retransmission_of_a_finished_stream_is_acknowledged_not_delivered(
     client.send_stream_data(5, b"once", end_stream=True, now=pair.now)
     pair.client.mark_ready(client)
     assert deliver(pair.client, pair.server, pair.client_address) == 1
-    assert server.read(5) == b"once" and server.at_eof(5)
+    assert server.read(5, now=pair.now) == b"once" and server.at_eof(5)
     # The server's ACK for it is lost ...
     assert len(pair.server.datagrams_to_send(pair.now)) == 1
     # ... and the server finishes the stream before the client retransmits.

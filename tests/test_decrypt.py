@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from vectors import load
 
 from qotp.decrypt import decrypt_packet
+from qotp.keys import KeyPair
 
 VECTORS = load()
 SECRET = VECTORS["crypto"]["shared_secrets"]["ephemeral_ephemeral"]["value"]
@@ -120,10 +121,28 @@ def run_cli(*arguments: str, stdin: str | None = None) -> subprocess.CompletedPr
 
 def test_cli_single_packet() -> None:
     case = VECTORS["flows"]["in_band"]["packets"][3]
-    done = run_cli("decrypt", case["packet"], "--secret", SECRET)
+    done = run_cli("decrypt", case["packet"], "--secret", SECRET, "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["ok"] and result["type"] == "Data" and result["data"] == "6869207468657265"
+    readable = run_cli("decrypt", case["packet"], "--secret", SECRET)
+    assert readable.returncode == 0, readable.stderr
+    assert readable.stdout.startswith("Data conn ") and "8 bytes" in readable.stdout
+
+
+def test_cli_single_packet_hints_at_the_direction() -> None:
+    """A Data packet opened in the wrong direction fails authentication: say so."""
+    case = next(
+        case
+        for case in VECTORS["flows"]["in_band"]["packets"]
+        if case["msg_type"] == "Data" and case["from"] == "initiator"
+    )
+    done = run_cli("decrypt", case["packet"], "--secret", SECRET)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "--from-initiator" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert (
+        run_cli("decrypt", case["packet"], "--secret", SECRET, "--from-initiator").returncode == 0
+    )
 
 
 def test_cli_stdin_lines() -> None:
@@ -151,9 +170,12 @@ def test_cli_stdin_lines() -> None:
 
 
 def test_cli_keygen_and_demo() -> None:
-    done = run_cli("keygen")
+    done = run_cli("keygen", "--json")
     keys = json.loads(done.stdout)
-    assert len(bytes.fromhex(keys["public_key"])) == 32
+    assert len(bytes.fromhex(keys["pubkey"])) == 32
+    assert KeyPair.from_hex(keys["seed_hex"]).public_hex == keys["pubkey"]
+    readable = run_cli("keygen").stdout.splitlines()
+    assert readable[0].startswith("seed-hex=") and readable[1].startswith("pubkey=")
     demo = run_cli("demo")
     assert demo.returncode == 0, demo.stderr
     assert demo.stdout.strip().endswith("ok")

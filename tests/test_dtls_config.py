@@ -7,6 +7,7 @@ from dtls_helpers import make_pki, pem_chain, pem_key
 
 from dtls.config import (
     DTLSConfiguration,
+    DTLSVersion,
     ServerCertificates,
     load_certificate_chain,
     load_private_key,
@@ -61,3 +62,17 @@ def test_every_suite_has_parameters_and_an_iana_name() -> None:
         assert parameters.key_bytes in (16, 32)
         assert parameters.fixed_iv_bytes + parameters.explicit_nonce_bytes == 12
         assert ("SHA384" in suite.name) == (parameters.hash_name == "sha384")
+
+
+def test_versions_default_to_dtls_1_2_and_1_3_is_not_accepted_yet() -> None:
+    assert DTLSConfiguration().versions == (DTLSVersion.DTLS_1_2,)
+    assert DTLSVersion.DTLS_1_2 == 0xFEFD and DTLSVersion.DTLS_1_3 == 0xFEFC
+    assert DTLSVersion.DTLS_1_2.label == "DTLSv1.2" and DTLSVersion.DTLS_1_3.label == "DTLSv1.3"
+    with pytest.raises(LocalProtocolError, match="DTLSv1.3 is not implemented yet"):
+        DTLSConfiguration(versions=(DTLSVersion.DTLS_1_3, DTLSVersion.DTLS_1_2))
+    with pytest.raises(LocalProtocolError, match="at least one version"):
+        DTLSConfiguration(versions=())
+    with pytest.raises(LocalProtocolError, match="each once"):
+        DTLSConfiguration(versions=(DTLSVersion.DTLS_1_2, DTLSVersion.DTLS_1_2))
+    with pytest.raises(LocalProtocolError, match="version 0x0303"):
+        DTLSConfiguration(versions=(0x0303,))  # type: ignore[arg-type]

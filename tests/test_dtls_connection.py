@@ -77,7 +77,7 @@ def test_full_handshake_every_suite_and_group(
     now = run_pair(client, server)
     assert client.is_established and server.is_established
     assert client.cipher_suite is suite and server.cipher_suite is suite
-    assert server._key_share is not None and server._key_share.group is group
+    assert server.info.group is group and client.info.group is group
     assert client.negotiated_version == "DTLSv1.2"
     assert client.extended_master_secret and server.extended_master_secret
     assert _exchange(client, server, b"ping", now) == b"ping"
@@ -345,7 +345,7 @@ def test_resumption(tickets: bool) -> None:
     run_pair(client, server)
     session = client.session
     assert session is not None and (bool(session.ticket) is tickets)
-    context = server._server_context
+    context = server.server_context
     resumed_client = DTLSConnection(
         dataclasses.replace(client_config, session=session), address=SERVER_ADDRESS
     )
@@ -377,10 +377,11 @@ def test_renegotiation_refused() -> None:
     client, server = _pair(client_config, server_config)
     now = run_pair(client, server)
     # A fresh ClientHello, protected under the current epoch, arriving after the handshake.
-    client._new_flight()
-    client._send_message_seq = 10
-    client._queue_handshake(1, b"\x00" * 40)  # type: ignore[arg-type]
-    client._emit_flight()
+    flights = client._flights
+    flights.begin()
+    flights.next_message_seq = 10
+    flights.add_handshake(1, b"\x00" * 40)
+    flights.emit()
     for datagram, _ in client.datagrams_to_send(now):
         server.receive_datagram(datagram, CLIENT_ADDRESS, now)
     ((alert_datagram, _),) = server.datagrams_to_send(now)
@@ -441,7 +442,7 @@ def test_finished_peers_do_not_ping_pong_on_duplicates() -> None:
     assert client.is_established and server.is_established and server_final
     # A late retransmission of the server's final flight (fresh record numbers, as after a
     # spurious repeat): the finished client must stay quiet, or the two would ping-pong.
-    server._emit_flight()
+    server._flights.emit()
     for datagram, _ in server.datagrams_to_send(0):
         client.receive_datagram(datagram, SERVER_ADDRESS, 0)
     assert client.datagrams_to_send(0) == []

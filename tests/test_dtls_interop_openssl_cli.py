@@ -223,8 +223,7 @@ def test_s_client_against_our_server_every_group(files: dict[str, str], group: N
     connection, _ = asyncio.run(
         _with_s_client(["-groups", openssl_groups(suite, group)], configuration)
     )
-    assert connection.connection._key_share is not None
-    assert connection.connection._key_share.group == group
+    assert connection.connection.info.group == group
 
 
 @pytest.mark.parametrize(

@@ -158,4 +158,4 @@ def test_half_open_handshakes_have_bounded_memory() -> None:
     assert len(endpoint.connections) == 20
     for connection in endpoint.connections.values():
         assert connection._reassembler.buffered_bytes() <= MAX_BUFFERED_BYTES
-        assert len(connection._parked) <= 16
+        assert connection.parked_records <= 16

@@ -44,7 +44,7 @@ def transfer(pair: EnginePair, client: Connection, payloads: dict[int, bytes]) -
         server = pair.server.connections.get(client.connection_id)
         if server is not None:
             for stream_id in payloads:
-                chunk = server.read(stream_id)
+                chunk = server.read(stream_id, now=pair.now)
                 if chunk:
                     received[stream_id].extend(chunk)
                     pair.server.mark_ready(server)
@@ -75,7 +75,7 @@ def test_zero_rtt_data_rides_in_the_first_packet() -> None:
     assert len(first) == 1 and len(first[0][0]) == 1400
     pair.server.receive_datagram(first[0][0], pair.client_address, 0)
     server = server_connection(pair)
-    assert server.read(7) == b"early bird"
+    assert server.read(7, now=0) == b"early bird"
 
 
 def test_half_close_both_directions_and_stream_removal() -> None:
@@ -87,13 +87,13 @@ def test_half_close_both_directions_and_stream_removal() -> None:
         lambda: bool(pair.server.connections) and server_connection(pair).readable(1) == 7
     )
     server = server_connection(pair)
-    assert server.read(1) == b"request"
+    assert server.read(1, now=pair.now) == b"request"
     assert server.at_eof(1)
     # The server may still answer on its half.
     server.send_stream_data(1, b"response", end_stream=True, now=pair.now)
     pair.server.mark_ready(server)
     pair.run_until(lambda: client.readable(1) == 8 or client.at_eof(1))
-    assert client.read(1) == b"response"
+    assert client.read(1, now=pair.now) == b"response"
     pair.run_until(
         lambda: (
             any(isinstance(e, StreamClosed) for e in pair.events["client"])

@@ -32,7 +32,7 @@ def message_type(datagram: bytes) -> MessageType:
 def test_in_band_handshake() -> None:
     server = NativeCryptoLayer(KeyPair.generate())
     client_identity = KeyPair.generate()
-    client = NativeProtection.dial(client_identity)
+    client = NativeProtection.dial(client_identity, now=0)
     assert not client.can_carry_payload
     (init_snd,) = client.datagrams_to_send(0)
     assert message_type(init_snd) is MessageType.INIT_SND and len(init_snd) == 1400
@@ -66,7 +66,9 @@ def test_in_band_handshake() -> None:
 
 def test_zero_rtt_handshake() -> None:
     server = NativeCryptoLayer(KeyPair.generate())
-    client = NativeProtection.dial(KeyPair.generate(), peer_public_key=server.identity.public_key)
+    client = NativeProtection.dial(
+        KeyPair.generate(), peer_public_key=server.identity.public_key, now=0
+    )
     assert client.can_carry_payload and not client.handshake_complete
     first = client.seal(data(b"early"), 0)
     assert message_type(first) is MessageType.INIT_CRYPTO_SND and len(first) == 1400
@@ -89,7 +91,7 @@ def test_zero_rtt_handshake() -> None:
 def test_zero_rtt_forged_first_packet_creates_nothing() -> None:
     server = NativeCryptoLayer(KeyPair.generate())
     other = KeyPair.generate()
-    client = NativeProtection.dial(KeyPair.generate(), peer_public_key=other.public_key)
+    client = NativeProtection.dial(KeyPair.generate(), peer_public_key=other.public_key, now=0)
     with pytest.raises(DecryptError):
         server.accept(client.seal(data(b"x"), 0), ADDRESS, 0)
 
@@ -102,13 +104,13 @@ def test_data_of_unknown_connection_is_not_accepted() -> None:
 
 def test_repeated_init_snd_is_acknowledged_again() -> None:
     server = NativeCryptoLayer(KeyPair.generate())
-    client = NativeProtection.dial(KeyPair.generate())
+    client = NativeProtection.dial(KeyPair.generate(), now=0)
     (init_snd,) = client.datagrams_to_send(0)
     responder = server.accept(init_snd, ADDRESS, 0)
     assert responder is not None
     assert responder.open(init_snd, 0) == responder.open(init_snd, 0)
     impostor = NativeProtection.dial(
-        KeyPair.generate(), ephemeral=KeyPair.from_hex(KEYS["responder_ephemeral_private"])
+        KeyPair.generate(), ephemeral=KeyPair.from_hex(KEYS["responder_ephemeral_private"]), now=0
     )
     (other,) = impostor.datagrams_to_send(0)
     with pytest.raises((DecodeError, DecryptError)):
@@ -116,7 +118,7 @@ def test_repeated_init_snd_is_acknowledged_again() -> None:
 
 
 def test_unanswered_init_snd_schedule_and_failure() -> None:
-    client = NativeProtection.dial(KeyPair.generate())
+    client = NativeProtection.dial(KeyPair.generate(), now=0)
     sends = []
     now = 0
     while client.failure is None and now < 20_000 * MS:
@@ -133,12 +135,12 @@ def test_unanswered_init_snd_schedule_and_failure() -> None:
 
 def test_reply_to_another_dial_is_rejected() -> None:
     server = NativeCryptoLayer(KeyPair.generate())
-    client = NativeProtection.dial(KeyPair.generate())
+    client = NativeProtection.dial(KeyPair.generate(), now=0)
     (init_snd,) = client.datagrams_to_send(0)
     responder = server.accept(init_snd, ADDRESS, 0)
     assert responder is not None
     responder.open(init_snd, 0)
     reply = responder.seal(ping(), 0)
-    stranger = NativeProtection.dial(KeyPair.generate())
+    stranger = NativeProtection.dial(KeyPair.generate(), now=0)
     with pytest.raises((DecodeError, DecryptError)):
         stranger.open(reply, 0)

@@ -22,6 +22,7 @@ from netsim import (
 from transfer import Transfer as SharedTransfer
 
 from qotp.endpoint import QotpEndpoint
+from qotp.events import TerminationReason
 
 MB = 1 << 20
 
@@ -139,9 +140,10 @@ def test_terminated_event_reason_for_vanished_peer() -> None:
     client = QotpEndpoint()
     connection = client.connect(("10.0.0.2", 2000), now=0)
     connection.send_stream_data(0, b"x" * 10_000, now=0)
-    _sends, reasons, _now = run_alone(client, limit_ns=60 * SECOND)
+    _sends, ended, _now = run_alone(client, limit_ns=60 * SECOND)
     assert connection.is_terminated
-    assert reasons and "handshake" in reasons[0]
+    assert ended and ended[0].reason is TerminationReason.HANDSHAKE_FAILED
+    assert "no reply" in ended[0].detail
 
 
 # -- the link model itself, with toy endpoints ----------------------------------------

@@ -19,6 +19,7 @@ from qotp.payload import (
     decode_receive_window,
     encode_payload,
     encode_receive_window,
+    needs_extended_offsets,
     payload_header_size,
 )
 
@@ -315,3 +316,14 @@ def test_decoded_objects_are_ordinary_frozen_dataclasses() -> None:
         decoded.stream_id = 4  # type: ignore[misc]
     with pytest.raises(AttributeError):
         decoded.ack.offset = 4  # type: ignore[misc, union-attr]
+
+
+def test_stream_header_sizes_match_the_reference() -> None:
+    assert payload_header_size(has_ack=False, kind=PayloadKind.DATA, extended=False) == 8
+    assert payload_header_size(has_ack=False, kind=PayloadKind.DATA, extended=True) == 11
+    assert payload_header_size(has_ack=True, kind=PayloadKind.DATA, extended=False) == 18
+    assert payload_header_size(has_ack=True, kind=PayloadKind.DATA, extended=True) == 24
+    assert not needs_extended_offsets(0xFFFFFF, 0xFFFFFF)
+    assert needs_extended_offsets(0x1000000, None)
+    assert needs_extended_offsets(0, 0x1000000)
+    assert not needs_extended_offsets(0, None)

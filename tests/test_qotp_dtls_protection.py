@@ -37,6 +37,7 @@ from qotp.events import (
     ConnectionEstablished,
     ConnectionTerminated,
     PeerAddressChanged,
+    TerminationReason,
 )
 from qotp.keys import KeyPair
 
@@ -148,7 +149,7 @@ def test_streams_over_lossy_reordering_link_bit_exact_and_closed(
     transfer.step(network.now)
     for side in ("client", "server"):
         (ended,) = [e for e in transfer.events[side] if isinstance(e, ConnectionTerminated)]
-        assert ended.reason == "closed" and not ended.error
+        assert ended.reason is TerminationReason.CLOSED and not ended.error
 
 
 def test_eight_megabytes_over_eight_streams() -> None:
@@ -289,7 +290,8 @@ def test_untrusted_certificate_fails_the_handshake_on_both_sides() -> None:
     connection = client.connect(SERVER_ADDRESS, now=0)
     pair.run_until(lambda: connection.is_terminated and not server.connections)
     (ended,) = [e for e in pair.events["client"] if isinstance(e, ConnectionTerminated)]
-    assert ended.error and "handshake failed" in ended.reason and "bad_certificate" in ended.reason
+    assert ended.error and ended.reason is TerminationReason.HANDSHAKE_FAILED
+    assert "bad_certificate" in ended.detail
     assert not any(isinstance(e, ConnectionEstablished) for e in pair.events["server"])
 
 
@@ -322,7 +324,7 @@ def test_pinned_identity_mismatch_ends_both_sides() -> None:
         )
     )
     (ended,) = [e for e in pair.events["client"] if isinstance(e, ConnectionTerminated)]
-    assert "identity differs" in ended.reason
+    assert "identity differs" in ended.detail
     assert not any(isinstance(e, ConnectionEstablished) for e in pair.events["client"])
 
 
@@ -466,9 +468,10 @@ def test_dial_nobody_answers_ends_on_the_dtls_handshake_timeout() -> None:
     client_config, _, _ = configs(handshake_timeout_ns=5 * SECOND)
     client = QotpEndpoint(crypto=DtlsCryptoLayer(client=client_config))
     connection = client.connect(SERVER_ADDRESS, now=0)
-    sends, reasons, now = run_alone(client, limit_ns=60 * SECOND)
+    sends, ended, now = run_alone(client, limit_ns=60 * SECOND)
     assert connection.is_terminated
     # DTLS flight retransmission: 1 s, doubling.
     assert [send // MS for send in sends] == [0, 1000, 3000]
-    assert reasons == ["handshake failed: DTLS: handshake timeout"]
+    assert [event.reason for event in ended] == [TerminationReason.HANDSHAKE_FAILED]
+    assert ended[0].detail == "DTLS: handshake timeout"
     assert now == 5 * SECOND and not client.connections

@@ -63,7 +63,7 @@ class Transfer:
         server = self.server_connection
         if server is not None and not server.is_terminated:
             for stream_id in self.payloads:
-                chunk = server.read(stream_id)
+                chunk = server.read(stream_id, now=now)
                 if chunk:
                     self.received[stream_id].extend(chunk)
                     self.server.mark_ready(server)

@@ -17,6 +17,12 @@ retransmission and handshakes all live in the sans-IO engine.
 
 from __future__ import annotations
 
-from qotp.asyncio.api import QotpConnection, QotpListener, QotpStream, listen
+from qotp.asyncio.api import (
+    ConnectionClosedError,
+    QotpConnection,
+    QotpListener,
+    QotpStream,
+    listen,
+)
 
-__all__ = ["QotpConnection", "QotpListener", "QotpStream", "listen"]
+__all__ = ["ConnectionClosedError", "QotpConnection", "QotpListener", "QotpStream", "listen"]

@@ -29,6 +29,7 @@ from qotp.events import (
     StreamDataAvailable,
     StreamOpened,
     StreamWritable,
+    TerminationReason,
 )
 from qotp.keys import KeyPair
 from qotp.protection import Address, CryptoLayer
@@ -39,7 +40,18 @@ __all__ = ["ConnectionClosedError", "QotpConnection", "QotpListener", "QotpStrea
 
 
 class ConnectionClosedError(QotpError, ConnectionError):
-    """The connection ended while a stream operation waited."""
+    """The connection ended before a stream operation could complete.
+
+    ``reason`` says how (:class:`qotp.events.TerminationReason`), ``detail`` the
+    specifics.  :meth:`QotpStream.read` raises it for a stream the peer had not
+    finished, so a truncated transfer never reads as a clean end of stream.
+    """
+
+    def __init__(self, reason: TerminationReason, detail: str = "") -> None:
+        message = f"connection ended: {reason.value}"
+        super().__init__(f"{message} ({detail})" if detail else message)
+        self.reason = reason
+        self.detail = detail
 
 
 async def listen(
@@ -173,7 +185,7 @@ class QotpListener(_ClosesOnExit):
             self._timer.cancel()
         self.socket.close()
         for connection in list(self._connections.values()):
-            connection._on_terminated("listener closed", error=False)
+            connection._on_terminated(TerminationReason.ABORTED, "listener closed", error=False)
         self._closed_event.set()
 
     async def wait_closed(self) -> None:
@@ -275,7 +287,7 @@ class QotpListener(_ClosesOnExit):
             connection.address = event.new_address
         elif isinstance(event, ConnectionTerminated):
             self._connections.pop(event.connection_id, None)
-            connection._on_terminated(event.reason, error=event.error)
+            connection._on_terminated(event.reason, event.detail, error=event.error)
 
 
 class QotpConnection(_ClosesOnExit):
@@ -290,7 +302,10 @@ class QotpConnection(_ClosesOnExit):
         self._incoming: asyncio.Queue[QotpStream] = asyncio.Queue()
         self._established = asyncio.Event()
         self._terminated = asyncio.Event()
-        self.close_reason: str | None = None
+        self.close_reason: TerminationReason | None = None
+        """How the connection ended (None while it is open)."""
+        self.close_detail = ""
+        """Specifics of the ending, in words."""
         self.closed_by_error = False
         if engine.is_established:
             self._established.set()
@@ -301,9 +316,20 @@ class QotpConnection(_ClosesOnExit):
         return self.engine.protection.peer_identity
 
     @property
+    def is_established(self) -> bool:
+        """Whether the handshake completed (0-RTT dialers: the peer's reply arrived)."""
+        return self._established.is_set()
+
+    @property
     def is_closed(self) -> bool:
         """Whether the connection ended."""
         return self._terminated.is_set()
+
+    def closed_error(self) -> ConnectionClosedError:
+        """The exception describing how the connection ended (call once it did)."""
+        return ConnectionClosedError(
+            self.close_reason or TerminationReason.ABORTED, self.close_detail
+        )
 
     def stream(self, stream_id: int) -> QotpStream:
         """The stream with this id (created locally if new).
@@ -322,7 +348,7 @@ class QotpConnection(_ClosesOnExit):
     async def accept_stream(self) -> QotpStream:
         """The next stream the peer opened."""
         if self.is_closed and self._incoming.empty():
-            raise ConnectionClosedError(self.close_reason or "connection closed")
+            raise self.closed_error()
         getter = asyncio.ensure_future(self._incoming.get())
         closed = asyncio.ensure_future(self._terminated.wait())
         done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -330,7 +356,7 @@ class QotpConnection(_ClosesOnExit):
             closed.cancel()
             return getter.result()
         getter.cancel()
-        raise ConnectionClosedError(self.close_reason or "connection closed")
+        raise self.closed_error()
 
     async def wait_established(self) -> None:
         """Wait for the handshake; raises if the connection ends first."""
@@ -342,7 +368,7 @@ class QotpConnection(_ClosesOnExit):
         established.cancel()
         closed.cancel()
         if not self._established.is_set():
-            raise ConnectionClosedError(self.close_reason or "handshake failed")
+            raise self.closed_error()
 
     def statistics(self) -> ConnectionStatistics:
         """RTT, bandwidth estimate, bytes, retransmissions, drops."""
@@ -358,7 +384,7 @@ class QotpConnection(_ClosesOnExit):
 
     def abort(self) -> None:
         """End the connection now."""
-        self.engine.abort(now=time.monotonic_ns())
+        self.engine.abort(now=time.monotonic_ns(), detail="by the application")
         self._kick()
 
     async def wait_closed(self) -> None:
@@ -391,10 +417,11 @@ class QotpConnection(_ClosesOnExit):
         if stream is not None:
             stream._on_finished()
 
-    def _on_terminated(self, reason: str, *, error: bool) -> None:
+    def _on_terminated(self, reason: TerminationReason, detail: str, *, error: bool) -> None:
         if self._terminated.is_set():
             return
         self.close_reason = reason
+        self.close_detail = detail
         self.closed_by_error = error
         self._terminated.set()
         for stream in list(self._streams.values()):
@@ -425,7 +452,11 @@ class QotpStream(_ClosesOnExit):
         """Up to ``n`` bytes (all available if negative); b"" at the end of the stream.
 
         With ``n < 0`` it reads until the peer closes the stream, like
-        ``asyncio.StreamReader.read()``.
+        ``asyncio.StreamReader.read()``.  b"" means the peer finished the stream:
+        if the connection ends any other way first (idle timeout, retry limit,
+        abort, protocol violation, failed handshake), what was received is still
+        returned, and then :class:`ConnectionClosedError` is raised, so that a
+        truncated transfer never reads as complete.
         """
         if n < 0:
             chunks = []
@@ -443,9 +474,7 @@ class QotpStream(_ClosesOnExit):
             if self._finished or engine.at_eof(self.stream_id):
                 return b""
             if self.connection.is_closed:
-                if self.connection.closed_by_error:
-                    raise ConnectionClosedError(self.connection.close_reason or "connection closed")
-                return b""
+                raise self.connection.closed_error()
             self._readable.clear()
             await self._wait(self._readable)
 
@@ -475,7 +504,7 @@ class QotpStream(_ClosesOnExit):
         if self._close_requested:
             raise LocalProtocolError("write after close()")
         if self.connection.is_closed:
-            raise ConnectionClosedError(self.connection.close_reason or "connection closed")
+            raise self.connection.closed_error()
         if data:
             chunk = bytes(data)
             self._pending.append(chunk)
@@ -516,7 +545,7 @@ class QotpStream(_ClosesOnExit):
         """Wait until every byte written so far was taken by the engine's send buffer."""
         while True:
             if self.connection.is_closed:
-                raise ConnectionClosedError(self.connection.close_reason or "connection closed")
+                raise self.connection.closed_error()
             self._flush_pending()
             if not self._pending:
                 # Everything is inside the engine's send buffer, whose capacity

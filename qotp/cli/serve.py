@@ -1,0 +1,147 @@
+"""``qotp serve``: answer the test protocol (digest or echo) and log every connection."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from qotp.cli.common import (
+    CliError,
+    Command,
+    Output,
+    describe_socket_error,
+    parse_bind_address,
+    parse_positive_seconds,
+    parse_private_key,
+    run_async,
+)
+from qotp.cli.keylog import add_key_log_option, key_log_writer
+from qotp.config import QotpConfiguration
+from qotp.keys import KeyPair
+from qotp.tool import ConnectionReport, describe_close_reason, format_address, serve_connection
+
+__all__ = ["COMMAND"]
+
+STOP_GRACE_S = 1.0
+"""How long a stopping server waits for its connections' handlers to report."""
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        type=parse_bind_address,
+        default=("127.0.0.1", 4242),
+        metavar="HOST:PORT",
+        help="address to listen on; port 0 picks a free one ([::]:PORT for IPv6)",
+    )
+    parser.add_argument(
+        "--seed-hex",
+        type=parse_private_key,
+        metavar="HEX",
+        help="identity private key, 64 hex digits (seed-hex from `qotp keygen`); "
+        "default: a fresh one each start",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("digest", "echo"),
+        default="digest",
+        help="digest: read a u64 length and that many bytes per stream, answer "
+        "'sha256=HEX bytes=N'; echo: send every byte back",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=parse_positive_seconds,
+        default=QotpConfiguration().idle_timeout_ns / 1e9,
+        metavar="SECONDS",
+        help="a connection that hears nothing for this long ends (QOTP has no connection "
+        "close: a client that finished is logged after this long)",
+    )
+    add_key_log_option(parser)
+
+
+def _log_connection(output: Output, report: ConnectionReport) -> None:
+    if output.json:
+        output.result(report.as_json())
+        return
+    key = report.peer_public_key.hex() if report.peer_public_key is not None else "unknown"
+    output.note(
+        f"{format_address(report.address)} key {key}: {report.streams} streams "
+        f"({report.streams_completed} completed), "
+        f"{report.bytes_received} bytes in, {report.bytes_sent} bytes out, "
+        f"{report.duration_s:.2f} s, {describe_close_reason(report.reason, report.detail)}"
+    )
+
+
+def _run(arguments: argparse.Namespace, output: Output) -> int:
+    from qotp.asyncio import listen
+
+    identity: KeyPair = arguments.seed_hex or KeyPair.generate()
+    host, port = arguments.listen
+    started = time.monotonic()
+    served: list[ConnectionReport] = []
+    open_connections: set[asyncio.Task[ConnectionReport]] = set()
+
+    async def main() -> None:
+        try:
+            listener = await listen(
+                host,
+                port,
+                identity=identity,
+                configuration=QotpConfiguration(idle_timeout_ns=int(arguments.idle_timeout * 1e9)),
+                key_log=key_log_writer(arguments.keylog),
+            )
+        except OSError as error:
+            raise CliError(describe_socket_error(error, host, port, binding=True)) from None
+        bound = format_address(listener.local_address)
+        if output.json:
+            output.result(
+                {"event": "listening", "address": bound, "pubkey": identity.public_hex,
+                 "mode": arguments.mode}
+            )  # fmt: skip
+        else:
+            # Scripts (and the interop harness) read these two lines.
+            output.line(f"pubkey={identity.public_hex}")
+            output.line(f"listening={bound}")
+            output.note(f"serving {arguments.mode} mode on {bound}; Ctrl-C stops")
+
+        def finished(task: asyncio.Task[ConnectionReport]) -> None:
+            open_connections.discard(task)
+            if not task.cancelled() and task.exception() is None:
+                served.append(task.result())
+                _log_connection(output, task.result())
+
+        async with listener:
+            try:
+                async for connection in listener:
+                    output.detail(f"{format_address(connection.address)} connected")
+                    task = asyncio.create_task(serve_connection(connection, arguments.mode))
+                    open_connections.add(task)
+                    task.add_done_callback(finished)
+            finally:
+                # Stopping: every connection's streams get their CLOSE now, so peers
+                # learn at once; then each connection is logged like any other.
+                listener.close()
+                if open_connections:
+                    await asyncio.wait(open_connections, timeout=STOP_GRACE_S)
+
+    def interrupted() -> str:
+        return (
+            f"stopped after {time.monotonic() - started:.1f} s: {len(served)} connections "
+            f"served, {len(open_connections)} open ones closed"
+        )
+
+    run_async(main, interrupted=interrupted)
+    return 0
+
+
+COMMAND = Command(
+    name="serve",
+    help="answer the test protocol (digest or echo); Ctrl-C stops",
+    description="Listen for QOTP connections and answer the test protocol on every stream "
+    "a client opens. Prints pubkey=HEX and listening=HOST:PORT first (with --json: a "
+    "'listening' object), then logs each connection on stderr once it ends: peer, its "
+    "key, streams, bytes, duration and why it ended.",
+    configure=_configure,
+    run=_run,
+)
