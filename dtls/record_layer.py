@@ -56,6 +56,7 @@ from .records import (
     decode_datagram,
     encode_record_header,
 )
+from .records13 import UnifiedRecord
 
 __all__ = [
     "MAX_PARKED_RECORDS",
@@ -139,6 +140,7 @@ class RecordLayer:
         "peer_connection_id",
         "plaintext_version",
         "protected_version",
+        "resolve_unified_epoch",
         "write_epoch",
     )
 
@@ -166,6 +168,9 @@ class RecordLayer:
         self.local_connection_id = local_connection_id
         self.peer_connection_id = b""
         self.decoder: DatagramDecoder = decode_datagram
+        # DTLS 1.3: (epoch bits, readable epochs) -> epoch, run when a record is opened, so
+        # keys installed by an earlier record of the same datagram already count.
+        self.resolve_unified_epoch: Callable[[int, list[int]], int] | None = None
         self.dropped_records = 0
         # Number of the record opened last (a server continues the client's epoch-0 numbering).
         self.current_sequence_number = 0
@@ -197,6 +202,21 @@ class RecordLayer:
         if isinstance(protection, RecordProtection):
             self._fast_write[epoch] = protection
 
+    def retire_read(self, epoch: int) -> None:
+        """Forget the read keys of ``epoch`` (early data after the handshake, old epochs)."""
+        if epoch:
+            self._read.pop(epoch, None)
+            self._replay.pop(epoch, None)
+
+    def retire_read_below(self, epoch: int) -> None:
+        """Forget the read keys of every protected epoch older than ``epoch``."""
+        for old in [e for e in self._read if 0 < e < epoch]:
+            self.retire_read(old)
+
+    def write_protection(self) -> EpochProtection | None:
+        """The protection of the current write epoch (None in epoch 0)."""
+        return self._write.get(self.write_epoch)
+
     def can_read(self, epoch: int) -> bool:
         """Whether records of ``epoch`` can be opened now."""
         return epoch in self._read
@@ -217,9 +237,19 @@ class RecordLayer:
 
         Does not mark the record as seen: call :meth:`accept` once it is kept.
         """
+        if isinstance(record, UnifiedRecord):
+            resolve = self.resolve_unified_epoch
+            if resolve is None:
+                self.dropped_records += 1
+                return None
+            record.epoch = resolve(record.epoch_bits, list(self._read))
         epoch = record.epoch
         if epoch not in self._read:
-            if epoch == max(self._read) + 1 and len(self._parked) < MAX_PARKED_RECORDS:
+            # The next epoch, or (1.3, whose epochs may jump from 0 to 2) the next one with
+            # those epoch bits: a record that overtook the message that brings its keys.
+            ahead = 3 if isinstance(record, UnifiedRecord) else 1
+            newest = max(self._read)
+            if newest < epoch <= newest + ahead and len(self._parked) < MAX_PARKED_RECORDS:
                 self._parked.append((record, addr))
             else:
                 self.dropped_records += 1
@@ -258,7 +288,12 @@ class RecordLayer:
 
     def has_parked(self) -> bool:
         """Whether parked records wait for an epoch that is readable now."""
-        return bool(self._parked) and self._parked[0][0].epoch in self._read
+        if not self._parked:
+            return False
+        first = self._parked[0][0]
+        if isinstance(first, UnifiedRecord) and self.resolve_unified_epoch is not None:
+            return self.resolve_unified_epoch(first.epoch_bits, list(self._read)) in self._read
+        return first.epoch in self._read
 
     def take_parked(self) -> list[tuple[Record, Address]]:
         """Parked records, to be handled again now that their epoch may be readable."""
@@ -359,6 +394,9 @@ class RecordLayer:
         protection = self._write.get(self.write_epoch if epoch is None else epoch)
         if protection is None:
             return RECORD_HEADER_BYTES
+        record_bytes = getattr(protection, "record_bytes", None)
+        if record_bytes is not None:  # DTLS 1.3: the unified header is smaller than 13 bytes
+            return int(record_bytes(len(self.peer_connection_id)))
         extra = len(self.peer_connection_id) + 1 if self.peer_connection_id else 0
         return RECORD_HEADER_BYTES + protection.overhead + extra
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .records import DTLS_1_2, ContentType, Record
+
 __all__ = [
     "ACK_CONTENT_TYPE",
     "MAX_CIPHERTEXT_BYTES",
@@ -33,12 +35,14 @@ __all__ = [
     "UNIFIED_HEADER_FIXED",
     "CiphertextRecord",
     "PlaintextRecord",
+    "UnifiedRecord",
     "decode_datagram13",
+    "decode_datagram_records",
     "encode_plaintext_record",
     "encode_unified_header",
     "is_unified_header",
-    "reconstruct_epoch",
     "reconstruct_sequence_number",
+    "resolve_epoch",
 ]
 
 ACK_CONTENT_TYPE = 26
@@ -211,7 +215,62 @@ def reconstruct_sequence_number(low_bits: int, bit_count: int, expected_next: in
     return candidate
 
 
-def reconstruct_epoch(epoch_bits: int, known_epochs: list[int] | tuple[int, ...]) -> int | None:
-    """The highest epoch we hold read keys for whose low two bits match (None: no such epoch)."""
-    matching = [epoch for epoch in known_epochs if epoch & _EPOCH_BITS == epoch_bits]
-    return max(matching) if matching else None
+def resolve_epoch(epoch_bits: int, readable: list[int]) -> int:
+    """The epoch a unified header's two bits mean, given the epochs we can read.
+
+    The newest readable epoch with those bits; failing that the next epoch
+    with those bits after the newest one (a record that overtook its keys:
+    the layer may park it).  Never below 1.
+    """
+    matching = [epoch for epoch in readable if epoch & 3 == epoch_bits and epoch > 0]
+    if matching:
+        return max(matching)
+    newest = max(readable)
+    candidate = newest + 1
+    while candidate & 3 != epoch_bits:
+        candidate += 1
+    return candidate
+
+
+@dataclass(slots=True, kw_only=True)
+class UnifiedRecord(Record):
+    """A DTLSCiphertext record: ``epoch`` is resolved from ``epoch_bits`` when it is opened."""
+
+    epoch_bits: int
+    sequence_offset: int
+    sequence_length: int
+
+
+def decode_datagram_records(data: bytes, cid_length: int) -> tuple[list[Record], int]:
+    """The record layer's decoder for DTLS 1.3: plaintext and unified-header records."""
+    parsed, leftover = decode_datagram13(data, cid_length)
+    records: list[Record] = []
+    for item in parsed:
+        if isinstance(item, CiphertextRecord):
+            records.append(
+                UnifiedRecord(
+                    content_type=ContentType.application_data,  # the real type is inside
+                    version=DTLS_1_2,
+                    epoch=-1,
+                    sequence_number=0,
+                    connection_id=item.connection_id,
+                    payload=item.encrypted_record,
+                    header=item.header,
+                    epoch_bits=item.epoch_bits,
+                    sequence_offset=item.sequence_offset,
+                    sequence_length=item.sequence_length,
+                )
+            )
+        else:
+            records.append(
+                Record(
+                    content_type=item.content_type,
+                    version=item.version,
+                    epoch=item.epoch,
+                    sequence_number=item.sequence_number,
+                    connection_id=b"",
+                    payload=item.payload,
+                    header=b"",
+                )
+            )
+    return records, leftover

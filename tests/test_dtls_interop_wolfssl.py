@@ -139,3 +139,29 @@ def test_our_12_client_against_wolfssl_server(wolfssl: WolfSSL, files: dict[str,
     )
     assert "SSL version is DTLSv1.2" in output
     assert connection.negotiated_version == "DTLSv1.2"
+
+
+# --------------------------------------------------------------------------- DTLS 1.3
+
+
+def test_wolfssl_13_client_against_our_server(wolfssl: WolfSSL, files: dict[str, str]) -> None:
+    connection, output = asyncio.run(
+        _wolfssl_client_against_us(
+            wolfssl, _server_config(files), ["-v", "4", *_wolfssl_credentials(files)]
+        )
+    )
+    assert "SSL version is DTLSv1.3" in output
+    assert REPLY.decode() in output
+    assert connection.negotiated_version == "DTLSv1.3"
+
+
+def test_our_13_client_against_wolfssl_server(wolfssl: WolfSSL, files: dict[str, str]) -> None:
+    connection, output = asyncio.run(
+        _our_client_against_wolfssl(
+            wolfssl,
+            _client_config(files),
+            ["-v", "4", "-c", files["server"], "-k", files["server.key"], "-d"],
+        )
+    )
+    assert "SSL version is DTLSv1.3" in output
+    assert connection.negotiated_version == "DTLSv1.3"

@@ -16,8 +16,8 @@ from dtls.records13 import (
     PlaintextRecord,
     decode_datagram13,
     encode_plaintext_record,
-    reconstruct_epoch,
     reconstruct_sequence_number,
+    resolve_epoch,
 )
 from dtls.suites import AeadKind
 
@@ -116,10 +116,13 @@ def test_sequence_reconstruction(low: int, bits: int, expected: int, full: int) 
     assert reconstruct_sequence_number(low, bits, expected) == full
 
 
-def test_epoch_reconstruction_picks_the_newest_matching_epoch() -> None:
-    assert reconstruct_epoch(2, [0, 2, 3]) == 2
-    assert reconstruct_epoch(1, [2, 3, 5]) == 5
-    assert reconstruct_epoch(1, [2, 3]) is None
+def test_epoch_resolution_picks_the_newest_matching_epoch() -> None:
+    assert resolve_epoch(2, [0, 2, 3]) == 2
+    assert resolve_epoch(1, [0, 2, 3, 5]) == 5
+    # No readable epoch has those bits: the next one that has them (a record before its keys).
+    assert resolve_epoch(2, [0]) == 2
+    assert resolve_epoch(0, [0, 2, 3]) == 4
+    assert resolve_epoch(1, [0, 2, 3]) == 5
 
 
 @settings(max_examples=300)
