@@ -310,6 +310,7 @@ class Handshake13:
         self._to_acknowledge: list[RecordNumber] = []
         self._ack_deadline: int | None = None
         self._ack_now = False
+        self._answered_this_datagram = False
         # post-handshake
         self._write_secret = b""  # current application write secret (KeyUpdate moves it)
         self._read_secret = b""
@@ -487,7 +488,11 @@ class Handshake13:
         answered a hello statelessly keeps no timer, and the peer repeats its
         first flight anyway until our answer arrives.
         """
-        if self._records.write_epoch < EPOCH_HANDSHAKE:
+        if (
+            self._records.write_epoch < EPOCH_HANDSHAKE
+            or (epoch == 0 and not self.is_client)  # our flight answers the ClientHello
+            or self._answered_this_datagram  # the record that completed the flight we sent
+        ):
             return
         number = RecordNumber(epoch, sequence_number)
         if number not in self._to_acknowledge:
@@ -500,13 +505,18 @@ class Handshake13:
         """Our new flight acknowledges everything of the peer's so far (implicitly)."""
         self._to_acknowledge = []
         self._ack_deadline = None
+        self._answered_this_datagram = True
 
     def _acknowledge_now(self) -> None:
         """Ask for an ACK as soon as the current datagram is handled."""
         self._ack_now = True
 
     def flush_acknowledgements(self, now: int, *, force: bool = False) -> None:
-        """Send the ACK that is due (an immediate one, or the delayed one at its deadline)."""
+        """Send the ACK that is due (an immediate one, or the delayed one at its deadline).
+
+        The connection calls this once every datagram is handled, and at the ACK timer.
+        """
+        self._answered_this_datagram = False
         due = (
             self._ack_now or force or (self._ack_deadline is not None and now >= self._ack_deadline)
         )

@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,8 @@ __all__ = [
     "WolfSSL",
     "WolfSSLRun",
     "build_wolfssl",
+    "DropRule",
+    "dropping_relay",
     "wolfssl",
     "wolfssl_client",
     "wolfssl_server",
@@ -384,3 +386,68 @@ async def wolfssl_client(build: WolfSSL, port: int, *arguments: str) -> AsyncIte
         build, build.client, ["-u", "-h", "127.0.0.1", "-p", str(port), *arguments], port
     ) as run:
         yield run
+
+
+# --------------------------------------------------------------------------- a dropping relay
+
+#: (direction "to_server" | "to_client", datagram) -> drop it?
+DropRule = Callable[[str, bytes], bool]
+
+
+class _RelaySide(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self.on_datagram = on_datagram
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.on_datagram(data, addr)
+
+
+@contextlib.asynccontextmanager
+async def dropping_relay(server_port: int, drop: DropRule) -> AsyncIterator[tuple[int, list[str]]]:
+    """A UDP relay on loopback to ``server_port`` that drops what ``drop`` says.
+
+    Yields the relay's port and a log of what it dropped ("to_server 3" ...),
+    for assertions.  One client at a time, which is all the interop tests need.
+    """
+    loop = asyncio.get_running_loop()
+    client_address: list[tuple[str, int]] = []
+    dropped: list[str] = []
+    counts = {"to_server": 0, "to_client": 0}
+    upstream: _RelaySide
+    downstream: _RelaySide
+
+    def forward(direction: str, data: bytes) -> bool:
+        index = counts[direction]
+        counts[direction] += 1
+        if drop(direction, data):
+            dropped.append(f"{direction} {index}")
+            return False
+        return True
+
+    def from_client(data: bytes, addr: tuple[str, int]) -> None:
+        if not client_address:
+            client_address.append(addr)
+        if forward("to_server", data) and upstream.transport is not None:
+            upstream.transport.sendto(data, ("127.0.0.1", server_port))
+
+    def from_server(data: bytes, addr: tuple[str, int]) -> None:
+        if client_address and forward("to_client", data) and downstream.transport is not None:
+            downstream.transport.sendto(data, client_address[0])
+
+    downstream = _RelaySide(from_client)
+    upstream = _RelaySide(from_server)
+    down_transport, _ = await loop.create_datagram_endpoint(
+        lambda: downstream, local_addr=("127.0.0.1", 0)
+    )
+    up_transport, _ = await loop.create_datagram_endpoint(
+        lambda: upstream, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        yield down_transport.get_extra_info("sockname")[1], dropped
+    finally:
+        down_transport.close()
+        up_transport.close()
