@@ -78,7 +78,7 @@ from .handshake13_server import ServerHandshake13
 from .handshake_context import Handshake, HandshakeContext, ServerContext
 from .info import ConnectionInfo, Negotiated
 from .reassembly import HandshakeMessage, HandshakeReassembler
-from .record_layer import RecordLayer, initial_plaintext_version
+from .record_layer import OpenedRecord, RecordLayer, initial_plaintext_version
 from .records import RECORD_HEADER_BYTES, ContentType, Record
 from .records13 import ACK_CONTENT_TYPE
 from .sessions import Session
@@ -402,6 +402,16 @@ class DTLSConnection:
                         self._last_receive_ns = now
                         self._handle_application_data(plaintext, 1)
                     return
+            handshake13 = self._handshake13
+            if handshake13 is not None and data and data[0] & 0b1110_0000 == 0b0010_0000:
+                opened = self._records.open_unified_fast(data)
+                if opened is not False:
+                    if opened is not None:
+                        self._flights.new_datagram()
+                        self._handle_opened(opened, addr, now)
+                        if not self._closed():
+                            handshake13.flush_acknowledgements(now)
+                    return
         elif self._handshake_deadline is None and self._handshake.waiting_for_first_hello:
             self._handshake_deadline = now + self.configuration.handshake_timeout_ns
         records, junk = self._records.split(data)
@@ -652,10 +662,12 @@ class DTLSConnection:
         return self._state is HandshakeState.CLOSED
 
     def _handle_record(self, record: Record, addr: Address, now: int) -> None:
+        opened = self._records.open(record, addr)
+        if opened is not None:
+            self._handle_opened(opened, addr, now)
+
+    def _handle_opened(self, opened: OpenedRecord, addr: Address, now: int) -> None:
         records = self._records
-        opened = records.open(record, addr)
-        if opened is None:
-            return
         protected = opened.protected
         content_type = opened.content_type
         established = self._state is HandshakeState.ESTABLISHED

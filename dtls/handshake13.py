@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from . import handshake as hs
 from . import messages13 as m13
 from .config import CertificatePrivateKey
-from .errors import AlertDescription, AlertError, DecodeError, DecryptError, LocalProtocolError
+from .errors import AlertDescription, AlertError, DecodeError, LocalProtocolError
 from .handshake import HandshakeFragment
 from .handshake_context import HandshakeContext
 from .keyschedule13 import (
@@ -64,17 +64,9 @@ from .keyschedule13 import (
 )
 from .messages13 import HandshakeType13, RecordNumber
 from .primitives import validate_chain
-from .protection13 import AEAD_TAG_BYTES, RecordProtection13
+from .protection13 import Epoch13Protection, RecordProtection13
 from .reassembly import HandshakeMessage
-from .records import Record
-from .records13 import (
-    ACK_CONTENT_TYPE,
-    CiphertextRecord,
-    UnifiedRecord,
-    decode_datagram_records,
-    reconstruct_sequence_number,
-    resolve_epoch,
-)
+from .records13 import ACK_CONTENT_TYPE, decode_datagram_records, resolve_epoch
 from .suites import SUITE_PARAMETERS, CipherSuite, SignatureScheme, SuiteParameters
 
 __all__ = [
@@ -82,7 +74,6 @@ __all__ = [
     "EPOCH_EARLY_DATA",
     "EPOCH_HANDSHAKE",
     "SIGNATURE_SCHEMES_13",
-    "Epoch13Protection",
     "Handshake13",
     "choose_signature_scheme13",
     "message_name13",
@@ -150,61 +141,6 @@ def message_name13(msg_type: int) -> str:
 
 
 # --------------------------------------------------------------------------- record layer plug-ins
-
-
-class Epoch13Protection:
-    """The record layer's view of one DTLS 1.3 epoch and direction."""
-
-    __slots__ = ("_protection", "epoch")
-
-    def __init__(self, protection: RecordProtection13) -> None:
-        self._protection = protection
-        self.epoch = protection.epoch
-
-    @property
-    def protection(self) -> RecordProtection13:
-        """The AEAD and record-number cipher underneath (record counts live there)."""
-        return self._protection
-
-    @property
-    def overhead(self) -> int:
-        """Bytes beyond the 13-byte header the layer counts: unified header is 5 (+ CID)."""
-        return 5 + AEAD_TAG_BYTES + 1 - 13
-
-    def record_bytes(self, connection_id_length: int) -> int:
-        """What one record adds to its content: header, inner type byte and tag."""
-        return 5 + connection_id_length + 1 + AEAD_TAG_BYTES
-
-    def recover_sequence_number(self, record: Record, highest: int) -> int:
-        """Unmask the record number and widen it to 64 bits (RFC 9147 4.2.2, 4.2.3)."""
-        if not isinstance(record, UnifiedRecord):
-            raise DecryptError("plaintext record in a protected epoch")
-        item = CiphertextRecord(
-            header=record.header,
-            epoch_bits=record.epoch_bits,
-            connection_id=record.connection_id,
-            sequence_offset=record.sequence_offset,
-            sequence_length=record.sequence_length,
-            encrypted_record=record.payload,
-        )
-        low_bits, unmasked = self._protection.unmask_sequence(item)
-        record.header = unmasked  # the additional data
-        return reconstruct_sequence_number(low_bits, 8 * record.sequence_length, highest + 1)
-
-    def seal(
-        self,
-        content_type: int,
-        version: int,
-        sequence_number: int,
-        plaintext: bytes,
-        connection_id: bytes = b"",
-    ) -> bytes:
-        """One DTLSCiphertext record."""
-        return self._protection.seal(content_type, sequence_number, plaintext, connection_id)
-
-    def open(self, record: Record) -> tuple[int, bytes]:
-        """(real content type, content); raises only DecryptError."""
-        return self._protection.open(record.header, record.sequence_number, record.payload)
 
 
 # --------------------------------------------------------------------------- signatures

@@ -312,8 +312,9 @@ class ClientHandshake13(Handshake13):
             self._offered_psks = self._build_psks(now)
             group = NamedGroup(config.groups[0])
             self._key_shares = {group: KeyShare(group)}
-        else:
-            assert retry_group is not None
+        elif retry_group is not None:
+            # RFC 8446 4.1.2: a new share only for the group the HelloRetryRequest names;
+            # a retry that only carries a cookie gets the very same shares again.
             group = NamedGroup(retry_group)
             self._key_shares = {group: KeyShare(group)}
         versions = [int(version) for version in config.versions]
@@ -546,7 +547,7 @@ class ClientHandshake13(Handshake13):
         share = hs.find_extension(hello.extensions, ExtensionType13.key_share)
         if cookie is None and share is None:
             raise AlertError(AlertDescription.illegal_parameter, "HRR that changes nothing")
-        retry_group = next(iter(self._key_shares))
+        retry_group: int | None = None
         if share is not None:
             retry_group = m13.decode_key_share_hello_retry(share)
             if retry_group not in self.configuration.groups or retry_group in self._key_shares:

@@ -23,10 +23,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .errors import DecryptError
 from .keyschedule13 import TrafficKeys
-from .records13 import CiphertextRecord, encode_unified_header
+from .records import Record
+from .records13 import (
+    CiphertextRecord,
+    UnifiedRecord,
+    encode_unified_header,
+    reconstruct_sequence_number,
+)
 from .suites import AeadKind
 
-__all__ = ["AEAD_TAG_BYTES", "RecordNumberCipher", "RecordProtection13"]
+__all__ = ["AEAD_TAG_BYTES", "Epoch13Protection", "RecordNumberCipher", "RecordProtection13"]
 
 AEAD_TAG_BYTES = 16
 _ZERO_BLOCK = bytes(16)
@@ -106,6 +112,18 @@ class RecordProtection13:
             value = (value << 8) | header[start + index]
         return value, bytes(header)
 
+    def unmask_whole(
+        self, data: bytes, sequence_offset: int, header_length: int
+    ) -> tuple[int, bytes]:
+        """:meth:`unmask_sequence` for a datagram that is one record with a 16-bit number."""
+        mask = self._sn.mask(data[header_length : header_length + 16])
+        high = data[sequence_offset] ^ mask[0]
+        low = data[sequence_offset + 1] ^ mask[1]
+        aad = (
+            data[:sequence_offset] + bytes((high, low)) + data[sequence_offset + 2 : header_length]
+        )
+        return (high << 8) | low, aad
+
     def open(self, aad: bytes, sequence_number: int, encrypted_record: bytes) -> tuple[int, bytes]:
         """Authenticate and decrypt: (real content type, content).  Raises only DecryptError."""
         try:
@@ -120,3 +138,58 @@ class RecordProtection13:
             raise DecryptError("record without a content type")
         self.records += 1
         return inner[end - 1], inner[: end - 1]
+
+
+class Epoch13Protection:
+    """The record layer's view of one DTLS 1.3 epoch and direction."""
+
+    __slots__ = ("_protection", "epoch")
+
+    def __init__(self, protection: RecordProtection13) -> None:
+        self._protection = protection
+        self.epoch = protection.epoch
+
+    @property
+    def protection(self) -> RecordProtection13:
+        """The AEAD and record-number cipher underneath (record counts live there)."""
+        return self._protection
+
+    @property
+    def overhead(self) -> int:
+        """Bytes beyond the 13-byte header the layer counts: unified header is 5 (+ CID)."""
+        return 5 + AEAD_TAG_BYTES + 1 - 13
+
+    def record_bytes(self, connection_id_length: int) -> int:
+        """What one record adds to its content: header, inner type byte and tag."""
+        return 5 + connection_id_length + 1 + AEAD_TAG_BYTES
+
+    def recover_sequence_number(self, record: Record, highest: int) -> int:
+        """Unmask the record number and widen it to 64 bits (RFC 9147 4.2.2, 4.2.3)."""
+        if not isinstance(record, UnifiedRecord):
+            raise DecryptError("plaintext record in a protected epoch")
+        item = CiphertextRecord(
+            header=record.header,
+            epoch_bits=record.epoch_bits,
+            connection_id=record.connection_id,
+            sequence_offset=record.sequence_offset,
+            sequence_length=record.sequence_length,
+            encrypted_record=record.payload,
+        )
+        low_bits, unmasked = self._protection.unmask_sequence(item)
+        record.header = unmasked  # the additional data
+        return reconstruct_sequence_number(low_bits, 8 * record.sequence_length, highest + 1)
+
+    def seal(
+        self,
+        content_type: int,
+        version: int,
+        sequence_number: int,
+        plaintext: bytes,
+        connection_id: bytes = b"",
+    ) -> bytes:
+        """One DTLSCiphertext record."""
+        return self._protection.seal(content_type, sequence_number, plaintext, connection_id)
+
+    def open(self, record: Record) -> tuple[int, bytes]:
+        """(real content type, content); raises only DecryptError."""
+        return self._protection.open(record.header, record.sequence_number, record.payload)

@@ -461,3 +461,25 @@ def test_info_reports_the_version_and_1_3_commands_need_1_3() -> None:
     with pytest.raises(LocalProtocolError):
         client.update_keys(now)
     assert client.key_updates == (0, 0)
+
+
+def test_a_cookie_only_retry_repeats_the_same_key_share() -> None:
+    """RFC 8446 4.1.2: only a HelloRetryRequest naming a group changes the key shares."""
+    from dtls import handshake as hs
+    from dtls.messages13 import ExtensionType13
+
+    def key_shares(datagram: bytes) -> bytes:
+        hello = hs.decode_client_hello(hs.decode_handshake_fragment(datagram[13:])[0].body)
+        share = hs.find_extension(hello.extensions, ExtensionType13.key_share)
+        assert share is not None
+        return share
+
+    client_config, server_config, _ = configs(versions=DTLS_1_3_ONLY)
+    client, server = _pair(client_config, server_config)
+    client.start_handshake(0)
+    ((first, _),) = client.datagrams_to_send(0)
+    server.receive_datagram(first, CLIENT_ADDRESS, 0)
+    for datagram, _ in server.datagrams_to_send(0):
+        client.receive_datagram(datagram, SERVER_ADDRESS, 0)
+    ((second, _),) = client.datagrams_to_send(0)
+    assert key_shares(second) == key_shares(first)
