@@ -1,4 +1,4 @@
-"""DTLS 1.2 in pure Python on ``cryptography`` (sans-IO engine, asyncio adapter, CLI).
+"""DTLS 1.3 and 1.2 in pure Python on ``cryptography`` (sans-IO engine, asyncio adapter, CLI).
 
 The engine (:class:`DTLSConnection`, :class:`DTLSEndpoint`) never touches
 sockets or clocks: feed it datagrams and ``now`` (monotonic ns) and send what
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .config import (
     DTLSConfiguration,
+    DTLSVersion,
     ServerCertificates,
     load_certificate_chain,
     load_private_key,
@@ -36,6 +37,7 @@ from .events import (
     PeerClosedWrite,
 )
 from .sessions import Session
+from .sessions13 import Session13
 from .suites import CipherSuite, NamedGroup, SrtpProfile
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "DTLSConfiguration",
     "DTLSConnection",
     "DTLSEndpoint",
+    "DTLSVersion",
     "DTLSError",
     "DecodeError",
     "DecryptError",
@@ -63,6 +66,7 @@ __all__ = [
     "ServerCertificates",
     "ServerContext",
     "Session",
+    "Session13",
     "SrtpProfile",
     "load_certificate_chain",
     "load_private_key",
