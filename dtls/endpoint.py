@@ -20,6 +20,7 @@ import heapq
 import logging
 import os
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -101,15 +102,27 @@ class DTLSEndpoint:
         store.add(tuple(chain), private_key, server_name)
 
     def connect(
-        self, address: Address, now: int, configuration: DTLSConfiguration | None = None
+        self,
+        address: Address,
+        now: int,
+        configuration: DTLSConfiguration | None = None,
+        *,
+        early_data: Sequence[bytes] = (),
     ) -> DTLSConnection:
-        """Start a client handshake with ``address`` from this endpoint's socket."""
+        """Start a client handshake with ``address`` from this endpoint's socket.
+
+        ``early_data``: datagrams to send as DTLS 1.3 0-RTT data when the
+        configuration's session allows it (``early_data=True``), else right
+        after the handshake.
+        """
         config = configuration or self.configuration
         if not config.is_client:
             config = dataclasses.replace(config, is_client=True)
         if address in self._by_address:
             raise LocalProtocolError(f"already connected to {address!r}")
         connection = self._new_connection(config, address)
+        for datagram in early_data:
+            connection.send(datagram)
         connection.start_handshake(now)
         self._collect(connection)
         return connection

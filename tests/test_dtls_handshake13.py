@@ -483,3 +483,27 @@ def test_a_cookie_only_retry_repeats_the_same_key_share() -> None:
         client.receive_datagram(datagram, SERVER_ADDRESS, 0)
     ((second, _),) = client.datagrams_to_send(0)
     assert key_shares(second) == key_shares(first)
+
+
+def test_endpoint_connect_sends_early_data() -> None:
+    from dtls.endpoint import DTLSEndpoint
+
+    client_config, server_config, _ = configs(versions=DTLS_1_3_ONLY)
+    server_config = dataclasses.replace(server_config, max_early_data=100)
+    context = ServerContext()
+    first, _, now = _settled(client_config, server_config, context=context)
+    server = DTLSEndpoint(server_config, server_context=context)
+    client = DTLSEndpoint(
+        dataclasses.replace(client_config, session=first.session, early_data=True)
+    )
+    connection = client.connect(SERVER_ADDRESS, now, early_data=[b"0-rtt"])
+    for datagram, _ in client.datagrams_to_send(now):
+        server.receive_datagram(datagram, CLIENT_ADDRESS, now)
+    (early,) = server.connections.values()
+    assert early.receive() == b"0-rtt" and not early.is_established
+    for _ in range(4):
+        for datagram, _ in server.datagrams_to_send(now):
+            client.receive_datagram(datagram, SERVER_ADDRESS, now)
+        for datagram, _ in client.datagrams_to_send(now):
+            server.receive_datagram(datagram, CLIENT_ADDRESS, now)
+    assert connection.is_established and connection.early_data_accepted

@@ -32,6 +32,7 @@ from dtls.config import (
     load_certificate_chain,
     load_private_key,
 )
+from dtls.sessions13 import Session13
 from dtls.suites import CipherSuite, NamedGroup
 
 __all__ = ["wolfssl"]  # the fixture, imported so pytest finds it
@@ -471,3 +472,61 @@ def test_our_13_client_falls_back_to_a_wolfssl_12_server(
         )
     )
     assert "SSL version is DTLSv1.2" in output and ours.negotiated_version == "DTLSv1.2"
+
+
+def test_early_data_both_ways(wolfssl: WolfSSL, files: dict[str, str]) -> None:
+    """wolfSSL's 0-RTT data reaches our server; ours reaches wolfSSL's (after its retry)."""
+
+    async def wolfssl_client_sends_early_data() -> tuple[list[bytes], bool]:
+        configuration = _server_config(files, max_early_data=16384)
+        async with dtls_asyncio.serve("127.0.0.1", 0, configuration) as server:
+            _, port = server.local_address
+            arguments = ["-v", "4", "-r", "-0", *_wolfssl_credentials(files)]
+            async with wolfssl_client(wolfssl, port, *arguments) as client:
+                first = await asyncio.wait_for(server.accept(), STEP_SECONDS)
+                assert await asyncio.wait_for(first.recv(), STEP_SECONDS)
+                await first.send(REPLY)
+                resumed = await asyncio.wait_for(server.accept(), STEP_SECONDS)
+                received = [await asyncio.wait_for(resumed.recv(), STEP_SECONDS) for _ in range(2)]
+                await resumed.send(REPLY)
+                output = await client.output()
+                assert "reused session id" in output, output + client.errors()
+                return received, resumed.connection.early_data_accepted
+
+    received, accepted = asyncio.run(wolfssl_client_sends_early_data())
+    assert accepted and received[0] == b"A drop of info"  # wolfSSL's early data, in epoch 1
+
+    async def our_client_sends_early_data() -> tuple[bytes, bool]:
+        async with wolfssl_server(
+            wolfssl, "-e", "-v", "4", "-C", "2", "-0", *SERVER_FILES(files)
+        ) as server:
+            configuration = _client_config(files)
+            first = await asyncio.wait_for(
+                dtls_asyncio.connect("127.0.0.1", server.port, configuration), STEP_SECONDS
+            )
+            assert await _ping(first)
+            await asyncio.sleep(0.05)  # the ticket
+            session = first.connection.session
+            assert isinstance(session, Session13) and session.max_early_data > 0
+            first.close()
+            await first.__aexit__(None, None, None)
+            second = await asyncio.wait_for(
+                dtls_asyncio.connect(
+                    "127.0.0.1",
+                    server.port,
+                    dataclasses.replace(configuration, session=session, early_data=True),
+                    early_data=[b"early bird\n"],
+                ),
+                STEP_SECONDS,
+            )
+            echoed = await asyncio.wait_for(second.recv(), STEP_SECONDS)
+            accepted = second.connection.early_data_accepted
+            second.close()
+            await second.__aexit__(None, None, None)
+            await server.output()
+            return echoed, accepted
+
+    echoed, accepted = asyncio.run(our_client_sends_early_data())
+    # wolfSSL's server always answers with a HelloRetryRequest (its cookie), after which
+    # early data is not allowed: our client sends it again once the handshake is done.
+    assert echoed == b"early bird\n" and not accepted

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -407,10 +407,17 @@ def serve(
 class _Connecting:
     """Lets ``connect()`` be awaited or used with ``async with``."""
 
-    def __init__(self, host: str, port: int, configuration: DTLSConfiguration) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        configuration: DTLSConfiguration,
+        early_data: Sequence[bytes] = (),
+    ) -> None:
         self._host = host
         self._port = port
         self._configuration = dataclasses.replace(configuration, is_client=True)
+        self._early_data = tuple(early_data)
         self._connection: AsyncDTLSConnection | None = None
 
     async def _open(self) -> AsyncDTLSConnection:
@@ -420,7 +427,7 @@ class _Connecting:
             lambda: EndpointProtocol(endpoint), remote_addr=(self._host, self._port)
         )
         peer = transport.get_extra_info("peername")
-        connection = endpoint.connect(peer, time.monotonic_ns())
+        connection = endpoint.connect(peer, time.monotonic_ns(), early_data=self._early_data)
         wrapper = protocol.wrap(connection)
         protocol.set_owner(wrapper)
         protocol._process()
@@ -448,6 +455,13 @@ class _Connecting:
             await self._connection.__aexit__(exc_type, exc, traceback)
 
 
-def connect(host: str, port: int, configuration: DTLSConfiguration) -> _Connecting:
-    """Connect to a DTLS server: ``conn = await connect(...)`` or ``async with connect(...)``."""
-    return _Connecting(host, port, configuration)
+def connect(
+    host: str, port: int, configuration: DTLSConfiguration, *, early_data: Sequence[bytes] = ()
+) -> _Connecting:
+    """Connect to a DTLS server: ``conn = await connect(...)`` or ``async with connect(...)``.
+
+    ``early_data``: datagrams that go out as DTLS 1.3 0-RTT data when the
+    configuration resumes a session that allows it and sets ``early_data``
+    (``conn.connection.early_data_accepted`` tells), else after the handshake.
+    """
+    return _Connecting(host, port, configuration, early_data)
