@@ -100,13 +100,6 @@ SIGNATURE_SCHEMES_13: tuple[SignatureScheme, ...] = (
     SignatureScheme.rsa_pss_rsae_sha384,
     SignatureScheme.rsa_pss_rsae_sha512,
 )
-#: What we list in signature_algorithms: the 1.3 schemes, then PKCS#1 for certificate chains.
-SIGNATURE_ALGORITHMS_OFFER: tuple[int, ...] = (
-    *SIGNATURE_SCHEMES_13,
-    SignatureScheme.rsa_pkcs1_sha256,
-    SignatureScheme.rsa_pkcs1_sha384,
-    SignatureScheme.rsa_pkcs1_sha512,
-)
 _ECDSA_CURVES: dict[SignatureScheme, tuple[str, hashes.HashAlgorithm]] = {
     SignatureScheme.ecdsa_secp256r1_sha256: ("secp256r1", hashes.SHA256()),
     SignatureScheme.ecdsa_secp384r1_sha384: ("secp384r1", hashes.SHA384()),

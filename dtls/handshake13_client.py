@@ -31,9 +31,7 @@ server does not accept it, the connection sends it again after the handshake.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import os
 from collections.abc import Callable
 from enum import Enum
 
@@ -45,7 +43,6 @@ from .handshake import ExtensionType
 from .handshake13 import (
     EPOCH_EARLY_DATA,
     EPOCH_HANDSHAKE,
-    SIGNATURE_ALGORITHMS_OFFER,
     Handshake13,
     message_name13,
 )
@@ -123,6 +120,15 @@ _SERVER_HELLO_EXTENSIONS = frozenset(
         ExtensionType13.key_share,
         ExtensionType13.pre_shared_key,
         ExtensionType13.connection_id,
+    }
+)
+#: What a 1.3-only hello leaves out of the hello the 1.2 machine builds.
+_ONLY_12_EXTENSIONS = frozenset(
+    {
+        ExtensionType.ec_point_formats,
+        ExtensionType.extended_master_secret,
+        ExtensionType.renegotiation_info,
+        ExtensionType.session_ticket,
     }
 )
 _RETRY_EXTENSIONS = frozenset(
@@ -261,43 +267,25 @@ class ClientHandshake13(Handshake13):
         return offered
 
     def _base_hello(self) -> hs.ClientHello:
-        """The 1.2 hello (from the 1.2 machine) or, 1.3 only, the shared extensions alone."""
-        config = self.configuration
-        fallback = self._fallback
-        if fallback is not None:
-            hello: hs.ClientHello = fallback.build_hello()  # type: ignore[attr-defined]
+        """The shared part of the hello, built by the 1.2 machine (one place for it).
+
+        With 1.2 allowed it is a complete 1.2 hello; pinned to 1.3 the 1.2 suites
+        and the extensions only 1.2 reads are left out.
+        """
+        if self._fallback is not None:
+            hello: hs.ClientHello = self._fallback.build_hello()  # type: ignore[attr-defined]
             return hello
-        self.negotiated.client_random = os.urandom(32)
-        extensions: hs.Extensions = []
-        if config.server_name and not _is_ip_address(config.server_name):
-            extensions.append(
-                (ExtensionType.server_name, hs.encode_server_name(config.server_name))
-            )
-        extensions += [
-            (ExtensionType.supported_groups, hs.encode_uint16_list(list(config.groups))),
-            (ExtensionType.signature_algorithms, hs.encode_uint16_list(SIGNATURE_ALGORITHMS_OFFER)),
-        ]
-        if config.alpn_protocols:
-            extensions.append(
-                (
-                    ExtensionType.application_layer_protocol_negotiation,
-                    hs.encode_alpn(config.alpn_protocols),
-                )
-            )
-        if config.srtp_profiles:
-            extensions.append((ExtensionType.use_srtp, hs.encode_use_srtp(config.srtp_profiles)))
-        if config.connection_id is not None:
-            extensions.append(
-                (ExtensionType.connection_id, hs.encode_opaque8(config.connection_id))
-            )
+        from .handshake12_client import ClientHandshake12
+
+        hello = ClientHandshake12(self._context).build_hello()
         return hs.ClientHello(
-            client_version=DTLS_1_2,
-            random=self.negotiated.client_random,
+            client_version=hello.client_version,
+            random=hello.random,
             session_id=b"",
             cookie=b"",
             cipher_suites=[],
             compression_methods=b"\x00",
-            extensions=extensions,
+            extensions=[(t, d) for t, d in hello.extensions if t not in _ONLY_12_EXTENSIONS],
         )
 
     def _send_client_hello(self, now: int, retry_group: int | None = None) -> None:
@@ -713,14 +701,6 @@ def _der(certificate: object) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     return certificate.public_bytes(Encoding.DER)  # type: ignore[attr-defined,no-any-return]
-
-
-def _is_ip_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 _Handler = Callable[[ClientHandshake13, HandshakeMessage, int], ClientState13]
