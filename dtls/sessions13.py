@@ -27,11 +27,9 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from .errors import DecodeError
 from .handshake import Reader
+from .sessions import TicketCipher
 
 __all__ = [
     "DEFAULT_TICKET_LIFETIME_S",
@@ -48,8 +46,6 @@ DEFAULT_TICKET_LIFETIME_S = 7200
 MAX_TICKET_LIFETIME_S = 7 * 24 * 3600  # RFC 8446 4.6.1
 EARLY_DATA_FRESHNESS_NS = 10 * 1_000_000_000
 EARLY_DATA_REGISTER_ENTRIES = 100_000
-_KEY_NAME_BYTES = 16
-_NONCE_BYTES = 12
 _SESSION_MAGIC = b"DTLS13-SESSION\x01"
 _TICKET_MAGIC = b"\x13\x01"
 
@@ -214,33 +210,25 @@ class TicketContents:
 
 
 class TicketSealer:
-    """Seals and opens DTLS 1.3 tickets: ``key_name(16) || nonce(12) || AES-256-GCM(contents)``."""
+    """Seals and opens DTLS 1.3 tickets (:class:`~dtls.sessions.TicketCipher` underneath)."""
 
-    __slots__ = ("_aead", "_key_name")
+    __slots__ = ("_cipher",)
 
     def __init__(self, key: bytes | None = None) -> None:
-        self._key_name = os.urandom(_KEY_NAME_BYTES)
-        self._aead = AESGCM(key if key is not None else AESGCM.generate_key(256))
+        self._cipher = TicketCipher(key)
 
     def seal(self, contents: TicketContents) -> bytes:
         """Ticket bytes for ``contents``."""
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, contents.encode(), self._key_name)
-        return self._key_name + nonce + sealed
+        return self._cipher.seal(contents.encode())
 
     def open(self, ticket: bytes) -> TicketContents | None:
         """The contents of a ticket we issued, or None (not ours, damaged, or garbage)."""
-        if len(ticket) < _KEY_NAME_BYTES + _NONCE_BYTES + 16:
+        plain = self._cipher.open(ticket)
+        if plain is None:
             return None
-        if ticket[:_KEY_NAME_BYTES] != self._key_name:
-            return None
-        nonce = ticket[_KEY_NAME_BYTES : _KEY_NAME_BYTES + _NONCE_BYTES]
         try:
-            plain = self._aead.decrypt(
-                nonce, ticket[_KEY_NAME_BYTES + _NONCE_BYTES :], self._key_name
-            )
             return TicketContents.decode(plain)
-        except (InvalidTag, DecodeError):
+        except DecodeError:
             return None
 
 
