@@ -22,6 +22,7 @@ from dtls_helpers import (
     configs,
     run_pair,
 )
+from test_dtls_hostile_handshakes import _spoofed  # one epoch-0 record with a made-up fragment
 
 from dtls import handshake as hs
 from dtls import keyschedule13
@@ -31,7 +32,7 @@ from dtls.errors import AlertDescription, AlertError
 from dtls.events import ConnectionTerminated, Event
 from dtls.handshake13 import certificate_verify_input, sign13, verify_signature13
 from dtls.reassembly import MAX_HANDSHAKE_MESSAGE_BYTES, MAX_MESSAGES_AHEAD
-from dtls.records import DTLS_1_2, ContentType, encode_record_header
+from dtls.records import DTLS_1_2, encode_record_header
 from dtls.suites import SignatureScheme, SrtpProfile
 
 
@@ -49,14 +50,6 @@ def _ended(connection: DTLSConnection) -> ConnectionTerminated:
         events.append(event)
     (ended,) = [e for e in events if isinstance(e, ConnectionTerminated)]
     return ended
-
-
-def _spoofed(
-    msg_type: int, message_seq: int, length: int, offset: int, body: bytes, record_seq: int
-) -> bytes:
-    fragment = hs.encode_handshake_fragment(msg_type, length, message_seq, offset, body)
-    header = encode_record_header(ContentType.handshake, DTLS_1_2, 0, record_seq, len(fragment))
-    return header + fragment
 
 
 def _through_retry(client: DTLSConnection, server: DTLSConnection) -> None:
