@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -530,3 +531,32 @@ def test_early_data_both_ways(wolfssl: WolfSSL, files: dict[str, str]) -> None:
     # wolfSSL's server always answers with a HelloRetryRequest (its cookie), after which
     # early data is not allowed: our client sends it again once the handshake is done.
     assert echoed == b"early bird\n" and not accepted
+
+
+def test_key_update_both_ways(wolfssl: WolfSSL, files: dict[str, str]) -> None:
+    # wolfSSL's client updates its keys (asking us to update too) before it sends (-I).
+    (ours,), output = asyncio.run(
+        _wolfssl_client_against_us(
+            wolfssl, _server_config(files), ["-v", "4", "-I", *_wolfssl_credentials(files)]
+        )
+    )
+    sent, received = ours.connection.key_updates
+    assert received >= 1 and sent >= 1 and REPLY.decode() in output
+
+    async def our_client_updates() -> tuple[int, int]:
+        async with wolfssl_server(wolfssl, "-e", "-v", "4", *SERVER_FILES(files)) as server:
+            connection = await asyncio.wait_for(
+                dtls_asyncio.connect("127.0.0.1", server.port, _client_config(files)), STEP_SECONDS
+            )
+            assert await _ping(connection)
+            connection.connection.update_keys(time.monotonic_ns(), request_peer=True)
+            for _ in range(3):
+                await asyncio.sleep(0.1)  # the ACK, then wolfSSL's own KeyUpdate
+                assert await _ping(connection) == b"ping from python\n"
+            updates = connection.connection.key_updates
+            connection.close()
+            await connection.__aexit__(None, None, None)
+            await server.output()
+            return updates
+
+    assert asyncio.run(our_client_updates()) == (1, 1)
