@@ -36,6 +36,7 @@ from .events import (
     HandshakeCompleted,
     PeerClosedWrite,
 )
+from .info import ConnectionInfo
 from .sessions import Session
 from .sessions13 import Session13
 from .suites import CipherSuite, NamedGroup, SrtpProfile
@@ -47,12 +48,14 @@ __all__ = [
     "ApplicationDataReceived",
     "CipherSuite",
     "ConnectionAccepted",
+    "ConnectionInfo",
     "ConnectionTerminated",
     "DTLSConfiguration",
     "DTLSConnection",
     "DTLSEndpoint",
     "DTLSVersion",
     "DTLSError",
+    "DTLSVersion",
     "DecodeError",
     "DecryptError",
     "Event",

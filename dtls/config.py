@@ -23,7 +23,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from .errors import LocalProtocolError
 from .sessions import Session
 from .sessions13 import Session13
-from .suites import CipherSuite, NamedGroup, SrtpProfile
+from .suites import TLS13_SUITES, CipherSuite, NamedGroup, SrtpProfile
 
 __all__ = [
     "DEFAULT_CIPHER_SUITES",
@@ -164,6 +164,10 @@ class DTLSConfiguration:
     alpn_protocols: tuple[str, ...] = ()
     srtp_profiles: tuple[SrtpProfile, ...] = ()
     psk: bytes | None = None
+    # Client: the identity sent with ``psk``.  Server with a fixed ``psk``: the identity a
+    # client must send (unknown_psk_identity otherwise); left empty, any identity is taken
+    # and ``connection.psk_identity`` is only what the client claimed.  ``psk_lookup``
+    # (identity -> key or None) replaces both for servers with several keys.
     psk_identity: bytes = b""
     psk_identity_hint: bytes = b""
     psk_lookup: PskLookup | None = None
@@ -198,6 +202,15 @@ class DTLSConfiguration:
                 raise LocalProtocolError(f"{name} is not implemented yet")
         if not MIN_HANDSHAKE_TIMEOUT_NS <= self.handshake_timeout_ns <= MAX_HANDSHAKE_TIMEOUT_NS:
             raise LocalProtocolError("handshake timeout must be between 2 and 120 seconds")
+        has_13_suite = any(suite in TLS13_SUITES for suite in self.cipher_suites)
+        has_12_suite = any(suite not in TLS13_SUITES for suite in self.cipher_suites)
+        if not has_13_suite and not (DTLSVersion.DTLS_1_2 in self.versions and has_12_suite):
+            raise LocalProtocolError(
+                "no cipher suite for the allowed versions: DTLS 1.3 needs a TLS_AES_* or "
+                "TLS_CHACHA20_* suite, DTLS 1.2 one of the others"
+            )
+        if not has_12_suite and DTLSVersion.DTLS_1_3 not in self.versions:
+            raise LocalProtocolError("DTLS 1.2 needs a DTLS 1.2 cipher suite")
         if not 0 <= self.max_early_data <= 0xFFFFFFFF:
             raise LocalProtocolError("max_early_data must fit 32 bits")
         if self.key_update_records is not None and self.key_update_records < 1:

@@ -68,11 +68,10 @@ from .events import (
     PeerClosedWrite,
 )
 from .flights import Flights
-from .handshake import HandshakeType
-from .handshake12 import message_name
+from .handshake import HandshakeType, message_name
 from .handshake12_client import ClientHandshake12
 from .handshake12_server import ServerHandshake12, encode_hello_verify_datagram
-from .handshake13 import EPOCH_EARLY_DATA, Handshake13
+from .handshake13 import EPOCH_EARLY_DATA, Handshake13, message_name13
 from .handshake13_client import ClientHandshake13
 from .handshake13_server import ServerHandshake13
 from .handshake_context import Handshake, HandshakeContext, ServerContext
@@ -95,6 +94,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# One line per handshake message, alert and retransmission, for `dtls -v` (INFO level).
+message_logger = logging.getLogger("dtls.messages")
 
 Address = Hashable
 MAX_APPLICATION_DATAGRAM_BYTES = 16384
@@ -708,6 +709,7 @@ class DTLSConnection:
             elif content_type == ContentType.change_cipher_spec:
                 # Keys switch on our own schedule (section 2 of SPEC-DTLS.md), so the record
                 # carries no decision; a malformed one is only counted.
+                message_logger.info("<<< change_cipher_spec")
                 if opened.payload != b"\x01":
                     records.dropped_records += 1
             else:
@@ -778,20 +780,31 @@ class DTLSConnection:
                 raise AlertError(
                     AlertDescription.unexpected_message, "handshake message out of place"
                 )
+            self._log_message(message)
             handshake13.handle_post_handshake(message, epoch, now)
             return
-        logger.debug(
-            "connection %d: %s in state '%s'",
-            self.peer_id,
-            message_name(message.msg_type),
-            self._handshake.state_name,
-        )
+        self._log_message(message)
         self._handshake.handle_message(message, now)
         replacement = getattr(self._handshake, "replacement", None)
         if replacement is not None:
             self._handshake = replacement  # the version was decided: 1.2 took over
         if self._handshake.established:
             self._on_established()
+
+    def _log_message(self, message: HandshakeMessage) -> None:
+        if message_logger.isEnabledFor(logging.INFO):
+            name = (
+                message_name13(message.msg_type)
+                if self._handshake13 is not None
+                else message_name(message.msg_type)
+            )
+            message_logger.info(
+                "<<< %s (message_seq %d, %d bytes) in state '%s'",
+                name,
+                message.message_seq,
+                len(message.body),
+                self._handshake.state_name,
+            )
 
     def _on_established(self) -> None:
         self._state = HandshakeState.ESTABLISHED
@@ -852,6 +865,11 @@ class DTLSConnection:
             description = AlertDescription(description_value)
         except ValueError:
             description = AlertDescription.internal_error
+        message_logger.info(
+            "<<< alert %s (%s)",
+            description.name,
+            "fatal" if level == AlertLevel.FATAL else "warning",
+        )
         established = self._state is HandshakeState.ESTABLISHED
         if description == AlertDescription.close_notify:
             if not established:
@@ -868,6 +886,7 @@ class DTLSConnection:
         logger.debug("warning alert from peer: %s", description.name)
 
     def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
+        message_logger.info(">>> alert %s (%s)", description.name, level.name.lower())
         records = self._records
         self._outgoing.append(
             records.seal(ContentType.alert, records.write_epoch, bytes((level, description)))

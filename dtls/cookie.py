@@ -1,9 +1,16 @@
 """Stateless HelloVerifyRequest cookies (RFC 6347 4.2.1).
 
 The cookie is an HMAC-SHA256, under a server secret, of the client's address
-and of its ClientHello with the cookie field emptied.  Nothing is stored per
+and of the ClientHello fields RFC 6347 4.2.1 requires to stay the same that
+sit before the cookie: version, random and session_id.  Nothing is stored per
 client: a ClientHello with a cookie we can recompute proves the client can
-receive at its claimed address.  The secret rotates every
+receive at its claimed address.
+
+Binding the whole hello (as we once did) broke clients that legitimately
+reorder their extensions in the second hello (wolfSSL with ``-v d``), and
+cipher_suites may lie beyond the first fragment of a fragmented hello, where a
+stateless server cannot see them.  The handshake's Finished protects the
+hello the connection actually used.  The secret rotates every
 ``COOKIE_SECRET_LIFETIME_NS``; cookies made with the previous secret stay valid
 for one more period so a rotation does not fail handshakes in flight.
 """
@@ -12,17 +19,31 @@ from __future__ import annotations
 
 import hmac as std_hmac
 import os
-from dataclasses import replace
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
-from .handshake import ClientHello, encode_client_hello
-
-__all__ = ["COOKIE_BYTES", "COOKIE_SECRET_LIFETIME_NS", "CookieGenerator"]
+__all__ = ["COOKIE_BYTES", "COOKIE_SECRET_LIFETIME_NS", "CookieGenerator", "HelloParameters"]
 
 COOKIE_BYTES = 32
 COOKIE_SECRET_LIFETIME_NS = 300 * 1_000_000_000
+
+
+class HelloParameters(Protocol):
+    """What a cookie binds: a ClientHello, or the prefix of one (its first fragment)."""
+
+    @property
+    def client_version(self) -> int: ...
+
+    @property
+    def random(self) -> bytes: ...
+
+    @property
+    def session_id(self) -> bytes: ...
+
+    @property
+    def cookie(self) -> bytes: ...
 
 
 class CookieGenerator:
@@ -46,19 +67,21 @@ class CookieGenerator:
             self._rotated_at = now
 
     @staticmethod
-    def _compute(secret: bytes, address: object, hello: ClientHello) -> bytes:
+    def _compute(secret: bytes, address: object, hello: HelloParameters) -> bytes:
         mac = crypto_hmac.HMAC(secret, hashes.SHA256())
         mac.update(repr(address).encode())
         mac.update(b"\0")
-        mac.update(encode_client_hello(replace(hello, cookie=b"")))
+        mac.update(hello.client_version.to_bytes(2, "big"))
+        mac.update(hello.random)
+        mac.update(bytes((len(hello.session_id),)) + hello.session_id)
         return mac.finalize()
 
-    def make(self, address: object, hello: ClientHello, now: int) -> bytes:
+    def make(self, address: object, hello: HelloParameters, now: int) -> bytes:
         """Cookie for this client's address and hello."""
         self._rotate(now)
         return self._compute(self._current, address, hello)
 
-    def verify(self, address: object, hello: ClientHello, now: int) -> bool:
+    def verify(self, address: object, hello: HelloParameters, now: int) -> bool:
         """Whether ``hello.cookie`` is one we made (this or the previous secret)."""
         self._rotate(now)
         if len(hello.cookie) != COOKIE_BYTES:

@@ -3,10 +3,12 @@
 Routing: an established RFC 9146 connection id wins (so a peer that changes
 address keeps its session); otherwise the source address picks the
 connection.  A datagram from an unknown address is answered statelessly: it
-must hold one epoch-0 record with a whole ClientHello; without a valid cookie
-we send a HelloVerifyRequest and forget it (nothing is allocated), with one we
-create the connection.  Connections that terminate are dropped from the maps
-once their last datagrams and events have been collected.
+must start with an epoch-0 record holding a ClientHello, or the first fragment
+of one; without a valid cookie we send a HelloVerifyRequest and forget it
+(nothing is allocated), with one we create the connection, which reassembles
+the rest of a fragmented hello from the datagrams that follow.  Connections
+that terminate are dropped from the maps once their last datagrams and events
+have been collected.
 
 An exception escaping one connection (which would be a bug of ours) is logged,
 counted in ``internal_errors``, and ends only that connection: other peers on
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+message_logger = logging.getLogger("dtls.messages")
 
 MAX_CONNECTIONS = 10_000
 DEFAULT_CONNECTION_ID_BYTES = 8
@@ -134,6 +137,11 @@ class DTLSEndpoint:
     def connection(self, peer_id: int) -> DTLSConnection | None:
         """The connection with that peer id (None once it is gone)."""
         return self.connections.get(peer_id)
+
+    def connection_at(self, address: Address) -> DTLSConnection | None:
+        """The connection routed by that peer address, if any."""
+        peer_id = self._by_address.get(address)
+        return None if peer_id is None else self.connections.get(peer_id)
 
     # ------------------------------------------------------------------ driving surface
 
@@ -237,6 +245,7 @@ class DTLSEndpoint:
             server_context=self.server_context,
         )
         if check.reply is not None:
+            message_logger.info(">>> hello_verify_request to %r (stateless cookie exchange)", addr)
             self._outgoing.append((check.reply, addr))
             self.hello_verify_requests_sent += 1
             return None
@@ -326,13 +335,13 @@ class DTLSEndpoint:
 class HelloCheck:
     """What a server does with a datagram from an address it has no connection for.
 
-    Three outcomes: ``hello`` set -- a whole ClientHello whose cookie verified (or
-    no cookie exchange is configured): create the connection and feed it the
-    datagram; ``reply`` set -- send this HelloVerifyRequest back and keep no
-    state; both None -- drop the datagram.
+    Three outcomes: ``hello`` set -- a ClientHello (whole, or the first fragment of
+    one) whose cookie verified (or no cookie exchange is configured): create the
+    connection and feed it the datagram; ``reply`` set -- send this
+    HelloVerifyRequest back and keep no state; both None -- drop the datagram.
     """
 
-    hello: hs.ClientHello | None = None
+    hello: hs.ClientHelloPrefix | None = None
     reply: bytes | None = None
 
 
@@ -349,15 +358,20 @@ def check_client_hello(
 ) -> HelloCheck:
     """The stateless first step of a server (RFC 6347 4.2.1), without allocating anything.
 
-    Only the first record is parsed; it must be an epoch-0 record holding one
-    whole, unfragmented ClientHello.  A hello whose random equals
-    ``stale_random`` (a late copy of the hello that built a live association)
-    is dropped.  Never raises for bad input.
+    Only the first record is parsed; it must be an epoch-0 record starting a
+    ClientHello: the whole message, or its first fragment (offset 0) as long
+    as that holds the fields up to the cookie.  A fragmented first hello is
+    answered from those fields alone (they are all the cookie binds), so a
+    client with a small MTU gets its HelloVerifyRequest and nothing is kept;
+    once the cookie verifies, the connection reassembles the rest.  A hello
+    whose random equals ``stale_random`` (a late copy of the hello that built
+    a live association) is dropped.  Never raises for bad input.
 
     Given the server's ``configuration`` and ``server_context``, a hello that
     will be answered in DTLS 1.3 is checked the 1.3 way (RFC 9147 5.1): it
     passes with a valid HelloRetryRequest cookie or as a verified first-seen
-    resumption, and otherwise gets a stateless HelloRetryRequest.
+    resumption, and otherwise gets a stateless HelloRetryRequest.  A 1.3 hello
+    must be whole (unfragmented): its cookie and PSK binders come last.
     """
     records, _ = decode_datagram(data)
     if not records:
@@ -367,13 +381,12 @@ def check_client_hello(
         return HelloCheck()
     try:
         fragment, _ = hs.decode_handshake_fragment(record.payload)
-        if (
-            fragment.msg_type != HandshakeType.client_hello
-            or fragment.fragment_offset != 0
-            or len(fragment.body) != fragment.length
-        ):
+        if fragment.msg_type != HandshakeType.client_hello or fragment.fragment_offset != 0:
             return HelloCheck()
-        hello = hs.decode_client_hello(fragment.body)
+        whole = None
+        if len(fragment.body) == fragment.length:
+            whole = hs.decode_client_hello(fragment.body)  # check it all before any state
+        hello = hs.decode_client_hello_prefix(fragment.body)
     except DTLSError:
         return HelloCheck()
     if stale_random is not None and hello.random == stale_random:
@@ -381,9 +394,11 @@ def check_client_hello(
     if (
         configuration is not None
         and server_context is not None
-        and handshake13_server.offers_dtls13(hello, configuration)
+        and whole is not None
+        and handshake13_server.offers_dtls13(whole, configuration)
     ):
         return _check_client_hello13(
+            whole,
             hello,
             addr,
             now,
@@ -405,6 +420,7 @@ def check_client_hello(
 
 def _check_client_hello13(
     hello: hs.ClientHello,
+    prefix: hs.ClientHelloPrefix,
     addr: Address,
     now: int,
     configuration: DTLSConfiguration,
@@ -419,13 +435,13 @@ def _check_client_hello13(
         if cookie is not None and (
             server_context.retry_cookies.open(addr, decode_cookie(cookie), now) is not None
         ):
-            return HelloCheck(hello=hello)
+            return HelloCheck(hello=prefix)
     except DTLSError:
         return HelloCheck()
     if not cookie_exchange or handshake13_server.verified_resumption(
         hello, configuration, server_context, now, exclusive=True
     ):
-        return HelloCheck(hello=hello)
+        return HelloCheck(hello=prefix)
     try:
         reply = handshake13_server.stateless_retry(
             hello,

@@ -33,12 +33,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import handshake as hs
+from .reassembly import merge_range
 from .record_layer import RecordLayer
 from .records import ContentType
 
 __all__ = ["MIN_FRAGMENT_BYTES", "FlightEntry", "Flights", "SentFragment"]
 
 logger = logging.getLogger(__name__)
+message_logger = logging.getLogger("dtls.messages")
 
 # Even a hopelessly small MTU gets fragments of at least this many body bytes.
 MIN_FRAGMENT_BYTES = 16
@@ -121,12 +123,21 @@ class Flights:
         The whole (unfragmented) form is what enters the handshake transcript.
         """
         message = hs.encode_handshake(msg_type, self.next_message_seq, body)
+        if message_logger.isEnabledFor(logging.INFO):
+            message_logger.info(
+                ">>> %s (message_seq %d, %d bytes)",
+                hs.message_name(msg_type),
+                self.next_message_seq,
+                len(body),
+            )
         self.next_message_seq += 1
         self._entries.append(FlightEntry(ContentType.handshake, self._records.write_epoch, message))
         return message
 
     def add_record(self, content_type: int, data: bytes) -> None:
         """Queue a non-handshake record (ChangeCipherSpec) in the current write epoch."""
+        if content_type == ContentType.change_cipher_spec:
+            message_logger.info(">>> change_cipher_spec")
         self._entries.append(FlightEntry(content_type, self._records.write_epoch, data))
 
     @property
@@ -202,7 +213,12 @@ class Flights:
             return False
         self.retransmissions += 1
         self.retransmit_interval_ns = min(2 * self.retransmit_interval_ns, self._max_retransmit_ns)
-        logger.debug("retransmitting flight (%d)", self.retransmissions)
+        message_logger.info(
+            ">>> retransmitting the flight (%d of at most %d, next wait %.0f s)",
+            self.retransmissions,
+            self._max_retransmissions,
+            self.retransmit_interval_ns / 1e9,
+        )
         self.emit()
         self.retransmit_deadline = now + self.retransmit_interval_ns
         return True
@@ -226,7 +242,7 @@ class Flights:
             return
         if self._entries and not self._resent_this_datagram:
             self._resent_this_datagram = True
-            logger.debug("peer repeated its flight; resending ours")
+            message_logger.info(">>> the peer repeated its flight: resending ours")
             self.emit()
 
     # ------------------------------------------------------------------ acknowledgements (1.3)
@@ -246,7 +262,7 @@ class Flights:
             if sent is None:
                 continue
             entry = self._entries[sent.index]
-            entry.acknowledged = _merge(entry.acknowledged, sent.start, sent.end)
+            entry.acknowledged = merge_range(entry.acknowledged, sent.start, sent.end)
         done = self.acknowledged
         if done:
             self.stop()
@@ -262,19 +278,6 @@ class Flights:
             if _missing(entry.acknowledged, body_length):
                 return False
         return bool(self._entries)
-
-
-def _merge(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """Add ``[start, end)`` to sorted, disjoint ranges, merging what touches."""
-    merged: list[tuple[int, int]] = []
-    for range_start, range_end in ranges:
-        if range_end < start or range_start > end:
-            merged.append((range_start, range_end))
-        else:
-            start, end = min(start, range_start), max(end, range_end)
-    merged.append((start, end))
-    merged.sort()
-    return merged
 
 
 def _missing(covered: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:

@@ -19,6 +19,7 @@ __all__ = [
     "Certificate",
     "CertificateRequest",
     "ClientHello",
+    "ClientHelloPrefix",
     "ExtensionType",
     "HandshakeFragment",
     "HandshakeType",
@@ -29,6 +30,7 @@ __all__ = [
     "decode_certificate",
     "decode_certificate_request",
     "decode_client_hello",
+    "decode_client_hello_prefix",
     "decode_handshake_fragment",
     "decode_hello_verify_request",
     "decode_new_session_ticket",
@@ -42,6 +44,7 @@ __all__ = [
     "encode_server_hello",
     "encode_handshake_fragment",
     "fragment_handshake",
+    "message_name",
 ]
 
 HANDSHAKE_HEADER_BYTES = 12
@@ -136,6 +139,14 @@ class HandshakeFragment:
     message_seq: int
     fragment_offset: int
     body: bytes
+
+
+def message_name(msg_type: int) -> str:
+    """A handshake type's name for messages to people (``server_hello``)."""
+    try:
+        return HandshakeType(msg_type).name
+    except ValueError:
+        return f"handshake message {msg_type}"
 
 
 def encode_handshake(msg_type: int, message_seq: int, body: bytes) -> bytes:
@@ -392,6 +403,33 @@ def decode_client_hello(data: bytes) -> ClientHello:
         cipher_suites=[int.from_bytes(suites[i : i + 2], "big") for i in range(0, len(suites), 2)],
         compression_methods=compression_methods,
         extensions=extensions,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientHelloPrefix:
+    """The leading fields of a ClientHello, up to and including the cookie.
+
+    They sit in the first 2 + 32 + 33 + 256 bytes at most, so a stateless server
+    can read them from the first fragment of a fragmented hello; they are also
+    what the cookie binds (RFC 6347 4.2.1).
+    """
+
+    client_version: int
+    random: bytes
+    session_id: bytes
+    cookie: bytes
+
+
+def decode_client_hello_prefix(data: bytes) -> ClientHelloPrefix:
+    """Parse the leading fields of a ClientHello body (or of its first fragment)."""
+    reader = Reader(data)
+    client_version = reader.uint(2)
+    random = reader.take(32)
+    session_id = reader.vector(1, maximum=32)
+    cookie = reader.vector(1)
+    return ClientHelloPrefix(
+        client_version=client_version, random=random, session_id=session_id, cookie=cookie
     )
 
 

@@ -13,14 +13,18 @@ The state machines themselves are the transition tables in
 
 from __future__ import annotations
 
+import hmac
 import logging
+from collections.abc import Callable
+from enum import Enum
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import handshake as hs
 from .errors import AlertDescription, AlertError, LocalProtocolError
-from .handshake import HandshakeFragment, HandshakeType
+from .handshake import HandshakeFragment, HandshakeType, message_name
 from .handshake_context import HandshakeContext
 from .keyschedule import (
     derive_key_block,
@@ -41,11 +45,11 @@ __all__ = [
     "EXPORTER_CHANNEL_BINDING_LABEL",
     "Handshake12",
     "der",
-    "message_name",
     "psk_premaster",
 ]
 
 logger = logging.getLogger(__name__)
+StateT = TypeVar("StateT", bound=Enum)
 
 CURVE_TYPE_NAMED = 3
 EXPORTER_CHANNEL_BINDING_LABEL = b"EXPORTER-Channel-Binding"
@@ -115,6 +119,28 @@ class Handshake12:
         return [f"CLIENT_RANDOM {random} {self._master_secret.hex()}"]
 
     # ------------------------------------------------------------------ shared steps
+
+    def _transition(
+        self,
+        allowed: frozenset[StateT] | None,
+        state_name: str,
+        handler: Callable[[HandshakeMessage, bytes, int], StateT] | None,
+        message: HandshakeMessage,
+        now: int,
+    ) -> StateT:
+        """One step of a transition table: refuse what the state does not list, else run it.
+
+        The handler chooses the next state among ``allowed`` (the table's entry).
+        """
+        if allowed is None or handler is None:
+            raise AlertError(
+                AlertDescription.unexpected_message,
+                f"{message_name(message.msg_type)} while in state '{state_name}'",
+            )
+        transcript_before = self._take_into_transcript(message)
+        next_state = handler(message, transcript_before, now)
+        assert next_state in allowed, (state_name, message.msg_type, next_state)
+        return next_state
 
     def _take_into_transcript(self, message: HandshakeMessage) -> bytes:
         """Append a received message to the transcript; return the transcript before it."""
@@ -213,7 +239,7 @@ class Handshake12:
             from_client=from_client,
             handshake_hash=transcript_hash(self._suite.hash_name, transcript_before),
         )
-        if body != expected:
+        if not hmac.compare_digest(body, expected):
             raise AlertError(AlertDescription.decrypt_error, "Finished does not verify")
         if from_client:
             self._client_finished = body
@@ -231,14 +257,6 @@ class Handshake12:
             alpn_protocol=negotiated.alpn_protocol,
             peer_certificates=tuple(der(c) for c in negotiated.peer_certificates),
         )
-
-
-def message_name(msg_type: int) -> str:
-    """A handshake type's name for messages to people (``server_hello``)."""
-    try:
-        return HandshakeType(msg_type).name
-    except ValueError:
-        return f"handshake message {msg_type}"
 
 
 def der(certificate: x509.Certificate) -> bytes:

@@ -28,18 +28,22 @@ import ipaddress
 import os
 from collections.abc import Callable
 from enum import Enum
+from functools import partial
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from . import handshake as hs
 from .config import CertificatePrivateKey, DTLSVersion
 from .errors import AlertDescription, AlertError
 from .handshake import ExtensionType, HandshakeType
-from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, message_name, psk_premaster
+from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, psk_premaster
 from .handshake_context import HandshakeContext
 from .primitives import (
     SUPPORTED_SIGNATURE_SCHEMES,
+    CertificatePublicKey,
     KeyShare,
+    certificate_public_key,
     choose_signature_scheme,
     load_peer_chain,
     sign,
@@ -160,16 +164,14 @@ class ClientHandshake12(Handshake12):
 
     def handle_message(self, message: HandshakeMessage, now: int) -> None:
         """One whole server message, in order: look it up in the table, run its handler."""
-        allowed = CLIENT_TRANSITIONS[self.state].get(message.msg_type)
-        if allowed is None:
-            raise AlertError(
-                AlertDescription.unexpected_message,
-                f"{message_name(message.msg_type)} while in state '{self.state.value}'",
-            )
-        transcript_before = self._take_into_transcript(message)
-        next_state = _CLIENT_HANDLERS[message.msg_type](self, message, transcript_before, now)
-        assert next_state in allowed, (self.state, message.msg_type, next_state)
-        self.state = next_state
+        handler = _CLIENT_HANDLERS.get(message.msg_type)
+        self.state = self._transition(
+            CLIENT_TRANSITIONS[self.state].get(message.msg_type),
+            self.state.value,
+            None if handler is None else partial(handler, self),
+            message,
+            now,
+        )
 
     # ------------------------------------------------------------------ ClientHello
 
@@ -326,9 +328,12 @@ class ClientHandshake12(Handshake12):
             negotiated.alpn_protocol = names[0]
         srtp = hs.find_extension(extensions, ExtensionType.use_srtp)
         if srtp is not None:
-            profiles, _ = hs.decode_use_srtp(srtp)
+            profiles, mki = hs.decode_use_srtp(srtp)
             if len(profiles) != 1 or profiles[0] not in config.srtp_profiles:
                 raise AlertError(AlertDescription.illegal_parameter, "bad use_srtp answer")
+            if mki:
+                # RFC 5764 4.1.1: an MKI other than the one offered (we offer none): abort.
+                raise AlertError(AlertDescription.illegal_parameter, "SRTP MKI we did not offer")
             negotiated.srtp_profile = SrtpProfile(profiles[0])
         cid = hs.find_extension(extensions, ExtensionType.connection_id)
         if cid is not None:
@@ -375,8 +380,28 @@ class ClientHandshake12(Handshake12):
         chain = load_peer_chain(hs.decode_certificate(message.body).certificates)
         if not chain:
             raise AlertError(AlertDescription.bad_certificate, "empty server certificate")
+        self._check_key_fits_suite(chain[0])
         self._check_peer_chain(chain, as_server=True)
         return ClientState.WAIT_KEY_EXCHANGE
+
+    def _check_key_fits_suite(self, leaf: x509.Certificate) -> None:
+        """RFC 8422 5.3 / RFC 5246 7.4.2: ECDHE_ECDSA needs an ECDSA or EdDSA key, ECDHE_RSA
+        an RSA key; checked whether or not the chain is validated."""
+        assert self._suite is not None
+        key = certificate_public_key(leaf)
+        if self._suite.key_exchange is KeyExchange.ECDHE_ECDSA:
+            fits = isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
+            wanted = "an ECDSA or EdDSA"
+        else:
+            fits = isinstance(key, rsa.RSAPublicKey)
+            wanted = "an RSA"
+        if not fits:
+            suite = self.negotiated.cipher_suite
+            raise AlertError(
+                AlertDescription.unsupported_certificate,
+                f"{suite.name if suite else 'the suite'} needs {wanted} certificate, "
+                f"the server sent an {_key_kind(key)} one (RFC 8422 5.3)",
+            )
 
     def _on_server_key_exchange(
         self, message: HandshakeMessage, transcript_before: bytes, now: int
@@ -538,6 +563,14 @@ _CLIENT_HANDLERS: dict[int, _Handler] = {
     HandshakeType.new_session_ticket: ClientHandshake12._on_new_session_ticket,
     HandshakeType.finished: ClientHandshake12._on_finished,
 }
+
+
+def _key_kind(key: CertificatePublicKey) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    return "ECDSA"
 
 
 def _is_ip_address(name: str) -> bool:

@@ -25,9 +25,12 @@ HelloVerifyRequest goes out, the transcript is dropped, nothing else changes.
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
 from collections.abc import Callable
 from enum import Enum
+from functools import partial
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -36,11 +39,12 @@ from . import handshake as hs
 from .config import CertificatePrivateKey, DTLSVersion
 from .errors import AlertDescription, AlertError
 from .handshake import ExtensionType, HandshakeType
-from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, message_name, psk_premaster
+from .handshake12 import CURVE_TYPE_NAMED, Handshake12, der, psk_premaster
 from .handshake_context import HandshakeContext
 from .primitives import (
     SUPPORTED_SIGNATURE_SCHEMES,
     KeyShare,
+    certificate_public_key,
     choose_signature_scheme,
     load_peer_chain,
     sign,
@@ -60,6 +64,7 @@ __all__ = [
     "encode_hello_verify_datagram",
 ]
 
+message_logger = logging.getLogger("dtls.messages")
 TICKET_LIFETIME_HINT_SECONDS = 7200
 RENEGOTIATION_SCSV = 0x00FF
 # Curves of ECDSA certificates as supported_groups values (RFC 8422 5.1.1).
@@ -140,16 +145,14 @@ class ServerHandshake12(Handshake12):
 
     def handle_message(self, message: HandshakeMessage, now: int) -> None:
         """One whole client message, in order: look it up in the table, run its handler."""
-        allowed = SERVER_TRANSITIONS[self.state].get(message.msg_type)
-        if allowed is None:
-            raise AlertError(
-                AlertDescription.unexpected_message,
-                f"{message_name(message.msg_type)} while in state '{self.state.value}'",
-            )
-        transcript_before = self._take_into_transcript(message)
-        next_state = _SERVER_HANDLERS[message.msg_type](self, message, transcript_before, now)
-        assert next_state in allowed, (self.state, message.msg_type, next_state)
-        self.state = next_state
+        handler = _SERVER_HANDLERS.get(message.msg_type)
+        self.state = self._transition(
+            SERVER_TRANSITIONS[self.state].get(message.msg_type),
+            self.state.value,
+            None if handler is None else partial(handler, self),
+            message,
+            now,
+        )
 
     # ------------------------------------------------------------------ ClientHello
 
@@ -165,6 +168,7 @@ class ServerHandshake12(Handshake12):
         if config.cookie_exchange and not cookies.verify(address, hello, now):
             # Stateless answer: forget this hello, keep waiting for one with our cookie.
             cookie = cookies.make(address, hello, now)
+            message_logger.info(">>> hello_verify_request (stateless cookie exchange)")
             self._context.outgoing.append(
                 encode_hello_verify_datagram(
                     cookie, message_seq=message.message_seq, record_sequence=0
@@ -172,8 +176,12 @@ class ServerHandshake12(Handshake12):
             )
             self._transcript = bytearray()
             return ServerState.WAIT_HELLO
-        if hello.client_version > DTLS_1_2:  # DTLS versions count downwards: FEFF is 1.0
-            raise AlertError(AlertDescription.protocol_version, "client does not offer DTLS 1.2")
+        # DTLS versions count downwards (FEFF is 1.0) and all start with FE: 0x0303 is TLS 1.2.
+        if hello.client_version >> 8 != 0xFE or hello.client_version > DTLS_1_2:
+            raise AlertError(
+                AlertDescription.protocol_version,
+                f"client_version {hello.client_version:#06x} is not DTLS 1.2 or later",
+            )
         if 0 not in hello.compression_methods:
             raise AlertError(AlertDescription.illegal_parameter, "no null compression")
         negotiated.version = DTLSVersion.DTLS_1_2
@@ -269,20 +277,7 @@ class ServerHandshake12(Handshake12):
         negotiated.cipher_suite = self._choose_suite(hello, groups)
         self._suite = SUITE_PARAMETERS[negotiated.cipher_suite]
         negotiated.session_id = os.urandom(32)
-        self._flights.begin()
-        self._send(
-            HandshakeType.server_hello,
-            hs.encode_server_hello(
-                hs.ServerHello(
-                    server_version=DTLS_1_2,
-                    random=negotiated.server_random,
-                    session_id=negotiated.session_id,
-                    cipher_suite=negotiated.cipher_suite,
-                    compression_method=0,
-                    extensions=reply,
-                )
-            ),
-        )
+        self._begin_with_server_hello(reply)
         next_state = ServerState.WAIT_KEY_EXCHANGE
         key_exchange = self._suite.key_exchange
         if key_exchange in (KeyExchange.ECDHE_ECDSA, KeyExchange.ECDHE_RSA):
@@ -351,6 +346,17 @@ class ServerHandshake12(Handshake12):
         if negotiated.alpn_protocol is None:
             negotiated.alpn_protocol = session.alpn_protocol
         negotiated.session = session
+        self._begin_with_server_hello(reply)
+        self._derive_keys()
+        self._change_cipher_spec()
+        self._queue_finished()
+        self._flights.send(now, expects_reply=True)
+        return ServerState.WAIT_RESUMED_FINISHED
+
+    def _begin_with_server_hello(self, reply: hs.Extensions) -> None:
+        """A new flight, starting with our ServerHello."""
+        negotiated = self.negotiated
+        assert negotiated.cipher_suite is not None
         self._flights.begin()
         self._send(
             HandshakeType.server_hello,
@@ -365,11 +371,6 @@ class ServerHandshake12(Handshake12):
                 )
             ),
         )
-        self._derive_keys()
-        self._change_cipher_spec()
-        self._queue_finished()
-        self._flights.send(now, expects_reply=True)
-        return ServerState.WAIT_RESUMED_FINISHED
 
     def _choose_suite(self, hello: hs.ClientHello, groups: list[int] | None) -> CipherSuite:
         config = self.configuration
@@ -436,6 +437,7 @@ class ServerHandshake12(Handshake12):
             if self.configuration.require_client_certificate:
                 raise AlertError(AlertDescription.handshake_failure, "client certificate required")
             return ServerState.WAIT_KEY_EXCHANGE
+        certificate_public_key(chain[0])  # a key we can verify CertificateVerify with
         self._check_peer_chain(chain, as_server=False)
         return ServerState.WAIT_CERTIFIED_KEY_EXCHANGE
 
@@ -496,7 +498,13 @@ class ServerHandshake12(Handshake12):
             identity = reader.vector(2)
             self.negotiated.psk_identity = identity
             config = self.configuration
-            found = config.psk_lookup(identity) if config.psk_lookup is not None else config.psk
+            found: bytes | None = None
+            if config.psk_lookup is not None:
+                found = config.psk_lookup(identity)
+            elif not config.psk_identity or hmac.compare_digest(identity, config.psk_identity):
+                # A fixed psk with a psk_identity takes only that identity; without one, any
+                # identity (reported as the peer claimed it, unchecked: see DTLSConfiguration).
+                found = config.psk
             if found is None:
                 raise AlertError(AlertDescription.unknown_psk_identity, "unknown PSK identity")
             psk = found

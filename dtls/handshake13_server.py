@@ -126,7 +126,14 @@ SERVER_TRANSITIONS: dict[ServerState13, dict[int, frozenset[ServerState13]]] = {
 
 
 def offers_dtls13(hello: hs.ClientHello, configuration: DTLSConfiguration) -> bool:
-    """Whether this hello gets a DTLS 1.3 answer from us (our first shared version is 1.3)."""
+    """Whether this hello gets a DTLS 1.3 answer from us (our first shared version is 1.3).
+
+    A hello with a legacy (1.2) cookie is a client in the 1.2 cookie exchange: a
+    fragmented first hello gets a HelloVerifyRequest, which makes a 1.3 client
+    fall back to 1.2 (a stateless 1.3 retry needs the whole hello).
+    """
+    if hello.cookie:
+        return False
     try:
         data = hs.find_extension(hello.extensions, ExtensionType13.supported_versions)
         offered = m13.decode_supported_versions_client(data) if data is not None else [DTLS_1_2]

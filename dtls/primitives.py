@@ -6,22 +6,21 @@ the handshake code never sees a ``ValueError`` from a malformed peer value.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509 import verification
 
 from .config import CertificatePrivateKey
 from .errors import AlertDescription, AlertError
 from .suites import NamedGroup, SignatureScheme
+from .validation import validate_chain
 
 __all__ = [
+    "CertificatePublicKey",
     "KeyShare",
+    "certificate_public_key",
     "choose_signature_scheme",
     "sign",
     "validate_chain",
@@ -160,7 +159,7 @@ def verify_signature(
         raise AlertError(AlertDescription.illegal_parameter, "unknown signature scheme") from None
     if scheme not in SUPPORTED_SIGNATURE_SCHEMES:
         raise AlertError(AlertDescription.illegal_parameter, "signature scheme not offered")
-    public_key = certificate.public_key()
+    public_key = certificate_public_key(certificate)
     try:
         if scheme == SignatureScheme.ed25519:
             if not isinstance(public_key, ed25519.Ed25519PublicKey):
@@ -198,8 +197,34 @@ def verify_signature(
                 raise AlertError(AlertDescription.illegal_parameter, "key does not match scheme")
         else:
             raise AlertError(AlertDescription.unsupported_certificate, "unsupported key type")
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         raise AlertError(AlertDescription.decrypt_error, "bad handshake signature") from None
+
+
+CertificatePublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+
+def certificate_public_key(certificate: x509.Certificate) -> CertificatePublicKey:
+    """The certificate's key, if it is one DTLS 1.2 can use; else unsupported_certificate.
+
+    ``public_key()`` raises ``UnsupportedAlgorithm`` (or ``ValueError``) for a key
+    algorithm ``cryptography`` does not know, or a malformed key: that must become
+    our alert, never escape the handshake.
+    """
+    try:
+        public_key = certificate.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise AlertError(
+            AlertDescription.unsupported_certificate, "certificate has an unsupported key algorithm"
+        ) from None
+    if not isinstance(
+        public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+    ):
+        raise AlertError(
+            AlertDescription.unsupported_certificate,
+            f"certificate key type {type(public_key).__name__} is not usable for DTLS 1.2",
+        )
+    return public_key
 
 
 def load_peer_chain(ders: list[bytes]) -> tuple[x509.Certificate, ...]:
@@ -208,43 +233,3 @@ def load_peer_chain(ders: list[bytes]) -> tuple[x509.Certificate, ...]:
         return tuple(x509.load_der_x509_certificate(der) for der in ders)
     except ValueError:
         raise AlertError(AlertDescription.bad_certificate, "unparsable certificate") from None
-
-
-def validate_chain(
-    chain: tuple[x509.Certificate, ...],
-    trust_anchors: tuple[x509.Certificate, ...] | None,
-    *,
-    server_name: str | None,
-    as_server: bool,
-    at: datetime.datetime | None = None,
-) -> tuple[str, ...]:
-    """Validation errors of a peer chain (empty tuple: valid).
-
-    ``as_server`` means the chain is a *server's* chain: it is checked for the
-    server-auth usage and, when ``server_name`` is given, for that DNS name or
-    IP address.  ``at`` is the validation time; None means now (wall clock).
-    """
-    if not trust_anchors:
-        return ("no trust anchors configured",)
-    try:
-        store = verification.Store(list(trust_anchors))
-        builder = verification.PolicyBuilder().store(store)
-        builder = builder.time(at if at is not None else datetime.datetime.now(datetime.UTC))
-        intermediates = list(chain[1:])
-        if as_server:
-            subject: x509.verification.Subject | None = None
-            if server_name is not None:
-                try:
-                    subject = x509.IPAddress(ipaddress.ip_address(server_name))
-                except ValueError:
-                    subject = x509.DNSName(server_name)
-            if subject is None:
-                return ("no server name to check the certificate against",)
-            builder.build_server_verifier(subject).verify(chain[0], intermediates)
-        else:
-            builder.build_client_verifier().verify(chain[0], intermediates)
-    except verification.VerificationError as error:
-        return (str(error),)
-    except ValueError as error:
-        return (f"cannot validate: {error}",)
-    return ()

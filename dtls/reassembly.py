@@ -38,6 +38,7 @@ __all__ = [
     "MAX_VARIANTS_PER_MESSAGE",
     "HandshakeMessage",
     "HandshakeReassembler",
+    "merge_range",
 ]
 
 MAX_HANDSHAKE_MESSAGE_BYTES = 64 * 1024
@@ -91,13 +92,15 @@ class _Variant:
         for start, chunk in parts:
             self.pieces.append((start, chunk))
             self.stored += len(chunk)
-            self.covered = _merge(self.covered, start, start + len(chunk))
+            self.covered = merge_range(self.covered, start, start + len(chunk))
         self.last_touched = touched
 
     def complete(self) -> bool:
         return self.length == 0 or self.covered == [(0, self.length)]
 
     def body(self) -> bytes:
+        if len(self.pieces) == 1 and len(self.pieces[0][1]) == self.length:
+            return bytes(self.pieces[0][1])  # arrived whole: the common case
         assembled = bytearray(self.length)
         for start, chunk in self.pieces:
             assembled[start : start + len(chunk)] = chunk
@@ -126,6 +129,23 @@ class HandshakeReassembler:
         if fragment.length > MAX_HANDSHAKE_MESSAGE_BYTES:
             raise DecodeError("handshake message too large")
         self._clock += 1
+        length = fragment.length
+        if (
+            fragment.fragment_offset == 0
+            and len(fragment.body) == length
+            and length
+            and seq not in self._variants
+        ):
+            # A whole message nobody claimed yet: the common case, no range bookkeeping.
+            if not self._make_room(length, seq, None):
+                return False
+            whole = _Variant(fragment.msg_type, length, self._clock)
+            whole.pieces.append((0, fragment.body))
+            whole.covered = [(0, length)]
+            whole.stored = length
+            self._variants[seq] = [whole]
+            self._buffered += length
+            return True
         variants = self._variants.setdefault(seq, [])
         variant = next(
             (
@@ -189,7 +209,7 @@ class HandshakeReassembler:
         """How many candidate (type, length) versions of a message are buffered."""
         return len(self._variants.get(message_seq, ()))
 
-    def _make_room(self, size: int, seq: int, keep: _Variant) -> bool:
+    def _make_room(self, size: int, seq: int, keep: _Variant | None) -> bool:
         """Evict farther messages' bytes (then older variants of ``seq``) until ``size`` fits."""
         if size > MAX_BUFFERED_BYTES:
             return False
@@ -213,7 +233,7 @@ class HandshakeReassembler:
             del self._variants[seq]
 
 
-def _merge(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+def merge_range(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
     """Add ``[start, end)`` to sorted, disjoint ranges, merging what touches."""
     merged: list[tuple[int, int]] = []
     for range_start, range_end in ranges:

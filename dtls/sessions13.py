@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .errors import DecodeError
 from .handshake import Reader
-from .sessions import TicketCipher
+from .sessions import Session, TicketCipher
 
 __all__ = [
     "DEFAULT_TICKET_LIFETIME_S",
@@ -40,6 +40,7 @@ __all__ = [
     "TicketContents",
     "TicketSealer",
     "TicketStore",
+    "load_saved_session",
 ]
 
 DEFAULT_TICKET_LIFETIME_S = 7200
@@ -348,3 +349,10 @@ class EarlyDataGuard:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+def load_saved_session(data: bytes) -> Session | Session13:
+    """A session saved with ``to_bytes()``, DTLS 1.3 or 1.2; raises :class:`DecodeError`."""
+    if data.startswith(_SESSION_MAGIC):
+        return Session13.from_bytes(data)
+    return Session.from_bytes(data)

@@ -22,6 +22,9 @@ __all__ = [
     "SignatureScheme",
     "SrtpProfile",
     "SuiteParameters",
+    "GROUP_ALIASES",
+    "OPENSSL_SUITE_NAMES",
+    "group_by_name",
     "suite_by_name",
 ]
 
@@ -136,11 +139,33 @@ TLS13_SUITES: frozenset[CipherSuite] = frozenset(
     for suite, parameters in SUITE_PARAMETERS.items()
     if parameters.key_exchange is KeyExchange.TLS13
 )
+OPENSSL_SUITE_NAMES: dict[CipherSuite, str] = {
+    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: "ECDHE-ECDSA-AES128-GCM-SHA256",
+    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: "ECDHE-ECDSA-AES256-GCM-SHA384",
+    CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-ECDSA-CHACHA20-POLY1305",
+    CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: "ECDHE-RSA-AES128-GCM-SHA256",
+    CipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: "ECDHE-RSA-AES256-GCM-SHA384",
+    CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-RSA-CHACHA20-POLY1305",
+    CipherSuite.TLS_PSK_WITH_AES_128_GCM_SHA256: "PSK-AES128-GCM-SHA256",
+    CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-PSK-CHACHA20-POLY1305",
+    # OpenSSL calls the DTLS 1.3 suites by their IANA names.
+    CipherSuite.TLS_AES_128_GCM_SHA256: "TLS_AES_128_GCM_SHA256",
+    CipherSuite.TLS_AES_256_GCM_SHA384: "TLS_AES_256_GCM_SHA384",
+    CipherSuite.TLS_CHACHA20_POLY1305_SHA256: "TLS_CHACHA20_POLY1305_SHA256",
+}
+"""OpenSSL's names for our suites (``openssl ciphers -V``)."""
 
 
 def suite_by_name(name: str) -> CipherSuite:
-    """Look a suite up by IANA name (``TLS_...``); raises KeyError when unknown."""
-    return CipherSuite[name]
+    """Look a suite up by IANA name (``TLS_...``) or OpenSSL name (``ECDHE-...``).
+
+    Case does not matter.  Raises KeyError when unknown.
+    """
+    wanted = name.strip().upper()
+    for suite in CipherSuite:
+        if wanted in (suite.name, OPENSSL_SUITE_NAMES[suite]):
+            return suite
+    raise KeyError(name)
 
 
 class NamedGroup(IntEnum):
@@ -149,6 +174,22 @@ class NamedGroup(IntEnum):
     secp256r1 = 23
     secp384r1 = 24
     x25519 = 29
+
+
+GROUP_ALIASES: dict[str, NamedGroup] = {
+    "x25519": NamedGroup.x25519,
+    "secp256r1": NamedGroup.secp256r1,
+    "p-256": NamedGroup.secp256r1,
+    "prime256v1": NamedGroup.secp256r1,
+    "secp384r1": NamedGroup.secp384r1,
+    "p-384": NamedGroup.secp384r1,
+}
+"""Names a group goes by (IANA, NIST, OpenSSL), lower case."""
+
+
+def group_by_name(name: str) -> NamedGroup:
+    """``X25519``, ``P-256``, ``secp256r1``, ``prime256v1``...; raises KeyError when unknown."""
+    return GROUP_ALIASES[name.strip().lower()]
 
 
 class SignatureScheme(IntEnum):

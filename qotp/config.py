@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
+from qotp.congestion import CONGESTION_CONTROLLERS, CongestionControllerFactory
 from qotp.envelope import DEFAULT_MTU
 
-__all__ = ["QotpConfiguration"]
+__all__ = ["QotpConfiguration", "ZeroRttPolicy"]
 
 MIB = 1024 * 1024
+
+
+class ZeroRttPolicy(Enum):
+    """What a responder does with the data in a 0-RTT first packet (InitCryptoSnd).
+
+    Anyone who knows our public key can make such a packet, from any source
+    address, and a recorded one opens again for as long as our identity key
+    lives; so what it carries proves nothing until the initiator answers our
+    reply.  See SPEC.md section 10.12.
+    """
+
+    DEFER = "defer"
+    """Keep the data (acknowledged, at most one packet) until the initiator's first
+    Data packet proves it holds its key and receives at its address; then the
+    connection appears and the data is delivered.  A replayed first packet can
+    never get that far, so it delivers nothing.  Costs the server application one
+    round trip compared with TLS early data."""
+    ACCEPT = "accept"
+    """Deliver the data at once, as TLS 1.3 early data: the connection appears on
+    the first packet, the data is marked replayable (``Connection.early_data``),
+    a strike register refuses the same first packet again within its window
+    (``qotp.replay.StrikeRegister``), and until the initiator's first Data packet
+    the replies are held to three times the bytes received.  For idempotent
+    requests only."""
+    REFUSE = "refuse"
+    """Do not take the data: it is not acknowledged, so the initiator sends it
+    again as ordinary data once the handshake completed (after its retransmission
+    timeout).  The handshake itself goes on as with DEFER."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,8 +54,12 @@ class QotpConfiguration:
     """Buffered received bytes per connection; free space is advertised (Go: rcvBufferCapacity)."""
     idle_timeout_ns: int = 30_000_000_000
     """A connection that hears nothing for this long ends (Go: ReadDeadLine, 30 s)."""
-    congestion_control: str = "bbr"
-    """``"bbr"`` (default) or ``"newreno"``."""
+    congestion_control: str | CongestionControllerFactory = "bbr"
+    """``"bbr"`` (default), ``"newreno"``, or a class (factory) making a controller.
+
+    A class is called as ``cls(rtt, max_datagram_bytes=mtu)`` once per
+    connection and must implement :class:`qotp.congestion.CongestionController`
+    (see :mod:`qotp.congestion.base` for the calling contract)."""
     max_datagrams_per_call: int = 64
     """Upper bound on datagrams one ``datagrams_to_send`` call returns per connection."""
     max_connections: int = 100_000
@@ -69,6 +103,14 @@ class QotpConfiguration:
     held to about 480 new streams per second. At most about 512 KiB per
     connection."""
 
+    zero_rtt: ZeroRttPolicy = ZeroRttPolicy.DEFER
+    """What a responder does with 0-RTT data (see :class:`ZeroRttPolicy`)."""
+    max_pending_handshakes: int = 16_384
+    """Handshakes in progress a responder keeps at most (``qotp.handshakes``); the
+    oldest goes first.  Each costs about 0.5 KB (up to 1.9 KB with 0-RTT data)."""
+    max_pending_handshake_bytes: int = 16 * MIB
+    """Bytes the handshakes in progress may hold at most, 0-RTT data included."""
+
     def __post_init__(self) -> None:
         if not 128 <= self.mtu <= 65_507:
             raise ValueError(f"mtu {self.mtu} out of range 128..65507")
@@ -76,7 +118,16 @@ class QotpConfiguration:
             raise ValueError("buffer sizes must be positive")
         if self.idle_timeout_ns <= 0:
             raise ValueError("idle_timeout_ns must be positive")
+        if self.max_pending_handshakes <= 0 or self.max_pending_handshake_bytes <= 0:
+            raise ValueError("handshake table limits must be positive")
         if self.max_streams <= 0 or self.max_stream_tombstones <= 0:
             raise ValueError("max_streams and max_stream_tombstones must be positive")
-        if self.congestion_control not in ("bbr", "newreno"):
-            raise ValueError(f"unknown congestion control {self.congestion_control!r}")
+        if isinstance(self.congestion_control, str):
+            if self.congestion_control not in CONGESTION_CONTROLLERS:
+                names = ", ".join(sorted(CONGESTION_CONTROLLERS))
+                raise ValueError(
+                    f"unknown congestion control {self.congestion_control!r}: one of {names}, "
+                    "or a controller class"
+                )
+        elif not callable(self.congestion_control):
+            raise ValueError("congestion_control is a name or a controller class")

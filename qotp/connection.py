@@ -57,7 +57,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from qotp.config import QotpConfiguration
-from qotp.errors import DecodeError, DecryptError, LocalProtocolError, RemoteProtocolError
+from qotp.congestion import Pacer
+from qotp.congestion.ack_starvation import AckStarvation
+from qotp.errors import (
+    DecodeError,
+    DecryptError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplayedPacketError,
+)
 from qotp.events import (
     ConnectionEstablished,
     ConnectionTerminated,
@@ -66,9 +74,11 @@ from qotp.events import (
     StreamClosed,
     StreamDataAvailable,
     StreamOpened,
+    StreamSendFinished,
     StreamWritable,
     TerminationReason,
 )
+from qotp.path import PATH_PROBE_STREAM_ID, PathValidator
 from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
 from qotp.protection import Address, Protection
 from qotp.recovery import PacketRecovery, RetryLimitExceeded
@@ -76,7 +86,7 @@ from qotp.recv import STREAM_TOMBSTONE_LIFETIME_NS, InsertResult, ReceiveBuffer
 from qotp.send import SendBuffer
 from qotp.stream import StreamState, StreamTable
 
-__all__ = ["Connection", "ConnectionStatistics"]
+__all__ = ["Connection", "ConnectionStatistics", "EarlyData"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +98,23 @@ _BUFFER_FULL = InsertResult.BUFFER_FULL
 _REFUSED = InsertResult.REFUSED
 _WRITABLE_LOW_WATER_BYTES = 256 * 1024
 """StreamWritable is reported when free send-buffer space climbs back past this."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EarlyData:
+    """Stream bytes that arrived as 0-RTT data, in the initiator's first packet.
+
+    ``replayable`` is True when they were delivered before the initiator proved
+    anything (ZeroRttPolicy.ACCEPT): a recorded first packet replayed after the
+    strike register's window would deliver them again, as TLS 1.3 early data can
+    be.  Under ZeroRttPolicy.DEFER (the default) they were held until the
+    initiator completed the handshake, which a replay cannot do: False.
+    """
+
+    stream_id: int
+    offset: int
+    length: int
+    replayable: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,10 +134,17 @@ class ConnectionStatistics:
     retransmitted_packets: int
     retransmitted_bytes: int
     dropped_datagrams: int
+    replayed_datagrams: int
+    """Of the dropped: authentic copies of packets already accepted (duplicates, replays)."""
     refused_stream_packets: int
     """Packets that would have opened a stream beyond the limits; not acknowledged."""
     open_streams: int
     peer_receive_window: int
+    ack_starvation_episodes: int = 0
+    """Times the peer was found pacing its ACKs to 10 ms (no RTT sample on its side);
+    sending then follows :mod:`qotp.congestion.ack_starvation` until it stops."""
+    ack_starvation_holes: int = 0
+    """Holes its receive window reported meanwhile (each resent a span of packets)."""
 
 
 class Connection:
@@ -124,12 +158,17 @@ class Connection:
         is_initiator: bool,
         now: int,
         configuration: QotpConfiguration | None = None,
+        address_validated: bool = True,
     ) -> None:
+        """``address_validated=False``: the handshake did not prove that ``address``
+        reaches the peer (0-RTT under ZeroRttPolicy.ACCEPT); replies to it are held to
+        three times the bytes received until it is proven (:mod:`qotp.path`)."""
         config = configuration or QotpConfiguration()
         self.configuration = config
         self.protection = protection
         self.connection_id = protection.connection_id
-        self.address = address
+        self.path = PathValidator(address, validated=address_validated)
+        """The peer's address and the validation of a new one (qotp.path)."""
         self.is_initiator = is_initiator
         self.send_buffer = SendBuffer(config.send_buffer_bytes)
         self.recovery = PacketRecovery(
@@ -139,13 +178,28 @@ class Connection:
         )
         self.rtt = self.recovery.rtt
         self.congestion = self.recovery.congestion
+        self.ack_starvation = AckStarvation(max_datagram_bytes=config.mtu)
+        #: When the protection's first handshake datagram left, and how many left before
+        #: the reply: one, answered, is an RTT sample (the reference's initiator has one
+        #: from its InitSnd, which it counts as a packet the InitRcv acknowledges).
+        self._hello_sent_ns = -1
+        self._hello_sends = 0
         self.receive_buffer = ReceiveBuffer(config.receive_buffer_bytes)
         self.streams = StreamTable()
         self._events: deque[Event] = deque()
+        self._reported_address = address
         self._established = False
+        #: The protection's handshake is complete (after which no payload is 0-RTT data).
+        self._handshake_confirmed = False
+        #: Established, handshake confirmed, path validated and nothing to probe: a
+        #: packet from the peer's address takes the short path.
+        self._settled = False
+        self.early_data: list[EarlyData] = []
+        """Stream bytes that arrived as 0-RTT data (see :class:`EarlyData`)."""
         self._sent_new_before_handshake = False
         self._closing = False
         self._terminated = False
+        self._farewell_pending = False
         self._last_receive_ns = now
         self._pacing_deadline: int | None = None
         self._max_streams = config.max_streams
@@ -155,10 +209,19 @@ class Connection:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.dropped_datagrams = 0
+        self.replayed_datagrams = 0
+        self.last_drop_reason = ""
+        """Why the latest dropped datagram was dropped (the endpoint counts by it)."""
+        """Authentic copies of packets already accepted (network duplicates or replays)."""
         self.refused_stream_packets = 0
         """Packets refused because they would open a stream beyond the limits."""
 
     # -- state ----------------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        """Where replies go: the peer's latest *validated* address (qotp.path)."""
+        return self.path.address
 
     @property
     def is_established(self) -> bool:
@@ -188,9 +251,12 @@ class Connection:
             retransmitted_packets=recovery.retransmitted_packets,
             retransmitted_bytes=recovery.retransmitted_bytes,
             dropped_datagrams=self.dropped_datagrams,
+            replayed_datagrams=self.replayed_datagrams,
             refused_stream_packets=self.refused_stream_packets,
             open_streams=len(self.streams),
             peer_receive_window=self.send_buffer.peer_window,
+            ack_starvation_episodes=self.ack_starvation.episodes,
+            ack_starvation_holes=self.ack_starvation.holes,
         )
 
     def next_event(self) -> Event | None:
@@ -263,6 +329,20 @@ class Connection:
         self._check_open()
         self.send_buffer.queue_ping(stream_id)
 
+    def move_to(self, address: Address, *, now: int) -> None:
+        """Send to the peer at ``address`` from now on: our own decision, not the peer's.
+
+        For an address the application learned out of band (a hole punched to a
+        peer reached through a relay).  Reported as :class:`PeerAddressChanged`;
+        a PING goes out at once, so that the peer sees the new path.
+        """
+        self._check_open()
+        if address == self.path.address:
+            return
+        self.path.move(address)
+        self.send_buffer.queue_ping(PATH_PROBE_STREAM_ID)
+        self._on_path_validated(address)
+
     def read(self, stream_id: int, max_bytes: int = -1, *, now: int) -> bytes:
         """Take up to ``max_bytes`` received in-order bytes of the stream (b"" if none).
 
@@ -314,41 +394,117 @@ class Connection:
             raw = self.protection.open(data, now)
         except (DecodeError, DecryptError) as error:
             self.dropped_datagrams += 1
+            if isinstance(error, ReplayedPacketError):
+                self.replayed_datagrams += 1
+                self.last_drop_reason = "replayed"
+            else:
+                self.last_drop_reason = "unauthenticated"
             logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
             return
         if raw is None:
-            self._on_handshake_datagram()
+            self._on_handshake_datagram(now)
             return
-        # Authenticated from here on.
+        # Authenticated (and not a replay) from here on.
         self._last_receive_ns = now
         self.datagrams_received += 1
-        if address != self.address:
-            old, self.address = self.address, address
-            self._events.append(
-                PeerAddressChanged(
-                    connection_id=self.connection_id, old_address=old, new_address=address
-                )
-            )
+        if self._settled and address == self.path.address:
+            # The per-packet path: handshake done, path validated, nothing to probe.
+            try:
+                payload = decode_payload(raw)
+            except DecodeError as error:
+                self.dropped_datagrams += 1
+                self.last_drop_reason = "undecodable payload"
+                logger.debug("connection %016x: undecodable payload: %s", self.connection_id, error)
+                return
+            try:
+                self._process_payload(payload, now)
+            except RemoteProtocolError as error:
+                self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
+            return
+        self._receive_unsettled(raw, data, address, now)
+
+    def _receive_unsettled(self, raw: bytes, data: bytes, address: Address, now: int) -> None:
+        """An authentic payload while the handshake or the peer's address is not settled."""
+        path = self.path
+        if address != path.address:
+            # Replies move only once the address proves it reaches the peer (qotp.path).
+            path.on_authenticated_packet(address, len(data))
+        elif not path.validated:
+            path.on_packet_from_unvalidated_address(len(data), self.protection.handshake_complete)
         if not self._established and (self.protection.handshake_complete or not self.is_initiator):
             # The responder holds the final keys from the first authenticated packet
             # on; the initiator once the reply opened.
-            self._on_established()
+            self._on_established(now)
+            early = self.protection.take_early_payload()
+            if early is not None:
+                self._receive_early_payload(early.payload, early.replayable, now)
+                if self._terminated:
+                    return
         try:
             payload = decode_payload(raw)
         except DecodeError as error:
             self.dropped_datagrams += 1
+            self.last_drop_reason = "undecodable payload"
             logger.debug("connection %016x: undecodable payload: %s", self.connection_id, error)
             return
+        if not self._handshake_confirmed:
+            if self.protection.handshake_complete:
+                self._handshake_confirmed = True
+            elif self.protection.early_data_replayable:
+                self._note_early_data(payload, replayable=True)
+        if path.has_candidates:
+            ack = payload.ack
+            if ack is not None and path.on_ack(ack[0], ack[1], ack[2], address):
+                self._on_path_validated(address)
+        self._settled = self._established and self._handshake_confirmed and not path.has_candidates
         try:
             self._process_payload(payload, now)
         except RemoteProtocolError as error:
             self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
 
-    def _on_handshake_datagram(self) -> None:
+    def _receive_early_payload(self, raw: bytes, replayable: bool, now: int) -> None:
+        """0-RTT data a completed handshake held back: processed before the packet at hand."""
+        try:
+            payload = decode_payload(raw)
+        except DecodeError as error:  # checked when it arrived; kept for safety
+            self.dropped_datagrams += 1
+            self.last_drop_reason = "undecodable payload"
+            logger.debug(
+                "connection %016x: undecodable 0-RTT payload: %s", self.connection_id, error
+            )
+            return
+        self._note_early_data(payload, replayable=replayable)
+        try:
+            self._process_payload(payload, now)
+        except RemoteProtocolError as error:
+            self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
+
+    def _note_early_data(self, payload: Payload, *, replayable: bool) -> None:
+        if payload.kind is _DATA and payload.data:
+            self.early_data.append(
+                EarlyData(
+                    stream_id=payload.stream_id,
+                    offset=payload.stream_offset,
+                    length=len(payload.data),
+                    replayable=replayable,
+                )
+            )
+
+    def _on_path_validated(self, address: Address) -> None:
+        old = self._reported_address
+        self._reported_address = address
+        logger.debug("connection %016x: replies move to %s", self.connection_id, address)
+        self._events.append(
+            PeerAddressChanged(
+                connection_id=self.connection_id, old_address=old, new_address=address
+            )
+        )
+
+    def _on_handshake_datagram(self, now: int) -> None:
         """The protection took a datagram for itself: no payload, no proof of the peer's address."""
         protection = self.protection
         if not self._established and protection.handshake_complete:
-            self._on_established()
+            self._on_established(now)
         if protection.failure is not None:
             self._on_protection_failure(protection.failure)
 
@@ -360,8 +516,11 @@ class Connection:
         else:
             self._terminate(TerminationReason.PROTOCOL_VIOLATION, failure, error=True)
 
-    def _on_established(self) -> None:
+    def _on_established(self, now: int) -> None:
         self._established = True
+        if self.is_initiator and self._hello_sends == 1 and self._hello_sent_ns >= 0:
+            # One hello, answered: its round trip is an RTT sample (Karn: not after repeats).
+            self.rtt.update(now - self._hello_sent_ns, now)
         self._events.append(
             ConnectionEstablished(
                 connection_id=self.connection_id,
@@ -375,6 +534,23 @@ class Connection:
         ack = payload.ack
         if ack is not None:
             self._on_ack(ack, now)
+        starvation = self.ack_starvation
+        recovery = self.recovery
+        had_hole = starvation.hole
+        span = starvation.on_peer_datagram(
+            now,
+            carries_data=payload.kind is not _ACK_ONLY,
+            window=None if ack is None else ack[3],
+            waiting_packets=len(recovery.in_flight),
+            min_rtt_ns=self.rtt.min_rtt_ns,
+            resends_pending=recovery.suspects_pending,
+        )
+        if starvation.active is not recovery.estimates_frozen:
+            self._on_starvation_change()
+        if span is not None:
+            recovery.suspect_sent_between(span.start_ns, span.end_ns)
+        elif had_hole and not starvation.hole:
+            recovery.clear_suspects()
         if payload.kind is _ACK_ONLY:
             return
         stream_id = payload.stream_id
@@ -425,6 +601,28 @@ class Connection:
         if state.recv_close_offset is not None:
             self._maybe_finish_receive(stream_id, now)
 
+    def _on_starvation_change(self) -> None:
+        """The peer started or stopped pacing its ACKs to 10 ms (see ack_starvation).
+
+        While it does, its ACKs measure its own queue, not the path: the RTT
+        estimator and the congestion controller stop listening, and sending follows
+        the starvation pacer. Afterwards the controller's pacer forgets the debt
+        those sends ran up on it, and its estimates start again from where they were.
+        """
+        active = self.ack_starvation.active
+        self.recovery.estimates_frozen = active
+        if active:
+            logger.debug(
+                "connection %016x: the peer paces its ACKs to 10 ms; sending at %d B/s",
+                self.connection_id,
+                self.ack_starvation.rate_bytes_per_s,
+            )
+            return
+        logger.debug("connection %016x: the peer's ACKs come faster again", self.connection_id)
+        pacer = getattr(self.congestion, "pacer", None)
+        if isinstance(pacer, Pacer):
+            pacer.reset()
+
     def _may_open_peer_stream(self, now: int) -> bool:
         """Whether the peer may open one more stream now (see the module docstring)."""
         return (
@@ -444,6 +642,9 @@ class Connection:
                 state = self.streams.get(stream_id)
                 if state is not None:
                     state.on_send_finished()
+                    self._events.append(
+                        StreamSendFinished(connection_id=self.connection_id, stream_id=stream_id)
+                    )
                     self._sweep_stream(stream_id, now)
 
     def _maybe_finish_receive(self, stream_id: int, now: int) -> None:
@@ -473,29 +674,51 @@ class Connection:
 
     # -- sending --------------------------------------------------------------
 
-    def datagrams_to_send(self, now: int) -> list[bytes]:
-        """Everything that may leave now: handshake, retransmissions, data, ACKs."""
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Address]]:
+        """Everything that may leave now, with its destination.
+
+        Handshake, retransmissions, data and ACKs go to the peer's address; path
+        probes to the addresses being validated.
+        """
         if self._terminated:
-            return []
+            return self._farewell_datagrams(now)
         self.recovery.flush_ack_event()
         protection = self.protection
-        datagrams: list[bytes] = []
+        datagrams: list[tuple[bytes, Address]] = []
         if protection.can_carry_payload:
+            if self.path.has_candidates:
+                self._path_probes(now, datagrams)
             self._transport_datagrams(now, datagrams)
         # The protection's own datagrams go last: a 0-RTT hello is only needed
         # when the transport had nothing to put in the first packet.
         if not self._terminated:
             own = protection.datagrams_to_send(now)
             if own:
-                datagrams.extend(own)
+                address = self.path.address
+                datagrams.extend((datagram, address) for datagram in own)
                 if not protection.handshake_complete:
                     # The protection's hello is the one packet allowed before the reply.
                     self._sent_new_before_handshake = True
+                    self._hello_sends += 1
+                    if self._hello_sent_ns < 0:
+                        self._hello_sent_ns = now
             if protection.failure is not None:
                 self._on_protection_failure(protection.failure)
         return datagrams
 
-    def _transport_datagrams(self, now: int, datagrams: list[bytes]) -> None:
+    def _path_probes(self, now: int, datagrams: list[tuple[bytes, Address]]) -> None:
+        """PINGs carrying a challenge to addresses that must prove themselves (qotp.path)."""
+        protection = self.protection
+        mtu = self.configuration.mtu
+        overhead = mtu - protection.payload_budget(mtu)
+        rto = self.rtt.base_rto_ns()
+        payload_bytes = len(encode_payload(Payload(_PING, PATH_PROBE_STREAM_ID, 1 << 40)))
+        for address, challenge in self.path.due_probes(now, rto, overhead + payload_bytes):
+            payload = encode_payload(Payload(_PING, PATH_PROBE_STREAM_ID, challenge))
+            datagrams.append((protection.seal(payload, now), address))
+            self.datagrams_sent += 1
+
+    def _transport_datagrams(self, now: int, datagrams: list[tuple[bytes, Address]]) -> None:
         # The per-packet path (~40 000 times a second): locals instead of attribute
         # look-ups, payload tuples built without their keyword-checking constructors.
         protection = self.protection
@@ -505,12 +728,23 @@ class Connection:
         send = self.send_buffer
         recovery = self.recovery
         in_flight = recovery.in_flight
+        next_retransmission = recovery.next_retransmission
+        next_new_packet = send.next_new_packet
+        on_packet_sent = recovery.on_packet_sent
         receive = self.receive_buffer
         congestion = self.congestion
         seal = protection.seal
         rto = self.rtt.base_rto_ns()
         budget = protection.payload_budget(mtu)
         handshake_complete = protection.handshake_complete
+        path = self.path
+        address = path.address
+        first = len(datagrams)
+        if not path.validated:
+            # An unproven address gets three times what came from it (qotp.path).
+            limit = min(limit, path.send_allowance(mtu))
+        starvation = self.ack_starvation
+        starved = starvation.active
         self._pacing_deadline = None
         data_allowed = True
         sent = 0
@@ -518,7 +752,11 @@ class Connection:
             ack = receive.pop_ack()
             packet = None
             if data_allowed:
-                send_time = congestion.next_send_time(now, mtu)
+                send_time = (
+                    starvation.next_send_time(now, mtu)
+                    if starved
+                    else congestion.next_send_time(now, mtu)
+                )
                 if send_time > now:
                     self._pacing_deadline = send_time
                     data_allowed = False
@@ -526,27 +764,21 @@ class Connection:
                     # A full window still lets due retransmissions out: they replace
                     # packets that are lost, and waiting for an ACK that cannot come
                     # would deadlock.
-                    allow_new = (
-                        handshake_complete or not self._sent_new_before_handshake
-                    ) and congestion.can_send(recovery.datagram_bytes_in_flight, mtu)
+                    # A peer pacing its ACKs cannot clock a congestion window; only its
+                    # receive window limits then, as for the reference's own sender.
+                    allow_new = (handshake_complete or not self._sent_new_before_handshake) and (
+                        starved or congestion.can_send(recovery.datagram_bytes_in_flight, mtu)
+                    )
                     ack_offset = None if ack is None else ack[1]
                     try:
-                        packet = recovery.next_retransmission(
-                            now, budget=budget, rto_ns=rto, ack_offset=ack_offset
-                        )
+                        packet = next_retransmission(now, budget, rto, ack_offset)
                     except RetryLimitExceeded as error:
                         if self._give_up_on(error, now):
                             continue
                         self._terminate(TerminationReason.RETRY_LIMIT, str(error), error=True)
                         return
                     if packet is None and allow_new:
-                        packet = send.next_new_packet(
-                            now,
-                            budget=budget,
-                            rto_ns=rto,
-                            ack_offset=ack_offset,
-                            in_flight=in_flight,
-                        )
+                        packet = next_new_packet(now, budget, rto, ack_offset, in_flight)
                     if packet is None:
                         data_allowed = False
                         if allow_new and not send.has_new_work():
@@ -558,11 +790,14 @@ class Connection:
             )
             if packet is None:
                 datagrams.append(
-                    seal(
-                        encode_payload(
-                            _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
+                    (
+                        seal(
+                            encode_payload(
+                                _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
+                            ),
+                            now,
                         ),
-                        now,
+                        address,
                     )
                 )
                 sent += 1
@@ -577,14 +812,19 @@ class Connection:
                 ),
                 now,
             )
-            datagrams.append(datagram)
+            datagrams.append((datagram, address))
             sent += 1
             if attempt == 1:
                 self.bytes_sent += len(data)
             if not handshake_complete:
                 self._sent_new_before_handshake = True
-            recovery.on_packet_sent(packet, len(datagram), now)
+            on_packet_sent(packet, len(datagram), now)
+            if starved:
+                starvation.on_sent(now, len(datagram))
         self.datagrams_sent += sent
+        if not path.validated:
+            for datagram, _address in datagrams[first:]:
+                path.on_sent_to_unvalidated_address(len(datagram))
 
     def _give_up_on(self, error: RetryLimitExceeded, now: int) -> bool:
         """A bare CLOSE the peer never acknowledges ends its stream, not the connection.
@@ -601,6 +841,9 @@ class Connection:
         state = self.streams.get(stream_id)
         if state is not None:
             state.on_send_finished()
+            self._events.append(
+                StreamSendFinished(connection_id=self.connection_id, stream_id=stream_id)
+            )
             self._sweep_stream(stream_id, now)
         return True
 
@@ -616,6 +859,9 @@ class Connection:
         if protection_timer is not None and protection_timer < deadline:
             deadline = protection_timer
         if self.protection.can_carry_payload:
+            probe_deadline = self.path.next_deadline()
+            if probe_deadline is not None and probe_deadline < deadline:
+                deadline = probe_deadline
             rto = self.rtt.base_rto_ns()
             retransmit = self.recovery.next_deadline(rto)
             if not self.recovery.in_flight:
@@ -654,14 +900,40 @@ class Connection:
             bool(self.receive_buffer.pending_acks)
             or self.send_buffer.has_new_work()
             or self.protection.datagrams_pending
+            or self.path.probe_pending
         )
 
     # -- ending ---------------------------------------------------------------
+
+    @property
+    def has_farewell(self) -> bool:
+        """Whether the ended connection still owes the peer its last ACKs (see below)."""
+        return self._farewell_pending and bool(self.receive_buffer.pending_acks)
+
+    def _farewell_datagrams(self, now: int) -> list[tuple[bytes, Address]]:
+        """ACK-only datagrams for what arrived last, once, after the connection ended well.
+
+        The packet that ends a connection normally is often the peer's CLOSE: it
+        must still be acknowledged, or the peer resends it until its retry limit
+        and reports a failure where both sides closed cleanly.
+        """
+        if not self._farewell_pending:
+            return []
+        self._farewell_pending = False
+        receive = self.receive_buffer
+        address = self.path.address
+        datagrams = []
+        while (ack := receive.pop_ack()) is not None:
+            wire_ack = _tuple_new(Ack, (ack[0], ack[1], ack[2], receive.window))
+            payload = _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
+            datagrams.append((self.protection.seal(encode_payload(payload), now), address))
+        return datagrams
 
     def _terminate(self, reason: TerminationReason, detail: str, *, error: bool) -> None:
         if self._terminated:
             return
         self._terminated = True
+        self._farewell_pending = not error
         logger.debug("connection %016x terminated: %s %s", self.connection_id, reason.value, detail)
         self._events.append(
             ConnectionTerminated(

@@ -56,7 +56,7 @@ from dtls.endpoint import check_client_hello, starts_with_initial_hello
 from dtls.events import ConnectionTerminated, HandshakeCompleted, PeerClosedWrite
 from dtls.records13 import is_unified_header
 from qotp.errors import DecodeError, DecryptError, LocalProtocolError
-from qotp.protection import Address, Protection
+from qotp.protection import Address, EarlyPayload, FirstPacket, Protection
 
 __all__ = [
     "MAX_RECORD_PLAINTEXT_BYTES",
@@ -160,6 +160,20 @@ class DtlsProtection:
     def closed_by_peer(self) -> bool:
         """The peer sent close_notify before anything else went wrong."""
         return self._closed_by_peer
+
+    @property
+    def proven_address(self) -> Address:
+        """The address dialed, or the one the client echoed our cookie from."""
+        return self._address
+
+    @property
+    def early_data_replayable(self) -> bool:
+        """Always False: DTLS 1.2 has no early data."""
+        return False
+
+    def take_early_payload(self) -> EarlyPayload | None:
+        """Always None: DTLS 1.2 has no early data."""
+        return None
 
     @property
     def peer_identity(self) -> bytes | None:
@@ -339,6 +353,12 @@ class DtlsCryptoLayer:
             return None
         return protection.connection_id
 
+    def classify(self, datagram: bytes, connection_id: int | None, now: int) -> FirstPacket:
+        """Handshake records may start or continue an association (cheaply: cookies)."""
+        if datagram and datagram[0] == _HANDSHAKE:
+            return FirstPacket.CONTINUATION
+        return FirstPacket.NONE
+
     def accept(self, datagram: bytes, address: Address, now: int) -> DtlsProtection | None:
         """A server connection for a ClientHello with a valid cookie; otherwise None.
 
@@ -349,7 +369,8 @@ class DtlsCryptoLayer:
             return None
         existing = self._by_address.get(address)
         if existing is not None and existing.dtls.is_client:
-            return None  # we dialed that address: its datagrams are not new clients
+            # We dialed that address: its datagrams are not new clients.
+            raise DecodeError("a handshake record from a server we dialed, for no association")
         check = check_client_hello(
             datagram,
             address,
@@ -365,10 +386,10 @@ class DtlsCryptoLayer:
             self.hello_verify_requests_sent += 1
             return None
         if check.hello is None:
-            return None
+            raise DecodeError("not a ClientHello that could start an association")
         connection_id = connection_id_from_random(check.hello.random)
         if connection_id in self._by_id:
-            return None
+            raise DecodeError("a ClientHello repeating a live association's random")
         if self.connection_id_bytes:
             config = dataclasses.replace(config, connection_id=self._fresh_cid())
         dtls = DTLSConnection(

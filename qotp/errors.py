@@ -16,7 +16,10 @@ __all__ = [
     "LocalProtocolError",
     "QotpError",
     "RemoteProtocolError",
+    "EarlyDataError",
+    "ReplayedPacketError",
     "SequenceSpaceExhausted",
+    "ZeroRttReplayError",
 ]
 
 
@@ -45,3 +48,22 @@ class DecodeError(RemoteProtocolError):
 
 class DecryptError(RemoteProtocolError):
     """A packet failed authentication (wrong key, epoch, direction, or tampered)."""
+
+
+class ReplayedPacketError(DecryptError):
+    """An authentic packet whose sequence number was already accepted (or is too old).
+
+    A network duplicate or a deliberate replay: dropped before it changes anything.
+    """
+
+
+class ZeroRttReplayError(ReplayedPacketError):
+    """A 0-RTT first packet whose initiator key the strike register has seen before."""
+
+    drop_reason = "0-RTT replay"
+
+
+class EarlyDataError(DecodeError):
+    """A 0-RTT first packet that authenticates but carries no valid transport payload."""
+
+    drop_reason = "bad 0-RTT payload"

@@ -23,6 +23,7 @@ __all__ = [
     "StreamClosed",
     "StreamDataAvailable",
     "StreamOpened",
+    "StreamSendFinished",
     "StreamWritable",
     "TerminationReason",
 ]
@@ -56,7 +57,13 @@ class TerminationReason(Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionEstablished:
-    """The handshake completed (initiator: reply received; responder: first packet accepted)."""
+    """The connection exists for the application.
+
+    Initiator: the responder's reply opened.  Responder: the initiator's first
+    Data packet proved that it holds its key and receives at its address (with
+    ``ZeroRttPolicy.ACCEPT``: its 0-RTT first packet, unproven; see
+    ``Connection.early_data``).  Nothing is reported for a first packet alone.
+    """
 
     connection_id: int
     address: Address
@@ -88,6 +95,16 @@ class StreamWritable:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSendFinished:
+    """Our direction of the stream is finished: the peer acknowledged its CLOSE and
+    every byte before it (or, with a reference peer that removed the stream, we gave
+    up waiting for that ACK)."""
+
+    connection_id: int
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamClosed:
     """Both directions of the stream are finished and its state was removed."""
 
@@ -97,7 +114,8 @@ class StreamClosed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerAddressChanged:
-    """An authenticated packet came from a new address; replies now go there."""
+    """Replies move to a new address of the peer: it sent authentic packets from there
+    and proved that it receives there (it answered a probe; see :mod:`qotp.path`)."""
 
     connection_id: int
     old_address: Address
@@ -121,6 +139,7 @@ Event = (
     | StreamOpened
     | StreamDataAvailable
     | StreamWritable
+    | StreamSendFinished
     | StreamClosed
     | PeerAddressChanged
     | ConnectionTerminated

@@ -12,10 +12,12 @@ import os
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
+from nacl.exceptions import RuntimeError as NaclRuntimeError
 
 from qotp.errors import DecryptError, LocalProtocolError
 
-__all__ = ["KEY_SIZE", "KeyPair", "public_key_from_hex"]
+__all__ = ["KEY_SIZE", "KeyPair", "public_key_from_hex", "x25519", "x25519_public_key"]
 
 KEY_SIZE = 32
 
@@ -102,3 +104,23 @@ def _decode_hex_key(text: str) -> bytes:
 def public_key_from_hex(text: str) -> bytes:
     """A peer's 32-byte public key from hex (``0x`` prefix allowed)."""
     return _decode_hex_key(text)
+
+
+def x25519_public_key(private_bytes: bytes) -> bytes:
+    """The X25519 public key of 32 private bytes (libsodium: about half the cost of
+    building a :class:`KeyPair`, for the responder's per-handshake key)."""
+    return bytes(crypto_scalarmult_base(private_bytes))
+
+
+def x25519(private_bytes: bytes, peer_public_key: bytes) -> bytes:
+    """Raw X25519 of a private key with a peer's public key (no key object is built).
+
+    A peer key of the wrong size or of low order (all-zero result) raises
+    :class:`DecryptError`, since it comes from the network.
+    """
+    if len(peer_public_key) != KEY_SIZE:
+        raise DecryptError(f"peer public key must be {KEY_SIZE} bytes")
+    try:
+        return bytes(crypto_scalarmult(private_bytes, bytes(peer_public_key)))
+    except NaclRuntimeError as error:  # libsodium refuses an all-zero result
+        raise DecryptError("peer public key gives an all-zero X25519 result") from error

@@ -24,12 +24,42 @@ Two roles:
 
 from __future__ import annotations
 
-from typing import Protocol
+from enum import Enum
+from typing import NamedTuple, Protocol
 
-__all__ = ["Address", "CryptoLayer", "Protection"]
+__all__ = ["Address", "CryptoLayer", "EarlyPayload", "FirstPacket", "Protection"]
 
 Address = tuple[str, int]
 """A UDP address as the socket layer reports it: (host, port)."""
+
+
+class EarlyPayload(NamedTuple):
+    """A transport payload that arrived as 0-RTT data, before the handshake completed."""
+
+    payload: bytes
+    replayable: bool
+    """Whether a replay of an old first packet could have produced it (it was taken
+    before the initiator proved anything); False when the handshake completed first."""
+
+
+class FirstPacket(Enum):
+    """What a datagram for no connection asks of the crypto layer, cheapest first.
+
+    Under a flood of first packets the endpoint sheds :attr:`NEW_HANDSHAKE` ones
+    first: they cost public-key work and prove nothing yet.
+    """
+
+    NONE = "none"
+    """Starts nothing and continues nothing: dropped as for an unknown connection."""
+    CONTINUATION = "continuation"
+    """Continues a handshake in progress, or is answered without state: cheap."""
+    NEW_HANDSHAKE_KNOWN_PEER = "new handshake, known peer"
+    """Would start a handshake, for a peer identity that completed one recently: likelier
+    legitimate than a never-seen key, so shed after repeated first packets but before
+    :attr:`NEW_HANDSHAKE` (the identity travels in clear, so this is a preference, not
+    a proof)."""
+    NEW_HANDSHAKE = "new handshake"
+    """Would start a handshake (public-key work)."""
 
 
 class Protection(Protocol):
@@ -81,6 +111,27 @@ class Protection(Protocol):
         QOTP: its X25519 identity public key.  DTLS: the DER SubjectPublicKeyInfo
         of its certificate (None for PSK or a client without certificate).
         """
+        ...
+
+    @property
+    def proven_address(self) -> Address | None:
+        """Where the handshake proved that the peer receives: the connection starts there.
+
+        A responder's reply went there and was answered (QOTP: the initiator's
+        first Data packet; DTLS: the echoed cookie), or we dialed it.  None for a
+        connection made on an unproven first packet (0-RTT under
+        ZeroRttPolicy.ACCEPT): it starts at the packet's source, with replies held
+        to three times the bytes received from there until proven.
+        """
+        ...
+
+    @property
+    def early_data_replayable(self) -> bool:
+        """Whether payloads opened now are 0-RTT data that a replay could have produced."""
+        ...
+
+    def take_early_payload(self) -> EarlyPayload | None:
+        """0-RTT data held back until the handshake completed, handed over once (else None)."""
         ...
 
     @property
@@ -148,13 +199,24 @@ class CryptoLayer(Protocol):
         """
         ...
 
+    def classify(self, datagram: bytes, connection_id: int | None, now: int) -> FirstPacket:
+        """What a datagram that routed to no connection would cost :meth:`accept`.
+
+        Cheap (no cryptography): the endpoint asks before :meth:`accept`, drops
+        :attr:`FirstPacket.NONE` and, under overload, sheds
+        :attr:`FirstPacket.NEW_HANDSHAKE` first.
+        """
+        ...
+
     def accept(self, datagram: bytes, address: Address, now: int) -> Protection | None:
         """A responder-side protection for a datagram that routed to no connection.
 
-        Returns None when the datagram starts no connection: it is dropped, or
-        answered statelessly through :meth:`datagrams_to_send` (a DTLS
-        ClientHello without a valid cookie); raises ``DecodeError``/
-        ``DecryptError`` for bad bytes.
+        Returns None when the datagram makes no connection (yet): it was answered
+        through :meth:`datagrams_to_send` (a DTLS ClientHello without a valid
+        cookie; a QOTP first packet, whose handshake waits in progress until the
+        initiator's first Data packet), or it is a copy of something already
+        answered.  Raises ``DecodeError``/``DecryptError`` (``ReplayedPacketError``
+        for a replayed 0-RTT first packet) for datagrams to drop.
         """
         ...
 

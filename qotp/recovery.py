@@ -68,10 +68,16 @@ This module is sans-IO: time arrives as ``now`` (integer nanoseconds).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
-from qotp.congestion import Bbr, CongestionController, NewReno, RttEstimator, SendSample
+from qotp.congestion import (
+    CongestionController,
+    CongestionControllerFactory,
+    RttEstimator,
+    SendSample,
+    make_congestion_controller,
+)
 from qotp.errors import LocalProtocolError, QotpError
 from qotp.payload import (
     MAX_OFFSET_24,
@@ -177,9 +183,11 @@ class PacketRecovery:
         "_quiet_rto_ns",
         "_reorder_window_ns",
         "_send",
+        "_suspects",
         "_timers",
         "congestion",
         "datagram_bytes_in_flight",
+        "estimates_frozen",
         "in_flight",
         "lost_pings",
         "reordered_acks",
@@ -194,18 +202,16 @@ class PacketRecovery:
         send_buffer: SendBuffer,
         *,
         max_datagram_bytes: int,
-        congestion_control: str = "bbr",
+        congestion_control: str | CongestionControllerFactory = "bbr",
         max_attempts: int = MAX_SEND_ATTEMPTS,
     ) -> None:
         if max_attempts < 1:
             raise LocalProtocolError("max_attempts must be at least 1")
         self._send = send_buffer
         self.rtt = RttEstimator()
-        self.congestion: CongestionController
-        if congestion_control == "newreno":
-            self.congestion = NewReno(self.rtt, max_datagram_bytes=max_datagram_bytes)
-        else:
-            self.congestion = Bbr(self.rtt, max_datagram_bytes=max_datagram_bytes)
+        self.congestion: CongestionController = make_congestion_controller(
+            congestion_control, self.rtt, max_datagram_bytes=max_datagram_bytes
+        )
         self._max_attempts = max_attempts
         #: Every packet sent and neither acknowledged nor given up (PINGs included).
         #: Read-only outside this module.
@@ -217,6 +223,10 @@ class PacketRecovery:
         ]
         #: Packets a later ACK showed to be lost, oldest first; due at once.
         self._lost: OrderedDict[PacketKey, InFlightPacket] = OrderedDict()
+        #: Packets probably lost (:meth:`suspect_sent_between`), with the send time
+        #: that was suspected, oldest first: resent after the lost ones, unless
+        #: acknowledged or resent meanwhile, or :meth:`clear_suspects` came first.
+        self._suspects: deque[tuple[PacketKey, int]] = deque()
         #: ``now`` and RTO at which no retransmission was found due: at that same
         #: ``now`` none can become due (new sends are due an RTO later), so the rest
         #: of a batch of sends skips the search; a loss (``_lost``) still goes first.
@@ -249,6 +259,10 @@ class PacketRecovery:
         self.retransmitted_bytes = 0
         self.split_packets = 0
         self.lost_pings = 0
+        #: While set, ACKs and losses no longer reach the RTT estimator and the
+        #: congestion controller: they would measure the peer's ACK queue, not the
+        #: path (see :mod:`qotp.congestion.ack_starvation`). Loss detection goes on.
+        self.estimates_frozen = False
 
     # -- sending ----------------------------------------------------------------------
 
@@ -283,7 +297,7 @@ class PacketRecovery:
         if sample is None:
             return
         self.datagram_bytes_in_flight -= sample.size_bytes
-        if lost:
+        if lost and not self.estimates_frozen:
             self.congestion.on_packet_lost(now, sample, self.datagram_bytes_in_flight)
 
     # -- retransmission ---------------------------------------------------------------
@@ -307,13 +321,13 @@ class PacketRecovery:
 
     def next_deadline(self, rto_ns: int) -> int | None:
         """Earliest time at which :meth:`next_retransmission` has something to do."""
-        if self._lost:
+        if self._lost or self._suspects:
             return 0
         due = self._earliest_due(rto_ns)
         return None if due is None else due[0]
 
     def next_retransmission(
-        self, now: int, *, budget: int, rto_ns: int, ack_offset: int | None
+        self, now: int, budget: int, rto_ns: int, ack_offset: int | None
     ) -> OutgoingPacket | None:
         """The most urgent due retransmission, or None.
 
@@ -323,13 +337,23 @@ class PacketRecovery:
         :class:`RetryLimitExceeded` when a packet's last send timed out.
         """
         if not self.in_flight or (
-            not self._lost and now == self._quiet_at_ns and rto_ns == self._quiet_rto_ns
+            not self._lost
+            and not self._suspects
+            and now == self._quiet_at_ns
+            and rto_ns == self._quiet_rto_ns
         ):
             return None
         send = self._send
+        suspects = self._suspects
         while True:
             if self._lost:
                 record = next(iter(self._lost.values()))
+            elif suspects:
+                key, suspected_sent_ns = suspects.popleft()
+                found = self.in_flight.get(key)
+                if found is None or found.lost or found.sent_ns != suspected_sent_ns:
+                    continue  # acknowledged, declared lost, or resent meanwhile
+                record = found
             else:
                 due = self._earliest_due(rto_ns)
                 if due is None or due[0] > now:
@@ -534,18 +558,50 @@ class PacketRecovery:
             return
         self._ack_event_now = -1
         rtt_sample = self._ack_event_rtt_ns
+        frozen = self.estimates_frozen
         if rtt_sample > 0:
             self._ack_event_rtt_ns = 0
-            self.rtt.update(rtt_sample, now)
+            if not frozen:
+                self.rtt.update(rtt_sample, now)
         newest = self._ack_event_newest
         if newest is not None:
             self._ack_event_newest = None
             acked_bytes, self._ack_event_bytes = self._ack_event_bytes, 0
-            self.congestion.on_packets_acked(
-                now, newest, acked_bytes, self.datagram_bytes_in_flight
-            )
+            if not frozen:
+                self.congestion.on_packets_acked(
+                    now, newest, acked_bytes, self.datagram_bytes_in_flight
+                )
         sent, self._ack_event_sent_ns = self._ack_event_sent_ns, -1
         self.detect_losses(sent, now, self.rtt.loss_delay_ns())
+
+    @property
+    def suspects_pending(self) -> int:
+        """Suspected packets not resent yet (some may have been acknowledged since)."""
+        return len(self._suspects)
+
+    def suspect_sent_between(self, start_ns: int, end_ns: int) -> int:
+        """Resend, oldest first, every packet last sent in ``[start_ns, end_ns]``.
+
+        For evidence of loss that names no packet: a peer's receive window showing
+        bytes held beyond a hole (:mod:`qotp.congestion.ack_starvation`). The
+        packets stay on their timers; a suspect that is acknowledged or resent
+        before its turn is skipped. PINGs are left to their timers. Returns how
+        many packets were added.
+        """
+        found = [
+            (record.sent_ns, record.key)
+            for timers in self._timers
+            for record in timers.values()
+            if start_ns <= record.sent_ns <= end_ns and not record.is_ping
+        ]
+        found.sort()
+        known = {key for key, _sent in self._suspects}
+        self._suspects.extend((key, sent) for sent, key in found if key not in known)
+        return len(found)
+
+    def clear_suspects(self) -> None:
+        """The evidence is gone (the hole filled): suspects not resent yet stay in flight."""
+        self._suspects.clear()
 
     def detect_losses(self, acked_sent_ns: int, now: int, loss_delay_ns: int) -> None:
         """Packets sent before an acknowledged one, and long enough ago, are lost.

@@ -346,7 +346,6 @@ class SendBuffer:
     def next_new_packet(
         self,
         now: int,
-        *,
         budget: int,
         rto_ns: int,
         ack_offset: int | None,

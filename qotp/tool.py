@@ -5,7 +5,9 @@ On streams 0..K-1 of one connection:
 * ``digest``: the client sends a u64 little-endian length N, then N bytes, and
   does not close; the server answers ``sha256=<hex> bytes=<N>\\n`` and closes.
 * ``echo``: the server echoes every byte; the client closes once everything
-  came back; the server closes when it sees the client's close.
+  came back; the server closes when it sees the client's close. The client is
+  done when the server's close arrives or the server acknowledged the client's
+  (a reference server may never send its own close, see SPEC.md section 9).
 
 Reports are honest: a client counts only bytes that came back verified
 (digest: the server's SHA-256 matched; echo: every byte compared), computes
@@ -361,7 +363,7 @@ async def _read_digest_answer(stream: QotpStream, header: bytes) -> bytes:
     while not answer.endswith(b"\n"):
         part = await stream.read(MAX_ANSWER_BYTES - len(answer))
         if not part:
-            _raise_stream_ended(stream, f"without answering ({len(answer)} bytes of answer)")
+            _raise_stream_ended(stream, "before answering")
         answer += part
         if len(answer) >= len(header) and answer.startswith(header):
             raise _RunError(
@@ -428,7 +430,7 @@ async def _client_echo(stream: QotpStream, size: int, progress: TransferProgress
         group.create_task(write())
         count = await group.create_task(read())
     stream.close()
-    extra = await stream.read(MAX_ANSWER_BYTES)  # the server's close
+    extra = await _read_until_closed(stream)
     if extra or count != size or received.digest() != expected.digest():
         raise _RunError(
             ClientFailure.BAD_ANSWER,
@@ -436,6 +438,28 @@ async def _client_echo(stream: QotpStream, size: int, progress: TransferProgress
             f"({count}{'+' if extra else ''} of {size} bytes came back)",
         )
     progress.streams_verified += 1
+
+
+async def _read_until_closed(stream: QotpStream) -> bytes:
+    """After our close: what else the server sends before its close (b"" for an echo).
+
+    The server's CLOSE ends the wait, or the server acknowledging ours: the
+    reference answers a CLOSE by closing its own direction where it stands, and
+    when everything it sent was already acknowledged it removes the stream without
+    sending its CLOSE (SPEC.md, section 9). The echo came back whole, so by then
+    nothing more can come; waiting for the CLOSE would wait for the idle timeout.
+    """
+    reading = asyncio.ensure_future(stream.read(MAX_ANSWER_BYTES))
+    acknowledged = asyncio.ensure_future(stream.wait_send_finished())
+    try:
+        await asyncio.wait({reading, acknowledged}, return_when=asyncio.FIRST_COMPLETED)
+        if reading.done():
+            return reading.result()
+        acknowledged.result()  # a connection that ended raises here
+        return b""
+    finally:
+        reading.cancel()
+        acknowledged.cancel()
 
 
 def _first_error(error: BaseException) -> BaseException:
@@ -468,8 +492,9 @@ def _describe_failure(
     reason = connection.close_reason if connection is not None else None
     detail = connection.close_detail if connection is not None else ""
     key_hint = "is --pubkey right?" if zero_rtt else "is this its port?"
+    heard_back = connection is not None and connection.engine.datagrams_received > 0
     if not established:
-        if reason is TerminationReason.HANDSHAKE_FAILED:
+        if reason is TerminationReason.HANDSHAKE_FAILED and heard_back:
             return (
                 ClientFailure.HANDSHAKE_FAILED,
                 f"handshake with {where} failed after {elapsed} ({detail}): {key_hint}",

@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dtls.config import CertificatePrivateKey, DTLSConfiguration, DTLSVersion
 from dtls.connection import DTLSConnection
-from dtls.suites import CipherSuite, NamedGroup
+from dtls.suites import OPENSSL_SUITE_NAMES, TLS13_SUITES, CipherSuite, NamedGroup
 
 SECOND_NS = 1_000_000_000
 CLIENT_ADDRESS = ("10.0.0.1", 5000)
@@ -255,18 +255,13 @@ def configs(
 
 # -- OpenSSL's names for what we negotiate (the interop tests) ------------------------
 
-OPENSSL_CIPHER = {
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: "ECDHE-ECDSA-AES128-GCM-SHA256",
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: "ECDHE-ECDSA-AES256-GCM-SHA384",
-    CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-ECDSA-CHACHA20-POLY1305",
-    CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: "ECDHE-RSA-AES128-GCM-SHA256",
-    CipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: "ECDHE-RSA-AES256-GCM-SHA384",
-    CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-RSA-CHACHA20-POLY1305",
-    CipherSuite.TLS_PSK_WITH_AES_128_GCM_SHA256: "PSK-AES128-GCM-SHA256",
-    CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-PSK-CHACHA20-POLY1305",
-}
-#: The suites authenticated by a certificate (all but the PSK ones).
-CERT_SUITES = [suite for suite in OPENSSL_CIPHER if "PSK" not in suite.name]
+OPENSSL_CIPHER = OPENSSL_SUITE_NAMES
+#: The DTLS 1.2 suites authenticated by a certificate (all but the PSK ones).
+CERT_SUITES = [
+    suite
+    for suite in OPENSSL_CIPHER
+    if "PSK" not in suite.name and suite not in TLS13_SUITES  # OpenSSL has no DTLS 1.3
+]
 #: Names OpenSSL takes in a group list (``-groups``, ``set1_groups_list``).
 OPENSSL_GROUP = {
     NamedGroup.x25519: "X25519",

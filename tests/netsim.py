@@ -126,6 +126,8 @@ class Network:
         self.b_alive = True
         self.drop: Callable[[str, bytes], bool] | None = None
         """A test's own loss pattern: ``drop(sender, datagram)`` returns True to lose it."""
+        self.tap: Callable[[str, bytes, Address], None] | None = None
+        """Sees every datagram sent, ``tap(sender, datagram, destination)`` (an eavesdropper)."""
 
     def statistics(self, sender: str) -> LinkStatistics:
         """Counters of the direction from ``sender`` ("a" or "b")."""
@@ -140,7 +142,23 @@ class Network:
         """Datagrams on their way."""
         return len(self._queue)
 
+    def inject(self, sender: str, datagram: bytes, *, source: Address, delay_ns: int) -> None:
+        """Put a datagram on the wire towards the other side of ``sender``, from ``source``.
+
+        It arrives ``delay_ns`` from now at the target's current address, past every
+        link condition: an attacker's copy, or a packet from a third host.
+        """
+        target = "b" if sender == "a" else "a"
+        destination = self.b_address if target == "b" else self.a_address
+        self._sequence += 1
+        heapq.heappush(
+            self._queue,
+            (self.now + delay_ns, self._sequence, target, datagram, source, destination),
+        )
+
     def _transmit(self, sender: str, datagram: bytes, destination: Address) -> None:
+        if self.tap is not None:
+            self.tap(sender, datagram, destination)
         direction = self.directions[sender]
         conditions = direction.conditions
         rng = direction.rng

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from qotp.asyncio import ConnectionClosedError, QotpListener, listen
+from qotp.asyncio import ConnectionClosedError, QotpConnection, QotpListener, listen
 from qotp.config import QotpConfiguration
 from qotp.errors import LocalProtocolError
 from qotp.events import TerminationReason
@@ -157,6 +157,94 @@ def test_garbage_on_the_socket_does_not_disturb_a_transfer() -> None:
     run(main())
 
 
+def test_lines_streams_iteration_peer_address_and_ping() -> None:
+    """readline/readuntil, async for over streams and lines, get_extra_info, ping."""
+
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            connection = await client.dial(server.local_address)
+            for stream_id in (0, 1):
+                stream = connection.stream(stream_id)
+                stream.write(b"first line\nsecond;third\nno newline at the end")
+                stream.close()
+            incoming = await server.accept()
+            assert incoming.get_extra_info("peername") == client.local_address
+            assert incoming.peer_address == client.local_address
+            assert incoming.get_extra_info("sockname") == server.local_address
+            assert incoming.get_extra_info("peer_public_key") == client.public_key
+            assert incoming.get_extra_info("nonsense", "default") == "default"
+            seen = []
+            async for stream in incoming:
+                seen.append(stream.stream_id)
+                if stream.stream_id == 0:
+                    assert await stream.readline() == b"first line\n"
+                    assert await stream.readuntil(b";") == b"second;"
+                    assert await stream.read(3) == b"thi"  # the read-ahead comes first
+                    assert await stream.readline() == b"rd\n"
+                    with pytest.raises(asyncio.IncompleteReadError) as ended:
+                        await stream.readuntil(b"\n")
+                    assert ended.value.partial == b"no newline at the end"
+                    assert await stream.readline() == b"" and stream.at_eof()
+                else:
+                    lines = [line async for line in stream]
+                    assert lines == [b"first line\n", b"second;third\n", b"no newline at the end"]
+                if len(seen) == 2:
+                    break
+            assert seen == [0, 1]
+            before = connection.statistics().datagrams_sent
+            connection.stream(7).ping()
+            await asyncio.sleep(0.05)
+            assert connection.statistics().datagrams_sent > before
+            connection.close()
+            incoming.close()
+            await asyncio.wait_for(incoming.wait_closed(), 5)
+            # Iterating a closed connection's streams just ends.
+            assert [stream async for stream in incoming] == []
+            with pytest.raises(ConnectionClosedError):
+                incoming.stream(3).ping()
+
+    run(main())
+
+
+def test_readline_limit() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            connection = await client.dial(server.local_address)
+            stream = connection.stream(0)
+            stream.write(b"x" * 100_000 + b"\nshort\n")
+            stream.close()
+            incoming = await (await server.accept()).accept_stream()
+            with pytest.raises(asyncio.LimitOverrunError):
+                await incoming.readuntil(b"\n", limit=1000)
+            with pytest.raises(ValueError):
+                await incoming.readline()  # over asyncio's 64 KiB: consumed and refused
+            remaining = await incoming.read()
+            assert remaining.endswith(b"\nshort\n")
+
+    run(main())
+
+
+def test_adopting_a_socket() -> None:
+    """listen(sock=...) takes a socket set up elsewhere (here: unbound, with an option)."""
+    import socket
+
+    async def main() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        address = sock.getsockname()
+        async with await listen(sock=sock) as server, await listen("127.0.0.1", 0) as client:
+            assert server.local_address == address
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+            task = asyncio.create_task(echo_server(server))
+            result = await run_client(client, address, streams=2, size=50_000, mode="echo")
+            assert result.ok, result.error
+            task.cancel()
+        assert sock.fileno() == -1  # the listener owned and closed it
+        with pytest.raises(LocalProtocolError):
+            await listen(sock=socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+
+
 def test_read_after_idle_timeout_raises_instead_of_reporting_the_end() -> None:
     """A peer that vanishes mid-stream: the bytes that came are read, then the truncation raises."""
 
@@ -204,5 +292,50 @@ def test_read_of_a_stream_the_peer_finished_ends_cleanly_after_abort() -> None:
             with pytest.raises(ConnectionClosedError) as raised:
                 await streams[2].read()
             assert raised.value.reason is TerminationReason.ABORTED
+
+    run(main())
+
+
+def test_echo_client_is_done_when_its_close_is_acknowledged() -> None:
+    """A server that echoes but never sends its own CLOSE, as the reference may not
+    (SPEC.md section 9): the client has every byte and its CLOSE acknowledged, so it is
+    done, instead of waiting for the idle timeout."""
+
+    async def echo_without_close(connection: QotpConnection) -> None:
+        stream = await connection.accept_stream()
+        while chunk := await stream.read(65536):
+            stream.write(chunk)
+            await stream.drain()
+
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+
+            async def serve() -> None:
+                async for connection in server:
+                    asyncio.create_task(echo_without_close(connection))
+
+            task = asyncio.create_task(serve())
+            result = await run_client(
+                client, server.local_address, streams=1, size=300_000, mode="echo", timeout=20
+            )
+            assert result.ok, result.error
+            task.cancel()
+
+    run(main())
+
+
+def test_wait_send_finished_raises_when_the_connection_ends_first() -> None:
+    async def main() -> None:
+        async with await listen("127.0.0.1", 0) as server, await listen("127.0.0.1", 0) as client:
+            connection = await client.dial(server.local_address)
+            stream = connection.stream(0)
+            stream.write(b"x" * 1000)
+            stream.close()
+            await asyncio.wait_for(stream.wait_send_finished(), 10)  # acknowledged
+            other = connection.stream(1)
+            other.write(b"y")
+            connection.abort()
+            with pytest.raises(ConnectionClosedError):
+                await other.wait_send_finished()
 
     run(main())

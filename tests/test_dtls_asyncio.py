@@ -161,3 +161,92 @@ def test_accept_after_close_raises() -> None:
             await asyncio.wait_for(waiter, 5)
 
     asyncio.run(main())
+
+
+def test_client_aimed_at_a_closed_port_fails_at_once_from_the_icmp_error() -> None:
+    # Issue 9: this used to wait for the 60 s handshake timeout.
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends
+    configuration = DTLSConfiguration(is_client=True, verify_peer=False)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ConnectionRefusedError, match="port is closed"):
+            await asyncio.wait_for(dtls_asyncio.connect("127.0.0.1", port, configuration), 30)
+        assert loop.time() - started < 30  # the retransmit timer (1 s) never mattered
+
+    asyncio.run(main())
+
+
+def test_datagrams_are_handled_in_batches() -> None:
+    client_config, server_config, _ = configs()
+
+    async def main() -> None:
+        async with dtls_asyncio.serve("127.0.0.1", 0, server_config) as server:
+            host, port = server.local_address
+            async with dtls_asyncio.connect(host, port, client_config) as connection:
+                accepted = await server.accept()
+                for index in range(200):
+                    connection.connection.send(index.to_bytes(2, "big"))
+                connection._protocol.flush(connection.connection)  # 200 datagrams at once
+                received = [await asyncio.wait_for(accepted.recv(), 5) for _ in range(200)]
+                assert received == [index.to_bytes(2, "big") for index in range(200)]
+                assert server.protocol is not None and server.protocol.udp is not None
+                batches = server.protocol.batches
+                assert server.protocol.udp.datagrams_received > batches  # more than one each
+
+    asyncio.run(main())
+
+
+def test_adopting_existing_sockets() -> None:
+    import socket
+
+    client_config, server_config, _ = configs()
+    server_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server_socket.bind(("127.0.0.1", 0))
+    host, port = server_socket.getsockname()
+    client_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # unconnected
+
+    async def main() -> None:
+        async with dtls_asyncio.serve(sock=server_socket, configuration=server_config) as server:
+            assert server.local_address == (host, port)
+            async with dtls_asyncio.connect(
+                host, port, client_config, sock=client_socket
+            ) as connection:
+                accepted = await server.accept()
+                await connection.send(b"over adopted sockets")
+                assert await accepted.recv() == b"over adopted sockets"
+
+    asyncio.run(main())
+    assert server_socket.fileno() == -1 and client_socket.fileno() == -1  # closed with them
+
+
+def test_blocking_server_accept_with_timeout_and_blocking_client() -> None:
+    client_config, server_config, _ = configs()
+    with dtls_asyncio.blocking_serve("127.0.0.1", 0, server_config) as server:
+        with pytest.raises(TimeoutError):
+            server.accept(timeout=0.05)
+        host, port = server.local_address
+        results: list[bytes] = []
+
+        def client() -> None:
+            with dtls_asyncio.blocking_connect(host, port, client_config, timeout=10) as conn:
+                conn.send(b"ping")
+                results.append(conn.recv(timeout=10))
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        connection = server.accept(timeout=10)
+        assert connection.info.version_name == "DTLSv1.2"
+        data = connection.recv(timeout=10)
+        connection.send(data.upper())
+        thread.join(10)
+        assert results == [b"PING"]
+        assert connection.recv(timeout=10) == b""  # the client's close_notify
+        connection.close()
+    with pytest.raises(ConnectionError):
+        server.accept(timeout=1)

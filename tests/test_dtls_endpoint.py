@@ -250,3 +250,49 @@ def test_check_client_hello_outcomes() -> None:
     unchecked = check_client_hello(hello, ("198.51.100.7", 1), 0, cookies, cookie_exchange=False)
     assert unchecked.hello is not None
     assert not starts_with_initial_hello(b"\x17" + hello[1:])
+
+
+def test_reordered_extensions_in_the_second_hello_still_match_the_cookie() -> None:
+    # Issue 9: wolfSSL with -v d reorders its extensions in the second ClientHello; the
+    # cookie used to bind the whole hello, so it got a second HelloVerifyRequest and gave up.
+    client_config, server_config, _ = configs(alpn_protocols=("x",))
+    endpoint = DTLSEndpoint(dataclasses.replace(server_config, alpn_protocols=("x",)))
+    network = Network(endpoint)
+    client = network.add_client(("10.9.0.1", 1), client_config)
+    machine = client._handshake
+    assert machine._hello is not None
+    machine._hello = dataclasses.replace(
+        machine._hello,
+        extensions=list(reversed(machine._hello.extensions)),
+        cipher_suites=list(reversed(machine._hello.cipher_suites)),
+    )
+    network.run()
+    assert client.is_established
+    assert endpoint.hello_verify_requests_sent == 1
+
+
+def test_fragmented_first_hello_is_answered_without_state() -> None:
+    # Issue 9: gnutls-cli --mtu 150 fragments its first ClientHello; we used to ignore it.
+    alpn = tuple(f"protocol-{index:02d}-" + "x" * 20 for index in range(12))
+    client_config, server_config, _ = configs(alpn_protocols=alpn, mtu=256)
+    endpoint = DTLSEndpoint(dataclasses.replace(server_config, alpn_protocols=alpn[-1:]))
+    client = DTLSConnection(client_config, address=SERVER)
+    client.start_handshake(0)
+    first_flight = [datagram for datagram, _ in client.datagrams_to_send(0)]
+    assert len(first_flight) >= 2  # the hello did not fit one datagram
+    address = ("10.9.0.2", 2)
+    # Later fragments alone, from anywhere: dropped, nothing kept.
+    for datagram in first_flight[1:]:
+        endpoint.receive_datagram(datagram, ("10.9.0.3", 3), 0)
+    assert endpoint.datagrams_to_send(0) == [] and endpoint.connections == {}
+    # The first fragment earns a HelloVerifyRequest, still without state.
+    for datagram in first_flight:
+        endpoint.receive_datagram(datagram, address, 0)
+    (reply,) = endpoint.datagrams_to_send(0)
+    assert endpoint.connections == {} and endpoint.hello_verify_requests_sent == 1
+    network = Network(endpoint)
+    network.clients[address] = client
+    client.receive_datagram(reply[0], SERVER, 0)
+    network.run()
+    assert client.is_established and client.alpn_protocol == alpn[-1]
+    assert endpoint.hello_verify_requests_sent == 1 and len(endpoint.connections) == 1

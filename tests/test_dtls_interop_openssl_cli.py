@@ -434,7 +434,33 @@ def test_cli_client_rejects_untrusted_server(files: dict[str, str]) -> None:
 
     code, error = asyncio.run(run())
     assert code == 1
-    assert b"handshake failed" in error
+    assert b"failed: bad_certificate: no trust anchor issued" in error
+    assert error.count(b"\n") == 1 and b"Traceback" not in error
+
+
+def test_default_openssl_req_x509_certificate_pinned_as_trust_anchor(tmp_path: Path) -> None:
+    """Issue 9: a plain ``openssl req -x509`` certificate (CA:TRUE, no subjectAltName) given
+    as the trust anchor was refused as a leaf; OpenSSL, GnuTLS, pion and Mbed TLS accept it."""
+    import subprocess
+
+    assert OPENSSL is not None
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-subj", "/CN=localhost", "-days", "2",
+         "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    anchors = load_certificate_chain(certificate.read_bytes())
+    assert anchors[0].extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    configuration = DTLSConfiguration(
+        is_client=True, ca_certificates=anchors, server_name="localhost"
+    )
+    connection, output = asyncio.run(
+        _with_s_server(["-cert", str(certificate), "-key", str(key)], configuration)
+    )
+    assert connection.peer_certificates == anchors
+    assert b"hello from python" in output
 
 
 class _DroppingProxy(asyncio.DatagramProtocol):
@@ -553,6 +579,6 @@ def test_cli_client_saves_and_resumes_session_with_s_server(
             return errors, output
 
     errors, output = asyncio.run(run())
-    assert b"(resumed)" not in errors[0]
-    assert b"(resumed)" in errors[1]
+    assert b", new session" in errors[0]
+    assert b", resumed" in errors[1]
     assert b"Reused session-id" in output

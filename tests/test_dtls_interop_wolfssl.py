@@ -446,14 +446,10 @@ def test_wolfssl_13_or_12_client_against_our_server(
     assert "SSL version is DTLSv1.3" in output and ours.negotiated_version == "DTLSv1.3"
 
 
-@pytest.mark.xfail(
-    reason="needs dtls12's cookie fix (4e86985: bind only what RFC 6347 4.2.1 keeps), "
-    "not on main yet: -v d reorders its second hello's extensions",
-    strict=False,
-)
 def test_wolfssl_13_or_12_client_against_our_12_only_server(
     wolfssl: WolfSSL, files: dict[str, str]
 ) -> None:
+    """Issue 9's defect 2: ``-v d`` reorders the extensions of its second hello."""
     (ours,), output = asyncio.run(
         _wolfssl_client_against_us(
             wolfssl,

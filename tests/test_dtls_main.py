@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from dtls_helpers import configs
 from dtls_processes import PIPE, STEP_SECONDS, dtls_cli
 
@@ -32,12 +33,11 @@ def test_cli_client_exits_when_server_closes_first() -> None:
     assert out == b"goodbye\n"
 
 
-def test_cli_usage_errors() -> None:
+def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     from dtls.__main__ import main
 
-    try:
-        main(["client", "not-an-address"])
-    except SystemExit as exit_status:
-        assert exit_status.code == 2
-    else:  # pragma: no cover
-        raise AssertionError("argparse accepted a bad address")
+    assert main(["client", "not-an-address"]) == 2
+    assert capsys.readouterr().err == (
+        "dtls client: argument address: expected HOST:PORT, got 'not-an-address' "
+        "(see dtls client --help)\n"
+    )

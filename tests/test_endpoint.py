@@ -8,7 +8,8 @@ import os
 import pytest
 from enginepair import SERVER_ADDRESS, EnginePair
 
-from qotp.connection import Connection
+from qotp.config import QotpConfiguration, ZeroRttPolicy
+from qotp.connection import Connection, EarlyData
 from qotp.endpoint import QotpEndpoint
 from qotp.events import (
     ConnectionEstablished,
@@ -74,8 +75,26 @@ def test_zero_rtt_data_rides_in_the_first_packet() -> None:
     first = pair.client.datagrams_to_send(0)
     assert len(first) == 1 and len(first[0][0]) == 1400
     pair.server.receive_datagram(first[0][0], pair.client_address, 0)
+    # Held until the initiator answers the reply (ZeroRttPolicy.DEFER): no connection yet.
+    assert not pair.server.connections and len(pair.server.crypto.handshakes) == 1
+    pair.run_until(lambda: bool(pair.server.connections))
+    server = server_connection(pair)
+    assert server.read(7, now=pair.now) == b"early bird"
+    assert server.early_data == [EarlyData(stream_id=7, offset=0, length=10, replayable=False)]
+
+
+def test_zero_rtt_data_at_once_is_marked_replayable() -> None:
+    accepting = QotpEndpoint(configuration=QotpConfiguration(zero_rtt=ZeroRttPolicy.ACCEPT))
+    pair = EnginePair(server=accepting)
+    client = pair.client.connect(SERVER_ADDRESS, now=0, peer_public_key=pair.server.public_key)
+    client.send_stream_data(7, b"early bird", now=0)
+    (first,) = pair.client.datagrams_to_send(0)
+    pair.server.receive_datagram(first[0], pair.client_address, 0)
     server = server_connection(pair)
     assert server.read(7, now=0) == b"early bird"
+    assert server.early_data == [EarlyData(stream_id=7, offset=0, length=10, replayable=True)]
+    assert not server.path.validated  # replies held to 3x what came, until the first Data
+    pair.run_until(lambda: client.is_established and server.path.validated)
 
 
 def test_half_close_both_directions_and_stream_removal() -> None:
@@ -244,3 +263,52 @@ def test_zero_rtt_without_data_sends_a_hello_after_the_grace_period() -> None:
     client = pair.client.connect(SERVER_ADDRESS, now=0, peer_public_key=pair.server.public_key)
     pair.run_until(lambda: client.is_established)
     assert pair.now < 100_000_000
+
+
+def test_more_to_send_says_when_a_burst_left_acks_behind() -> None:
+    """A burst of arrivals queues more ACKs than one call sends; no timer covers the rest,
+    so the endpoint says so (the asyncio adapter then flushes again on its next turn)."""
+    server = QotpEndpoint(configuration=QotpConfiguration(max_datagrams_per_call=4))
+    pair = EnginePair(server=server)
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    pair.run_until(lambda: client.is_established)
+    client.send_stream_data(0, os.urandom(10 * 1300), now=pair.now)
+    pair.client.mark_ready(client)
+    burst = [datagram for datagram, _ in pair.client.datagrams_to_send(pair.now)]
+    assert len(burst) >= 10
+    for datagram in burst:
+        server.receive_datagram(datagram, pair.client_address, pair.now)
+    sent = []
+    while True:
+        out = server.datagrams_to_send(pair.now)
+        sent.extend(out)
+        assert len(out) <= 4
+        if not server.more_to_send:
+            break
+    assert len(sent) == len(burst)  # one ACK each, none left waiting for a stimulus
+    assert server.datagrams_to_send(pair.now) == []
+
+
+def test_the_later_closer_gets_its_close_acknowledged() -> None:
+    """Both sides close; the CLOSE that ends the first one is still acknowledged.
+
+    Without that last ACK the side that closed later resent its CLOSE into an
+    endpoint that had forgotten the connection, until its retry limit.
+    """
+    pair = EnginePair()
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    client.send_stream_data(0, b"request", end_stream=True, now=0)
+    pair.run_until(lambda: bool(pair.server.connections))
+    server = next(iter(pair.server.connections.values()))
+    pair.run_until(lambda: server.at_eof(0) or server.readable(0) > 0)
+    server.read(0, now=pair.now)
+    client.close(now=pair.now)  # waits for the server's side of stream 0
+    server.close(now=pair.now)  # its CLOSE ends the client's connection
+    pair.server.mark_ready(server)
+    pair.run_until(lambda: client.is_terminated and server.is_terminated)
+    reasons = {
+        side: [e.reason.value for e in events if isinstance(e, ConnectionTerminated)]
+        for side, events in pair.events.items()
+    }
+    assert reasons == {"client": ["closed"], "server": ["closed"]}
+    assert not pair.client.connections and not pair.server.connections

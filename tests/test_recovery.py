@@ -213,3 +213,54 @@ def test_allow_new_false_sends_only_retransmissions() -> None:
     assert buffer.next_packet(RTO, budget=BUDGET, rto_ns=RTO, allow_new=False) is not None
     assert buffer.next_packet(RTO, budget=BUDGET, rto_ns=RTO, allow_new=False) is None
     assert send(buffer, RTO).offset == 10
+
+
+def test_suspects_are_resent_oldest_first_unless_acknowledged_meanwhile() -> None:
+    buffer = Sender()
+    buffer.write(1, DATA[:3000])
+    first = send(buffer, 1 * MS)
+    second = send(buffer, 2 * MS)
+    third = send(buffer, 3 * MS)
+    recovery = buffer.recovery
+    assert recovery.suspect_sent_between(2 * MS, 3 * MS) == 2
+    assert recovery.suspects_pending == 2
+    assert recovery.next_deadline(RTO) == 0
+    buffer.on_ack(1, third.offset, len(third.data), 4 * MS)
+    resent = send(buffer, 5 * MS)
+    assert (resent.offset, resent.attempt) == (second.offset, 2)
+    # Nothing else is due: the third was acknowledged, the first never suspected.
+    assert buffer.next_packet(5 * MS, budget=BUDGET, rto_ns=RTO) is None
+    assert recovery.suspects_pending == 0
+    assert first.attempt == 1
+
+
+def test_cleared_suspects_stay_in_flight_on_their_timers() -> None:
+    buffer = Sender()
+    buffer.write(1, DATA[:1000])
+    send(buffer, 1 * MS)
+    recovery = buffer.recovery
+    recovery.suspect_sent_between(0, 10 * MS)
+    recovery.clear_suspects()
+    assert buffer.next_packet(5 * MS, budget=BUDGET, rto_ns=RTO) is None
+    assert recovery.next_deadline(RTO) == 1 * MS + RTO
+
+
+def test_frozen_estimates_ignore_acks_but_still_free_and_detect() -> None:
+    buffer = Sender()
+    buffer.write(1, DATA[:3000])
+    first = send(buffer, 0)
+    second = send(buffer, 1 * MS)
+    recovery = buffer.recovery
+    recovery.estimates_frozen = True
+    window = buffer.buffer.peer_window
+    recovery.on_ack_received(1, second.offset, len(second.data), window, 900 * MS)
+    recovery.flush_ack_event()
+    assert recovery.rtt.srtt_ns == 0  # a sample of the peer's ACK queue, not of the path
+    assert buffer.bytes_in_flight == len(first.data)  # the second packet was freed
+    # The first packet, sent before an acknowledged one and long ago, is lost.
+    assert send(buffer, 900 * MS).attempt == 2
+    recovery.estimates_frozen = False
+    third = send(buffer, 901 * MS)
+    recovery.on_ack_received(1, third.offset, len(third.data), window, 903 * MS)
+    recovery.flush_ack_event()
+    assert recovery.rtt.srtt_ns == 2 * MS

@@ -10,10 +10,20 @@ Client::
 
     async with dtls.asyncio.connect("127.0.0.1", 4433, configuration) as connection:
         await connection.send(b"hello")
+
+An existing UDP socket can be adopted (``serve(sock=...)``, ``connect(sock=...)``),
+socket options set with :class:`SocketOptions`, and scripts can use the
+blocking forms (``blocking_serve(...).accept(timeout)``, ``blocking_connect``).
 """
 
 from __future__ import annotations
 
+from .blocking import (
+    BlockingDTLSConnection,
+    BlockingDTLSServer,
+    blocking_connect,
+    blocking_serve,
+)
 from .protocol import (
     AsyncDTLSConnection,
     DTLSServer,
@@ -21,5 +31,17 @@ from .protocol import (
     connect,
     serve,
 )
+from .udp import SocketOptions
 
-__all__ = ["AsyncDTLSConnection", "DTLSServer", "EndpointProtocol", "connect", "serve"]
+__all__ = [
+    "AsyncDTLSConnection",
+    "BlockingDTLSConnection",
+    "BlockingDTLSServer",
+    "DTLSServer",
+    "EndpointProtocol",
+    "SocketOptions",
+    "blocking_connect",
+    "blocking_serve",
+    "connect",
+    "serve",
+]

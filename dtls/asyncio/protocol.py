@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
+from collections import deque
 from collections.abc import Generator, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from cryptography import x509
 
@@ -23,7 +25,9 @@ from ..events import (
     HandshakeCompleted,
     PeerClosedWrite,
 )
+from ..info import ConnectionInfo
 from ..suites import SrtpProfile
+from .udp import DatagramSocket, SocketOptions, open_udp_socket
 
 __all__ = ["AsyncDTLSConnection", "DTLSServer", "EndpointProtocol", "connect", "serve"]
 
@@ -38,6 +42,7 @@ class AsyncDTLSConnection:
         self.connection = connection
         self._handshake_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._readable = asyncio.Event()
+        self._failure: BaseException | None = None  # set by the socket (ICMP) before an abort
         if connection.is_established:
             self._handshake_done.set_result(None)
 
@@ -48,8 +53,10 @@ class AsyncDTLSConnection:
                 self._handshake_done.set_result(None)
         elif isinstance(event, ConnectionTerminated):
             if not self._handshake_done.done():
-                error: Exception = (
-                    HandshakeTimeout(event.reason)
+                error: BaseException = (
+                    self._failure
+                    if self._failure is not None
+                    else HandshakeTimeout(event.reason)
                     if event.reason.startswith("handshake timeout")
                     else ConnectionError(event.reason)
                 )
@@ -131,8 +138,13 @@ class AsyncDTLSConnection:
 
     @property
     def negotiated_version(self) -> str | None:
-        """``"DTLSv1.2"``."""
+        """``"DTLSv1.2"`` (OpenSSL's spelling of the negotiated version)."""
         return self.connection.negotiated_version
+
+    @property
+    def info(self) -> ConnectionInfo:
+        """Everything negotiated, as one frozen value (version, suite, group, ALPN...)."""
+        return self.connection.info
 
     @property
     def cipher_suite(self) -> str | None:
@@ -195,40 +207,71 @@ class AsyncDTLSConnection:
         return self.connection.channel_binding(binding_type)
 
 
-class EndpointProtocol(asyncio.DatagramProtocol):
-    """Feeds the socket into a :class:`DTLSEndpoint` and runs its single timer."""
+class EndpointProtocol:
+    """Drives a :class:`DTLSEndpoint` from a UDP socket: batches in, one timer, fan-out.
+
+    Each wake-up of the socket delivers every datagram waiting (see ``udp.py``);
+    they all go through the endpoint before anything is sent, events are fanned
+    out and the single timer is re-armed once per batch, not once per datagram.
+    """
 
     def __init__(self, endpoint: DTLSEndpoint) -> None:
         self.endpoint = endpoint
-        self.transport: asyncio.DatagramTransport | None = None
+        self.udp: DatagramSocket | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None
         self._wrappers: dict[int, AsyncDTLSConnection] = {}
-        self._accepted: asyncio.Queue[AsyncDTLSConnection] = asyncio.Queue()
+        self._accepted: deque[AsyncDTLSConnection] = deque()
+        self._accept_ready = asyncio.Event()
         self._owner: AsyncDTLSConnection | None = None
         self.closed = self._loop.create_future()
+        self.batches = 0
 
-    # -- asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """asyncio: the socket is ready."""
-        # Selector transports do not all subclass DatagramTransport, so no isinstance here.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def attach(self, sock: socket.socket) -> None:
+        """Start reading ``sock`` (made non-blocking; closed with this protocol)."""
+        self.udp = DatagramSocket(sock, self._loop, self.datagrams_received, self.socket_error)
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        """asyncio: feed one datagram to the endpoint, then send, fan out, re-arm."""
-        self.endpoint.receive_datagram(data, addr, time.monotonic_ns())
+    # -- socket callbacks
+    def datagrams_received(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """A batch from one wake-up: all into the endpoint, then send, fan out, re-arm once."""
+        now = time.monotonic_ns()
+        receive = self.endpoint.receive_datagram
+        for data, addr in datagrams:
+            receive(data, addr, now)
+        self.batches += 1
         self._process()
 
-    def error_received(self, exc: Exception) -> None:
-        """asyncio: ICMP errors and the like; DTLS relies on its own timers instead."""
-        logger.debug("socket error: %s", exc)
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """One datagram (a batch of one)."""
+        self.datagrams_received([(data, addr)])
+
+    def socket_error(self, error: OSError, destination: tuple[str, int] | None) -> None:
+        """An ICMP error: a handshake to a closed port fails now, with a clear reason.
+
+        Only handshakes: once established, an ICMP error (which anyone on the path
+        can forge) is no reason to drop a session that the peer authenticated.
+        """
+        if not isinstance(error, ConnectionRefusedError) or destination is None:
+            return
+        connection = self.endpoint.connection_at(destination)
+        if connection is None or connection.is_established or not connection.is_client:
+            return
+        wrapper = self.wrap(connection)
+        host, port = _host_port(destination)
+        reason = (
+            f"nothing answers at {host}:{port}: the port is closed (ICMP port unreachable); "
+            "is the server running, and is the port right?"
+        )
+        wrapper._failure = ConnectionRefusedError(reason)
+        connection.abort(reason)
+        self.flush(connection)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """asyncio: the socket closed; every connection on it ends."""
+        """The socket closed; every connection on it ends."""
         if self._timer is not None:
             self._timer.cancel()
-        for wrapper in self._wrappers.values():
+        for wrapper in list(self._wrappers.values()):
             wrapper.connection.abort("socket closed")
             wrapper._on_event(ConnectionTerminated(peer=0, reason="socket closed"))
         if not self.closed.done():
@@ -259,18 +302,20 @@ class EndpointProtocol(asyncio.DatagramProtocol):
     async def accept(self) -> AsyncDTLSConnection:
         """Next server connection whose handshake completed.
 
-        Raises ``ConnectionError`` once the socket is closed, so no caller waits forever.
+        Raises ``ConnectionError`` once the socket is closed, so no caller waits
+        forever.  Cancelling it (``wait_for``, a timeout) loses no connection.
         """
-        if not self._accepted.empty():
-            return self._accepted.get_nowait()
-        if self.closed.done():
-            raise ConnectionError("server closed")
-        getter = asyncio.ensure_future(self._accepted.get())
-        await asyncio.wait({getter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            return getter.result()
-        getter.cancel()
-        raise ConnectionError("server closed")
+        while True:
+            if self._accepted:
+                return self._accepted.popleft()
+            if self.closed.done():
+                raise ConnectionError("server closed")
+            self._accept_ready.clear()
+            waiter = asyncio.ensure_future(self._accept_ready.wait())
+            try:
+                await asyncio.wait({waiter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
 
     def close(self) -> None:
         """close_notify to every live connection, then close the socket."""
@@ -279,14 +324,17 @@ class EndpointProtocol(asyncio.DatagramProtocol):
                 wrapper.connection.close()
                 self.endpoint.collect(wrapper.connection)
         self._send()
-        if self.transport is not None:
-            self.transport.close()
+        if self.udp is not None and not self.udp.closed:
+            self.udp.close()
+            self.connection_lost(None)
 
     def _send(self) -> None:
-        if self.transport is None:
+        datagrams = self.endpoint.datagrams_to_send(time.monotonic_ns())
+        if self.udp is None or not datagrams:
             return
-        for datagram, addr in self.endpoint.datagrams_to_send(time.monotonic_ns()):
-            self.transport.sendto(datagram, addr if isinstance(addr, tuple) else None)
+        self.udp.send(
+            [(data, addr if isinstance(addr, tuple) else None) for data, addr in datagrams]
+        )
 
     def _process(self) -> None:
         self._send()
@@ -294,7 +342,8 @@ class EndpointProtocol(asyncio.DatagramProtocol):
             if isinstance(event, ConnectionAccepted):
                 connection = self.endpoint.accept()
                 if connection is not None:
-                    self._accepted.put_nowait(self.wrap(connection))
+                    self._accepted.append(self.wrap(connection))
+                    self._accept_ready.set()
                 continue
             wrapper = self._wrappers.get(event.peer)
             if wrapper is None:
@@ -326,25 +375,49 @@ class EndpointProtocol(asyncio.DatagramProtocol):
         self._process()
 
 
+def _host_port(address: object) -> tuple[str, int]:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return str(address), 0
+
+
 class DTLSServer:
     """A listening DTLS server: ``await accept()`` yields one connection per peer."""
 
     def __init__(
-        self, host: str, port: int, configuration: DTLSConfiguration, connection_id_bytes: int
+        self,
+        host: str | None,
+        port: int | None,
+        configuration: DTLSConfiguration,
+        connection_id_bytes: int,
+        *,
+        sock: socket.socket | None = None,
+        socket_options: SocketOptions | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._configuration = dataclasses.replace(configuration, is_client=False)
         self._connection_id_bytes = connection_id_bytes
+        self._sock = sock
+        self._socket_options = socket_options
         self.protocol: EndpointProtocol | None = None
 
     async def start(self) -> DTLSServer:
-        """Bind the socket."""
-        loop = asyncio.get_running_loop()
+        """Bind the socket (or adopt the one given) and start serving."""
+        sock = self._sock
+        if sock is None:
+            assert self._host is not None and self._port is not None
+            local = (self._host, self._port)
+            sock = await asyncio.to_thread(open_udp_socket, local, None, self._socket_options)
+        elif self._socket_options is not None:
+            self._socket_options.apply(sock)
         endpoint = DTLSEndpoint(self._configuration, connection_id_bytes=self._connection_id_bytes)
-        _, protocol = await loop.create_datagram_endpoint(
-            lambda: EndpointProtocol(endpoint), local_addr=(self._host, self._port)
-        )
+        protocol = EndpointProtocol(endpoint)
+        try:
+            protocol.attach(sock)
+        except BaseException:
+            sock.close()
+            raise
         self.protocol = protocol
         return self
 
@@ -358,10 +431,16 @@ class DTLSServer:
     @property
     def local_address(self) -> tuple[str, int]:
         """The bound (host, port)."""
-        if self.protocol is None or self.protocol.transport is None:
+        if self.protocol is None or self.protocol.udp is None:
             raise LocalProtocolError("server not started")
-        name = self.protocol.transport.get_extra_info("sockname")
-        return name[0], name[1]
+        return self.protocol.udp.local_address
+
+    @property
+    def socket(self) -> socket.socket:
+        """The UDP socket (for options this module does not cover); do not read from it."""
+        if self.protocol is None or self.protocol.udp is None:
+            raise LocalProtocolError("server not started")
+        return self.protocol.udp.sock
 
     def add_certificate(
         self,
@@ -398,10 +477,28 @@ class DTLSServer:
 
 
 def serve(
-    host: str, port: int, configuration: DTLSConfiguration, *, connection_id_bytes: int = 0
+    host: str | None = None,
+    port: int | None = None,
+    configuration: DTLSConfiguration | None = None,
+    *,
+    connection_id_bytes: int = 0,
+    sock: socket.socket | None = None,
+    socket_options: SocketOptions | None = None,
 ) -> DTLSServer:
-    """A server on ``host:port``; use ``async with`` (or ``await serve(...).start()``)."""
-    return DTLSServer(host, port, configuration, connection_id_bytes)
+    """A server on ``host:port``, or on an existing UDP socket ``sock`` (adopted: it is
+    closed with the server); use ``async with`` (or ``await serve(...).start()``)."""
+    if configuration is None:
+        raise LocalProtocolError("serve() needs a configuration")
+    if sock is None and (host is None or port is None):
+        raise LocalProtocolError("serve() needs host and port, or sock")
+    return DTLSServer(
+        host,
+        port,
+        configuration,
+        connection_id_bytes,
+        sock=sock,
+        socket_options=socket_options,
+    )
 
 
 class _Connecting:
@@ -409,24 +506,51 @@ class _Connecting:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        host: str | None,
+        port: int | None,
         configuration: DTLSConfiguration,
+        *,
+        local: tuple[str, int] | None,
+        sock: socket.socket | None,
+        socket_options: SocketOptions | None,
         early_data: Sequence[bytes] = (),
     ) -> None:
         self._host = host
         self._port = port
         self._configuration = dataclasses.replace(configuration, is_client=True)
+        self._local = local
+        self._sock = sock
+        self._socket_options = socket_options
         self._early_data = tuple(early_data)
         self._connection: AsyncDTLSConnection | None = None
 
     async def _open(self) -> AsyncDTLSConnection:
-        loop = asyncio.get_running_loop()
+        sock = self._sock
+        if sock is None:
+            assert self._host is not None and self._port is not None
+            remote = (self._host, self._port)
+            sock = await asyncio.to_thread(
+                open_udp_socket, self._local, remote, self._socket_options
+            )
+        elif self._socket_options is not None:
+            self._socket_options.apply(sock)
         endpoint = DTLSEndpoint(self._configuration)
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: EndpointProtocol(endpoint), remote_addr=(self._host, self._port)
-        )
-        peer = transport.get_extra_info("peername")
+        protocol = EndpointProtocol(endpoint)
+        try:
+            protocol.attach(sock)
+        except BaseException:
+            sock.close()
+            raise
+        assert protocol.udp is not None
+        peer: Address | None = protocol.udp.peer
+        if peer is None:
+            if self._host is None or self._port is None:
+                protocol.close()
+                raise LocalProtocolError("an unconnected socket needs host and port to dial")
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                self._host, self._port, family=sock.family, type=socket.SOCK_DGRAM
+            )
+            peer = (str(infos[0][4][0]), int(infos[0][4][1]))
         connection = endpoint.connect(peer, time.monotonic_ns(), early_data=self._early_data)
         wrapper = protocol.wrap(connection)
         protocol.set_owner(wrapper)
@@ -456,12 +580,35 @@ class _Connecting:
 
 
 def connect(
-    host: str, port: int, configuration: DTLSConfiguration, *, early_data: Sequence[bytes] = ()
+    host: str | None = None,
+    port: int | None = None,
+    configuration: DTLSConfiguration | None = None,
+    *,
+    local: tuple[str, int] | None = None,
+    sock: socket.socket | None = None,
+    socket_options: SocketOptions | None = None,
+    early_data: Sequence[bytes] = (),
 ) -> _Connecting:
     """Connect to a DTLS server: ``conn = await connect(...)`` or ``async with connect(...)``.
 
-    ``early_data``: datagrams that go out as DTLS 1.3 0-RTT data when the
-    configuration resumes a session that allows it and sets ``early_data``
-    (``conn.connection.early_data_accepted`` tells), else after the handshake.
+    The socket is connected to the server, so an ICMP port unreachable ends the
+    handshake at once (``ConnectionRefusedError``).  ``local`` binds it first
+    (``--bind``); ``sock`` adopts an existing UDP socket instead (connected or not;
+    unconnected, ``host``/``port`` say where to dial).  ``early_data``: datagrams
+    that go out as DTLS 1.3 0-RTT data when the configuration resumes a session that
+    allows it and sets ``early_data`` (``conn.connection.early_data_accepted`` tells),
+    else right after the handshake.
     """
-    return _Connecting(host, port, configuration, early_data)
+    if configuration is None:
+        raise LocalProtocolError("connect() needs a configuration")
+    if sock is None and (host is None or port is None):
+        raise LocalProtocolError("connect() needs host and port, or sock")
+    return _Connecting(
+        host,
+        port,
+        configuration,
+        local=local,
+        sock=sock,
+        socket_options=socket_options,
+        early_data=early_data,
+    )

@@ -13,11 +13,12 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 from qotp.config import QotpConfiguration
-from qotp.connection import Connection, ConnectionStatistics
+from qotp.connection import Connection, ConnectionStatistics, EarlyData
 from qotp.endpoint import QotpEndpoint
 from qotp.errors import LocalProtocolError, QotpError
 from qotp.events import (
@@ -28,6 +29,7 @@ from qotp.events import (
     StreamClosed,
     StreamDataAvailable,
     StreamOpened,
+    StreamSendFinished,
     StreamWritable,
     TerminationReason,
 )
@@ -36,15 +38,55 @@ from qotp.protection import Address, CryptoLayer
 
 from .transport import UdpSocket
 
-__all__ = ["ConnectionClosedError", "QotpConnection", "QotpListener", "QotpStream", "listen"]
+__all__ = [
+    "AddressChange",
+    "ConnectionClosedError",
+    "QotpConnection",
+    "QotpListener",
+    "QotpStream",
+    "listen",
+]
+
+DatagramHandler = Callable[[bytes, Address, int], None]
+"""Takes a datagram diverted from the engine: data, source address, now (ns)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddressChange:
+    """A connection's path changed: the peer's address (``local`` False) or our socket's."""
+
+    connection_id: int
+    local: bool
+    old_address: Address
+    new_address: Address
+
+
+HANDSHAKE_BUDGET_NS = 2_000_000
+"""How long first packets of *new* handshakes may run (X25519 work) in one go.
+
+The engine acts on everything else in a socket read first (established
+connections' packets, handshakes completing); first packets of new handshakes
+wait in the engine's backlog and run in slices of this length, one per event
+loop iteration, so every slice is followed by a socket read and timers: a flood
+of first packets delays other traffic by at most one slice, while otherwise idle
+time all goes to handshakes.  The engine sheds what waits too long
+(``QotpEndpoint.process_handshakes``)."""
+_HANDSHAKES_PER_STEP = 4
+_HANDSHAKES_WHILE_BACKLOGGED = 4
 
 
 class ConnectionClosedError(QotpError, ConnectionError):
-    """The connection ended before a stream operation could complete.
+    """The connection ended (or never came up) while an operation needed it.
 
     ``reason`` says how (:class:`qotp.events.TerminationReason`), ``detail`` the
-    specifics.  :meth:`QotpStream.read` raises it for a stream the peer had not
-    finished, so a truncated transfer never reads as a clean end of stream.
+    specifics.  Raised by :meth:`QotpListener.dial` and
+    :meth:`QotpConnection.wait_established` (the handshake failed or went
+    unanswered), :meth:`QotpConnection.accept_stream` (no more streams will
+    come), :meth:`QotpStream.write`, :meth:`QotpStream.drain` and
+    :meth:`QotpStream.ping` (nothing more can be sent), and the reading methods
+    of :class:`QotpStream` for a stream the peer had not finished, so a
+    truncated transfer never reads as a clean end of stream.  It is a
+    :class:`ConnectionError`, so ``except ConnectionError`` catches it too.
     """
 
     def __init__(self, reason: TerminationReason, detail: str = "") -> None:
@@ -62,26 +104,62 @@ async def listen(
     configuration: QotpConfiguration | None = None,
     key_log: Callable[[str], None] | None = None,
     crypto: CryptoLayer | None = None,
+    sock: socket.socket | None = None,
 ) -> QotpListener:
     """Bind a UDP socket and start the engine on it; the listener accepts and dials.
 
     ``crypto`` picks the crypto layer (default: QOTP's native envelope with
     ``identity``); e.g. :class:`qotp.dtls_protection.DtlsCryptoLayer` runs
     the whole API over DTLS 1.2.
+
+    ``sock`` adopts a UDP socket made elsewhere instead of binding one (``host``
+    and ``port`` are then ignored): one set up with options of your own
+    (``SO_BINDTODEVICE``, ``IP_TOS``, ``SO_REUSEPORT``, a port a hole-punching
+    exchange already opened, a socket inherited from a service manager).  It
+    must be an ``AF_INET`` or ``AF_INET6`` ``SOCK_DGRAM`` socket; an unbound
+    one is bound to an ephemeral port.  The listener owns it from then on: it
+    makes it non-blocking, asks for 4 MiB ``SO_RCVBUF``/``SO_SNDBUF`` (the
+    kernel may cap them at ``net.core.rmem_max``/``wmem_max``), enables UDP GRO
+    on Linux (``UDP_GRO``) and sends runs with GSO (``UDP_SEGMENT``) where the
+    kernel allows, and closes it with the listener.  Nothing else may read
+    from it meanwhile.
     """
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    family, _type, _proto, _name, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
+    if sock is not None:
+        if sock.type != socket.SOCK_DGRAM or sock.family not in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            raise LocalProtocolError("listen(sock=...) needs an AF_INET/AF_INET6 UDP socket")
+        if sock.getsockname()[1] == 0:
+            sock.bind(("::", 0) if sock.family == socket.AF_INET6 else ("0.0.0.0", 0))
+    else:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _type, _proto, _name, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
     endpoint = QotpEndpoint(
         identity=identity, configuration=configuration, key_log=key_log, crypto=crypto
     )
     return QotpListener(endpoint, sock, loop)
+
+
+STREAM_LIMIT_BYTES = 64 * 1024
+"""readuntil()/readline() give up when this many bytes came without a separator (asyncio's)."""
+CHUNK_READ_BYTES = 64 * 1024
+CLOSE_LINGER_S = 1.0
+"""The longest :meth:`QotpListener.aclose` waits for peers to acknowledge the CLOSEs."""
+
+
+def _unacknowledged(engine: Connection) -> bool:
+    """Whether the connection still has data or a CLOSE that the peer did not acknowledge."""
+    if engine.is_terminated:
+        return False
+    return bool(engine.recovery.in_flight) or engine.send_buffer.has_new_work()
 
 
 class _ClosesOnExit:
@@ -116,8 +194,10 @@ class QotpListener(_ClosesOnExit):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None
         self._flush_scheduled = False
+        self._handshakes_scheduled = False
         self._closed = False
         self._closed_event = asyncio.Event()
+        self._diversion: tuple[bytes, DatagramHandler] | None = None
         self.socket = UdpSocket(sock, loop, self._on_datagrams)
 
     # -- public API -----------------------------------------------------------
@@ -172,8 +252,111 @@ class QotpListener(_ClosesOnExit):
         while not self._closed:
             yield await self.accept()
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self, *, linger: float | None = None) -> None:
+        """Close every connection, give the CLOSEs a moment to be acknowledged, close the socket.
+
+        QOTP has no connection close on the wire: peers learn that we stopped from
+        the CLOSE of every stream.  This waits until those (and all other data we
+        sent) are acknowledged, for at most ``linger`` seconds; by default long
+        enough for two retransmissions (three RTOs) and at most
+        :data:`CLOSE_LINGER_S`, so that a CLOSE lost once or twice is still
+        resent.  ``async with`` uses it; :meth:`close` does not wait.
+        """
+        if self._closed:
+            return
+        now = time.monotonic_ns()
+        for connection in list(self._connections.values()):
+            connection.close()
+        self._flush(now)
+        if linger is None:
+            # Long enough for two retransmissions (RTO, then twice that), when needed.
+            longest_rto_s = max(
+                (
+                    connection.engine.rtt.base_rto_ns() / 1e9
+                    for connection in self._connections.values()
+                ),
+                default=0.0,
+            )
+            linger = min(CLOSE_LINGER_S, 3 * longest_rto_s + 0.01)
+        deadline = self._loop.time() + linger
+        while self._loop.time() < deadline and any(
+            _unacknowledged(connection.engine) for connection in self._connections.values()
+        ):
+            await asyncio.sleep(0.005)
+        self.close()
+
+    def divert(self, prefix: bytes, handler: DatagramHandler | None) -> None:
+        """Hand datagrams that start with ``prefix`` to ``handler`` instead of the engine.
+
+        For protocols that share the socket with QOTP (the rendezvous client:
+        registration and hole punching must use the socket that later carries
+        the connection).  ``prefix`` must be one no QOTP packet starts with;
+        None as handler stops diverting.
+        """
+        self._diversion = None if handler is None else (bytes(prefix), handler)
+
+    def send_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """Send datagrams of another protocol from our socket (see :meth:`divert`)."""
+        self._check_open()
+        if datagrams:
+            self.socket.send(datagrams)
+
+    async def rebind(
+        self, host: str | None = None, port: int = 0, *, sock: socket.socket | None = None
+    ) -> Address:
+        """Move every connection to a new local socket: our side roams.
+
+        Binds ``host``/``port`` (default host: the current socket's) or adopts
+        ``sock``, closes the old socket, and pings every established
+        connection, so that its peer sees our new address at once, validates
+        it and moves its replies there.  Each connection reports an
+        :class:`AddressChange` with ``local=True``.  Returns the new address.
+        """
+        self._check_open()
+        old_address = self.local_address
+        if sock is None:
+            loop = asyncio.get_running_loop()
+            wanted = old_address[0] if host is None else host
+            infos = await loop.getaddrinfo(wanted, port, type=socket.SOCK_DGRAM)
+            family, _type, _proto, _name, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
+        old_socket = self.socket
+        self.socket = UdpSocket(sock, self._loop, self._on_datagrams)
+        old_socket.close()
+        new_address = self.local_address
+        now = time.monotonic_ns()
+        for connection in list(self._connections.values()):
+            if connection.is_closed:
+                continue
+            if connection.engine.is_established:
+                connection.engine.ping(0, now=now)
+                self.endpoint.mark_ready(connection.engine)
+            connection._on_address_change(
+                AddressChange(
+                    connection_id=connection.connection_id,
+                    local=True,
+                    old_address=old_address,
+                    new_address=new_address,
+                )
+            )
+        self._flush(now)
+        return new_address
+
     def close(self) -> None:
-        """Close every connection and the socket (no waiting: QOTP has no connection close)."""
+        """Close every connection and the socket now (:meth:`aclose` waits for the CLOSEs)."""
         if self._closed:
             return
         now = time.monotonic_ns()
@@ -196,6 +379,7 @@ class QotpListener(_ClosesOnExit):
         """Socket and endpoint counters (drops by reason included)."""
         stats = {
             "connections": len(self.endpoint.connections),
+            "handshakes_in_progress": self.endpoint.handshakes_in_progress,
             "datagrams_sent": self.socket.datagrams_sent,
             "datagrams_received": self.socket.datagrams_received,
             "send_errors": self.socket.send_errors,
@@ -223,10 +407,50 @@ class QotpListener(_ClosesOnExit):
 
     def _on_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
         now = time.monotonic_ns()
-        receive = self.endpoint.receive_datagram
-        for data, address in datagrams:
-            receive(data, address, now)
+        diversion = self._diversion
+        if diversion is not None:
+            # Another protocol shares the socket (see divert): its datagrams never
+            # reach the engine.
+            prefix, handler = diversion
+            kept = []
+            for data, address in datagrams:
+                if data.startswith(prefix):
+                    handler(data, address, now)
+                else:
+                    kept.append((data, address))
+            datagrams = kept
+        endpoint = self.endpoint
+        endpoint.receive_datagrams(datagrams, now)
+        if self.socket.backlogged:
+            # More datagrams wait in the kernel: drain them first, established
+            # traffic may be among them.  First packets get a few handshakes
+            # meanwhile (repeats and known peers first).
+            endpoint.process_handshakes(now, _HANDSHAKES_WHILE_BACKLOGGED)
+        else:
+            self._run_handshakes(now)
         self._flush(now)
+
+    def _run_handshakes(self, now: int) -> None:
+        """One slice of new handshakes (HANDSHAKE_BUDGET_NS); the next one after I/O."""
+        endpoint = self.endpoint
+        if not endpoint.handshake_backlog:
+            return
+        deadline = time.monotonic_ns() + HANDSHAKE_BUDGET_NS
+        while endpoint.process_handshakes(now, _HANDSHAKES_PER_STEP):
+            if time.monotonic_ns() >= deadline:
+                if not self._handshakes_scheduled:
+                    # At most half the time for new handshakes while they keep coming:
+                    # the rest is for established traffic, timers and other processes.
+                    self._handshakes_scheduled = True
+                    self._loop.call_later(HANDSHAKE_BUDGET_NS / 1e9, self._scheduled_handshakes)
+                return
+
+    def _scheduled_handshakes(self) -> None:
+        self._handshakes_scheduled = False
+        if not self._closed and not self.socket.backlogged:
+            now = time.monotonic_ns()
+            self._run_handshakes(now)
+            self._flush(now)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -246,6 +470,10 @@ class QotpListener(_ClosesOnExit):
             self._dispatch(event)
         if self._closed:
             return
+        if endpoint.more_to_send:
+            # A burst of arrivals queued more ACKs than one call sends, and no timer
+            # covers them: the rest go out on the next turn of the loop (after reads).
+            self.schedule_flush()
         deadline = endpoint.get_timer()
         if deadline != self._timer_deadline:
             if self._timer is not None:
@@ -281,10 +509,20 @@ class QotpListener(_ClosesOnExit):
             connection._on_data(event.stream_id)
         elif isinstance(event, StreamWritable):
             connection._on_writable()
+        elif isinstance(event, StreamSendFinished):
+            connection._on_send_finished(event.stream_id)
         elif isinstance(event, StreamClosed):
             connection._on_stream_closed(event.stream_id)
         elif isinstance(event, PeerAddressChanged):
             connection.address = event.new_address
+            connection._on_address_change(
+                AddressChange(
+                    connection_id=event.connection_id,
+                    local=False,
+                    old_address=event.old_address,
+                    new_address=event.new_address,
+                )
+            )
         elif isinstance(event, ConnectionTerminated):
             self._connections.pop(event.connection_id, None)
             connection._on_terminated(event.reason, event.detail, error=event.error)
@@ -307,6 +545,9 @@ class QotpConnection(_ClosesOnExit):
         self.close_detail = ""
         """Specifics of the ending, in words."""
         self.closed_by_error = False
+        self.address_changes: deque[AddressChange] = deque(maxlen=64)
+        """The latest path changes, oldest first (see :meth:`on_address_change`)."""
+        self._address_callbacks: list[Callable[[AddressChange], None]] = []
         if engine.is_established:
             self._established.set()
 
@@ -314,6 +555,58 @@ class QotpConnection(_ClosesOnExit):
     def peer_public_key(self) -> bytes | None:
         """The peer's authenticated identity, once known (native: its public key)."""
         return self.engine.protection.peer_identity
+
+    @property
+    def early_data(self) -> list[EarlyData]:
+        """Stream bytes that arrived as 0-RTT data; ``replayable`` ones could be a replay.
+
+        See :class:`qotp.connection.EarlyData` and ``QotpConfiguration.zero_rtt``.
+        """
+        return list(self.engine.early_data)
+
+    @property
+    def peer_address(self) -> Address:
+        """Where the peer is now: (host, port) of its latest authenticated packet.
+
+        QOTP follows a peer across address changes (NAT rebinding, roaming), so
+        this can change during the connection.  Same as ``address`` and as
+        ``get_extra_info("peername")``.
+        """
+        return self.address
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """Transport facts by name, as asyncio transports give them.
+
+        ``"peername"``: the peer's (host, port); ``"sockname"``: ours;
+        ``"socket"``: the UDP socket (shared by every connection of the
+        listener: do not read from it); ``"peer_public_key"``: the peer's
+        authenticated identity; ``"connection_id"``: the QOTP connection id.
+        """
+        values: dict[str, object] = {
+            "peername": self.address,
+            "sockname": self._listener.local_address,
+            "socket": self._listener.socket.sock,
+            "peer_public_key": self.peer_public_key,
+            "connection_id": self.connection_id,
+        }
+        return values.get(name, default)
+
+    def __aiter__(self) -> AsyncIterator[QotpStream]:
+        """``async for stream in connection``: each stream the peer opens, until the end."""
+        return self._iterate_streams()
+
+    async def _iterate_streams(self) -> AsyncIterator[QotpStream]:
+        while True:
+            try:
+                stream = await self.accept_stream()
+            except ConnectionClosedError:
+                return
+            yield stream
+
+    @property
+    def local_identity(self) -> KeyPair | None:
+        """Our identity key pair (native crypto; None over DTLS): for identity proofs."""
+        return self._listener.endpoint.identity
 
     @property
     def is_established(self) -> bool:
@@ -351,7 +644,17 @@ class QotpConnection(_ClosesOnExit):
             raise self.closed_error()
         getter = asyncio.ensure_future(self._incoming.get())
         closed = asyncio.ensure_future(self._terminated.wait())
-        done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # A cancelled caller must not leave a getter behind that would swallow
+            # the next stream, nor lose one it already took.
+            closed.cancel()
+            if getter.done() and not getter.cancelled():
+                self._incoming.put_nowait(getter.result())
+            else:
+                getter.cancel()
+            raise
         if getter in done:
             closed.cancel()
             return getter.result()
@@ -373,6 +676,28 @@ class QotpConnection(_ClosesOnExit):
     def statistics(self) -> ConnectionStatistics:
         """RTT, bandwidth estimate, bytes, retransmissions, drops."""
         return self.engine.statistics()
+
+    def on_address_change(self, callback: Callable[[AddressChange], None]) -> None:
+        """Call ``callback`` on every path change: the peer moved (its replies follow
+        only once the new address proved it receives), or our listener rebound."""
+        self._address_callbacks.append(callback)
+
+    def ping(self) -> None:
+        """Send an acknowledged PING: a keep-alive for NAT mappings and the idle timeout."""
+        if not self.is_closed:
+            self.engine.ping(0, now=time.monotonic_ns())
+            self._kick()
+
+    def move_to(self, address: Address) -> None:
+        """Send to the peer at ``address`` from now on (e.g. a direct path found later).
+
+        The peer sees our packets arrive from the new path and moves its
+        replies there once the path is validated.
+        """
+        if self.is_closed or address == self.engine.address:
+            return
+        self.engine.move_to(address, now=time.monotonic_ns())
+        self._kick()
 
     def close(self) -> None:
         """FIN every stream; the connection ends when they are done."""
@@ -400,6 +725,11 @@ class QotpConnection(_ClosesOnExit):
     def _on_established(self) -> None:
         self._established.set()
 
+    def _on_address_change(self, change: AddressChange) -> None:
+        self.address_changes.append(change)
+        for callback in list(self._address_callbacks):
+            callback(change)
+
     def _on_stream_opened(self, stream_id: int) -> None:
         self._incoming.put_nowait(self.stream(stream_id))
 
@@ -409,6 +739,11 @@ class QotpConnection(_ClosesOnExit):
     def _on_writable(self) -> None:
         for stream in list(self._streams.values()):
             stream._on_writable()
+
+    def _on_send_finished(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream._send_finished.set()
 
     def _on_stream_closed(self, stream_id: int) -> None:
         # Forgotten here, or a long-lived connection would keep an object for
@@ -437,6 +772,8 @@ class QotpStream(_ClosesOnExit):
         self._engine = connection.engine
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
+        #: Bytes read from the engine beyond what readuntil() returned.
+        self._buffer = bytearray()
         self._close_requested = False
         self._close_sent = False
         #: Both directions finished: the engine forgot the stream (its at_eof
@@ -445,6 +782,7 @@ class QotpStream(_ClosesOnExit):
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._closed = asyncio.Event()
+        self._send_finished = asyncio.Event()
 
     # -- reading --------------------------------------------------------------
 
@@ -465,6 +803,10 @@ class QotpStream(_ClosesOnExit):
             return b"".join(chunks)
         if n == 0:
             return b""
+        if self._buffer:
+            data = bytes(self._buffer[:n])
+            del self._buffer[:n]
+            return data
         while True:
             engine = self._engine
             if engine.readable(self.stream_id):
@@ -490,11 +832,69 @@ class QotpStream(_ClosesOnExit):
             missing -= len(chunk)
         return b"".join(chunks)
 
+    async def readuntil(
+        self, separator: bytes = b"\n", *, limit: int = STREAM_LIMIT_BYTES
+    ) -> bytes:
+        """Bytes up to and including ``separator``, as ``asyncio.StreamReader.readuntil``.
+
+        At the end of the stream before the separator, raises
+        :class:`asyncio.IncompleteReadError` with what was read; when ``limit``
+        bytes came without it, :class:`asyncio.LimitOverrunError` (the bytes
+        stay to be read).
+        """
+        if not separator:
+            raise ValueError("separator must not be empty")
+        buffer = self._buffer
+        searched = 0
+        while True:
+            found = buffer.find(separator, searched)
+            if found >= 0:
+                end = found + len(separator)
+                if end > limit:
+                    raise asyncio.LimitOverrunError("separator found after the limit", found)
+                line = bytes(buffer[:end])
+                del buffer[:end]
+                return line
+            if len(buffer) > limit:
+                raise asyncio.LimitOverrunError("no separator within the limit", len(buffer))
+            searched = max(0, len(buffer) - len(separator) + 1)
+            self._buffer = bytearray()  # read() below must come from the engine
+            try:
+                chunk = await self.read(CHUNK_READ_BYTES)
+            finally:
+                self._buffer = buffer  # kept for later reads, whatever happened
+            buffer.extend(chunk)
+            if not chunk:
+                partial = bytes(buffer)
+                buffer.clear()
+                raise asyncio.IncompleteReadError(partial, None)
+
+    async def readline(self) -> bytes:
+        """One line including ``b"\\n"``; at the end of the stream what is left (maybe b"")."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as error:
+            return error.partial
+        except asyncio.LimitOverrunError as error:
+            # As asyncio does: a line over the limit is consumed and refused.
+            del self._buffer[: error.consumed]
+            raise ValueError(str(error)) from None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """``async for line in stream``: lines until the end of the stream."""
+        return self._iterate_lines()
+
+    async def _iterate_lines(self) -> AsyncIterator[bytes]:
+        while line := await self.readline():
+            yield line
+
     def at_eof(self) -> bool:
         """Whether the peer closed the stream and everything was read."""
         engine = self._engine
-        return (self._finished or engine.at_eof(self.stream_id)) and not engine.readable(
-            self.stream_id
+        return (
+            not self._buffer
+            and (self._finished or engine.at_eof(self.stream_id))
+            and not engine.readable(self.stream_id)
         )
 
     # -- writing --------------------------------------------------------------
@@ -570,6 +970,31 @@ class QotpStream(_ClosesOnExit):
         """Wait until both directions are finished (or the connection ended)."""
         await self._closed.wait()
 
+    async def wait_send_finished(self) -> None:
+        """Wait until the peer acknowledged everything written and the close.
+
+        Call :meth:`close` first. Raises :class:`ConnectionClosedError` if the
+        connection ends before. Useful where the peer's own end of the stream may
+        never be signalled: a reference peer that had sent everything when our
+        CLOSE reached it may drop its own CLOSE (SPEC.md, section 9).
+        """
+        while not (self._send_finished.is_set() or self._finished):
+            if self.connection.is_closed:
+                raise self.connection.closed_error()
+            await self._wait(self._send_finished)
+
+    def ping(self) -> None:
+        """Send a PING on this stream: acknowledged by the peer, never retransmitted.
+
+        A keep-alive and an RTT probe (its ACK updates
+        ``connection.statistics().smoothed_rtt_ns``); it does not open the stream
+        at the peer.  Raises :class:`ConnectionClosedError` on a closed connection.
+        """
+        if self.connection.is_closed:
+            raise self.connection.closed_error()
+        self._engine.ping(self.stream_id, now=time.monotonic_ns())
+        self.connection._kick()
+
     # -- from the connection --------------------------------------------------
 
     async def _wait(self, event: asyncio.Event) -> None:
@@ -590,6 +1015,7 @@ class QotpStream(_ClosesOnExit):
 
     def _on_finished(self) -> None:
         self._finished = True
+        self._send_finished.set()
         self._on_closed()
 
     def _on_closed(self) -> None:

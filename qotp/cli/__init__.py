@@ -31,6 +31,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "send",
     "decrypt",
     "demo",
+    "send-files",
+    "receive-files",
+    "rendezvous",
+    "peer",
 )
 """Modules of :mod:`qotp.cli` that each define ``COMMAND``, in ``--help`` order."""
 
@@ -39,7 +43,7 @@ def commands() -> list[Command]:
     """Every registered command."""
     found = []
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"qotp.cli.{name}")
+        module = importlib.import_module(f"qotp.cli.{name.replace('-', '_')}")
         command = module.COMMAND
         assert isinstance(command, Command), name
         found.append(command)
@@ -57,7 +61,8 @@ def build_parser() -> Parser:
     """The parser of the whole command line."""
     parser = Parser(
         prog="qotp",
-        description="QOTP tools: a test server and client, keys, capture decryption, a demo "
+        description="QOTP tools: a test server and client, keys, capture decryption, a demo, "
+        "file transfer, peer to peer through NATs "
         "(wire-compatible with the Go reference qotp v0.2.19).",
     )
     parser.add_argument(

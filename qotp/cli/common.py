@@ -391,7 +391,7 @@ class Progress:
             self._rich.update(self._task, completed=done)
             return
         now = time.monotonic()
-        if now - self._last_line < self.PLAIN_INTERVAL_S:
+        if now - self._last_line < self.PLAIN_INTERVAL_S or done <= 0:
             return
         self._last_line = now
         elapsed = now - self._started

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any
 
-from qotp.cli.common import CliError, Command, Output, parse_count
+from qotp.cli.common import CliError, Command, Output, parse_count, parse_port
+from qotp.cli.keylog import KEY_LOG_ENVIRONMENT_VARIABLE
 from qotp.decrypt import decrypt_packet, describe_result
-from qotp.envelope import MAX_EPOCH
+from qotp.envelope import DEFAULT_MTU, MAX_EPOCH
+from qotp.tool import format_address
+
+if TYPE_CHECKING:
+    from qotp.capture import DecryptedDatagram
 
 __all__ = ["COMMAND"]
 
@@ -33,9 +40,38 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the packet was sent by the dialing side (matters for Data only)",
     )
+    capture = parser.add_argument_group("whole captures")
+    capture.add_argument(
+        "--pcap", metavar="FILE", help="a pcap or pcapng capture: decrypt every QOTP datagram"
+    )
+    capture.add_argument(
+        "--keylog",
+        metavar="FILE",
+        default=os.environ.get(KEY_LOG_ENVIRONMENT_VARIABLE) or None,
+        help=f"the key log of the capture's connections (default: ${KEY_LOG_ENVIRONMENT_VARIABLE})",
+    )
+    capture.add_argument(
+        "--port", type=parse_port, help="only packets to or from this UDP port (default: all)"
+    )
+    capture.add_argument(
+        "--mtu",
+        type=parse_count(128, 65_507, what="bytes"),
+        default=DEFAULT_MTU,
+        help="the receivers' MTU: first packets shorter than it are marked receiver_drops",
+    )
+    capture.add_argument(
+        "--write",
+        metavar="OUT.pcapng",
+        help="also write the decrypted datagrams as a capture for Wireshark "
+        "(with contrib/wireshark/qotp.lua)",
+    )
 
 
 def _run(arguments: argparse.Namespace, output: Output) -> int:
+    if arguments.pcap is not None:
+        if arguments.packet is not None:
+            raise CliError("give PACKET or --pcap, not both")
+        return _decrypt_capture(arguments, output)
     if arguments.packet is None:
         return _serve_requests(output)
     try:
@@ -53,6 +89,93 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
         raise CliError(_with_hint(result["error"], arguments))
     output.result(result, describe_result(result))
     return 0
+
+
+def _decrypt_capture(arguments: argparse.Namespace, output: Output) -> int:
+    from qotp.capture import (
+        CaptureDecryptor,
+        CaptureError,
+        KeyLog,
+        read_capture,
+        write_decrypted,
+    )
+
+    if not arguments.keylog:
+        raise CliError(
+            f"--pcap needs --keylog FILE (or ${KEY_LOG_ENVIRONMENT_VARIABLE}): the key log "
+            "that `qotp serve/send --keylog` wrote during the capture"
+        )
+    counts: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    packets: set[int] = set()
+    split_packets: set[int] = set()
+    written: list[DecryptedDatagram] = []
+    first_timestamp: list[float] = []
+    try:
+        key_log = KeyLog.load(arguments.keylog)
+        decryptor = CaptureDecryptor(key_log, mtu=arguments.mtu)
+        for datagram in decryptor.decrypt_all(read_capture(arguments.pcap, port=arguments.port)):
+            packets.add(datagram.packet.number)
+            if datagram.segments > 1:
+                split_packets.add(datagram.packet.number)
+            counts["datagrams"] += 1
+            if datagram.ok:
+                counts["decrypted"] += 1
+                counts["initiator" if datagram.from_initiator else "responder"] += 1
+            else:
+                failures[str(datagram.result.get("error", "?")).split(":")[0]] += 1
+            if datagram.receiver_drops is not None:
+                counts["receiver_drops"] += 1
+            if arguments.write:
+                written.append(datagram)
+            if not first_timestamp:
+                first_timestamp.append(datagram.packet.timestamp)
+            output.result(datagram.as_json(), _capture_line(datagram, first_timestamp[0]))
+        if arguments.write:
+            write_decrypted(arguments.write, written)
+    except CaptureError as error:
+        raise CliError(str(error)) from None
+    total = counts["datagrams"]
+    if not total:
+        raise CliError(
+            f"no UDP datagrams in {arguments.pcap}"
+            + (f" to or from port {arguments.port}" if arguments.port else "")
+            + ": was the capture taken on the right interface (tcpdump -i lo for loopback)?"
+        )
+    share = 100.0 * counts["decrypted"] / total
+    summary = (
+        f"{total} datagrams in {len(packets)} packets ({len(split_packets)} packets held "
+        f"several, coalesced by GSO/GRO): {counts['decrypted']} decrypted ({share:.1f} %), "
+        f"{counts['initiator']} from the initiator, {counts['responder']} from the responder"
+    )
+    if counts["receiver_drops"]:
+        summary += f"; {counts['receiver_drops']} a receiver would drop"
+    if failures:
+        summary += "; not decrypted: " + ", ".join(f"{n} {why}" for why, n in failures.items())
+    if arguments.write:
+        summary += f"; written to {arguments.write}"
+    output.note(summary)
+    if not counts["decrypted"]:
+        raise CliError(
+            f"none of the {total} datagrams decrypted: is {arguments.keylog} the key log "
+            "of this capture's connections?"
+        )
+    return 0
+
+
+def _capture_line(datagram: DecryptedDatagram, start: float) -> str:
+    packet = datagram.packet
+    where = f"#{packet.number}"
+    if datagram.segments > 1:
+        where += f".{datagram.segment + 1}/{datagram.segments}"
+    direction = {True: "initiator", False: "responder", None: "?"}[datagram.from_initiator]
+    line = (
+        f"{where} {packet.timestamp - start:.6f} {format_address(packet.source)} -> "
+        f"{format_address(packet.destination)} {direction}: {describe_result(datagram.result)}"
+    )
+    if datagram.receiver_drops is not None:
+        line += f" [a receiver drops it: {datagram.receiver_drops}]"
+    return line
 
 
 def _with_hint(error: str, arguments: argparse.Namespace) -> str:
@@ -101,9 +224,11 @@ def _decrypt_request(line: str) -> dict[str, Any]:
 COMMAND = Command(
     name="decrypt",
     help="decrypt captured packets with key-log secrets",
-    description="Decrypt one captured QOTP datagram (PACKET in hex with --secret), or, "
-    "without PACKET, answer JSON requests (packet, secret, secret_id, epoch, "
-    "from_initiator) one per stdin line with one JSON line each.",
+    description="Decrypt a whole capture (--pcap FILE --keylog FILE: one line per datagram, "
+    "directions worked out, GSO-coalesced datagrams split; --write OUT.pcapng for "
+    "Wireshark), one captured datagram (PACKET in hex with --secret), or, without "
+    "either, JSON requests (packet, secret, secret_id, epoch, from_initiator) one per "
+    "stdin line, answered with one JSON line each.",
     configure=_configure,
     run=_run,
 )

@@ -26,9 +26,6 @@ from qotp.tool import ClientResult, TransferProgress, format_address, run_client
 
 __all__ = ["COMMAND"]
 
-CLOSE_GRACE_S = 0.05
-"""Time for the last ACKs and CLOSEs to leave before the socket goes."""
-
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("address", type=parse_peer_address, metavar="HOST:PORT", help="the server")
@@ -112,11 +109,13 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                     timeout=arguments.timeout,
                     progress=progress,
                 )
-                await asyncio.sleep(CLOSE_GRACE_S)
         finally:
             watching.cancel()
             bar.close()
         return result
+
+    def interrupted() -> str:
+        return f"interrupted after {progress.elapsed_s():.1f} s: {progress.summary()}"
 
     def partial_report() -> dict[str, Any]:
         bar.close()
@@ -125,16 +124,12 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             progress.streams,
             progress.verified_bytes,
             progress.elapsed_s(),
-            "interrupted",
+            interrupted(),
             None,
             progress.bytes_written,
         ).report()
 
-    result = run_async(
-        main,
-        interrupted=lambda: f"interrupted after {progress.elapsed_s():.1f} s: {progress.summary()}",
-        report=partial_report,
-    )
+    result = run_async(main, interrupted=interrupted, report=partial_report)
     # The single JSON result line on stdout, in every mode: scripts and the interop
     # harness parse it.  The readable line goes to stderr.
     report: dict[str, Any] = result.report()

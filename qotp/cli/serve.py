@@ -18,6 +18,7 @@ from qotp.cli.common import (
 )
 from qotp.cli.keylog import add_key_log_option, key_log_writer
 from qotp.config import QotpConfiguration
+from qotp.events import TerminationReason
 from qotp.keys import KeyPair
 from qotp.tool import ConnectionReport, describe_close_reason, format_address, serve_connection
 
@@ -25,6 +26,8 @@ __all__ = ["COMMAND"]
 
 STOP_GRACE_S = 1.0
 """How long a stopping server waits for its connections' handlers to report."""
+STOP_LINGER_S = 2.0
+"""How long a stopping server resends the CLOSEs its peers have not acknowledged."""
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +68,19 @@ def _log_connection(output: Output, report: ConnectionReport) -> None:
         output.result(report.as_json())
         return
     key = report.peer_public_key.hex() if report.peer_public_key is not None else "unknown"
+    how = describe_close_reason(report.reason, report.detail)
+    if (
+        report.reason is TerminationReason.IDLE_TIMEOUT
+        and report.streams
+        and report.streams_completed == report.streams
+    ):
+        # QOTP has no connection close: a client that is done goes quiet.
+        how = "all streams done, then idle timeout (the client went quiet)"
     output.note(
-        f"{format_address(report.address)} key {key}: {report.streams} streams "
+        f"{format_address(report.address)} key {key}: {_plural(report.streams, 'stream')} "
         f"({report.streams_completed} completed), "
         f"{report.bytes_received} bytes in, {report.bytes_sent} bytes out, "
-        f"{report.duration_s:.2f} s, {describe_close_reason(report.reason, report.detail)}"
+        f"{report.duration_s:.2f} s, {how}"
     )
 
 
@@ -81,6 +92,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
     started = time.monotonic()
     served: list[ConnectionReport] = []
     open_connections: set[asyncio.Task[ConnectionReport]] = set()
+    closed_at_stop: list[int] = []
 
     async def main() -> None:
         try:
@@ -121,18 +133,28 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             finally:
                 # Stopping: every connection's streams get their CLOSE now, so peers
                 # learn at once; then each connection is logged like any other.
-                listener.close()
+                closed_at_stop.append(len(open_connections))
+                # A busy peer may drop a CLOSE among our ACKs: resend for a while.
+                await listener.aclose(linger=STOP_LINGER_S)
                 if open_connections:
                     await asyncio.wait(open_connections, timeout=STOP_GRACE_S)
 
     def interrupted() -> str:
-        return (
-            f"stopped after {time.monotonic() - started:.1f} s: {len(served)} connections "
-            f"served, {len(open_connections)} open ones closed"
+        closed = closed_at_stop[0] if closed_at_stop else 0
+        line = (
+            f"stopped after {time.monotonic() - started:.1f} s: "
+            f"{_plural(len(served), 'connection')} logged"
         )
+        if closed:
+            line += f", {closed} of them still open (closed now, so their peers know)"
+        return line
 
     run_async(main, interrupted=interrupted)
     return 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 COMMAND = Command(

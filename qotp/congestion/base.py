@@ -44,11 +44,15 @@ packet's send and its ACK, instead of the reference's ``one packet / min RTT``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from qotp.congestion.rtt import RttEstimator
 
 __all__ = [
     "SECOND_NS",
     "CongestionController",
+    "CongestionControllerFactory",
     "DeliveryRateSampler",
     "SendSample",
 ]
@@ -224,3 +228,13 @@ class DeliveryRateSampler:
             return 0
         self.last_interval_ns = interval
         return delivered * SECOND_NS // interval
+
+
+class CongestionControllerFactory(Protocol):
+    """Makes a connection's controller: a controller class itself fits (``Bbr``, ``NewReno``).
+
+    Called once per connection with the connection's RTT estimator (shared: the
+    connection alone updates it) and its largest datagram size in bytes.
+    """
+
+    def __call__(self, rtt: RttEstimator, *, max_datagram_bytes: int) -> CongestionController: ...

@@ -77,6 +77,10 @@ class Pacer:
         burst = rate * self._burst_ns // SECOND_NS
         self._burst_bytes = burst if burst > self._min_burst_bytes else self._min_burst_bytes
 
+    def reset(self) -> None:
+        """Forget what earlier sends owe: the bucket is full again."""
+        self._empty_at_ns = None
+
     def available_bytes(self, now: int) -> int:
         """Bytes that may leave at ``now`` back to back (negative: owed by earlier sends)."""
         if self._rate == 0 or self._empty_at_ns is None:

@@ -1,17 +1,33 @@
 """Build and run our Go peer (``tests/interop/go``) on top of the Go reference.
 
 The Go program is ours; the reference module ``github.com/qo-proto/qotp`` is
-fetched through the Go module proxy at build time and never stored in this
-repository. The source directory is copied to a scratch directory before
-``go`` touches it, so a build never rewrites the committed ``go.mod`` (with
-``-mod=mod`` the go command adds the reference's own requirements and a
-``go.sum``).
+never stored in this repository, and ``go.mod`` keeps requiring v0.2.19.
+The source directory is copied to a scratch directory before ``go`` touches
+it, so a build never rewrites the committed ``go.mod`` (with ``-mod=mod`` the
+go command adds the reference's own requirements and a ``go.sum``).
+
+Where the reference comes from, first match wins:
+
+1. ``$QOTP_REFERENCE_SOURCE``: a directory holding the reference's source tree;
+2. ``../shared/reference/qotp-<version>`` beside the project root (CI lays out
+   v0.2.19 there, because the module proxy reachable here refuses that
+   version with 403);
+3. the Go module proxy, as any other module.
+
+For 1 and 2 the scratch copy gets ``go mod edit -replace=MODULE=<dir>``; the
+reference's own dependencies still come from the proxy. ``go build`` only
+reads the replaced directory (CI mounts it read-only).
+
+The binary is cached outside the checkout (``tests/system_packages.py``
+``cache_directory("go-peer")``), keyed by a fingerprint of our Go source, the
+reference version, the reference source tree when built from one, and
+``go version``; a file lock keeps two sessions from building it at once.
 
 Whether the peer can be had at all is decided here, once per session, and
 reported as a reason string that the tests hand to ``pytest.skip``: no ``go``
-on the PATH, or the proxy refusing the module version (quoted verbatim).
-Everything else (our program failing to compile against the reference, a peer
-that does not start) is a failure, not a skip.
+on the PATH, or (without a source tree) the proxy refusing the module version
+(quoted verbatim). Everything else (our program failing to compile against
+the reference, a peer that does not start) is a failure, not a skip.
 
 ``QOTP_REFERENCE_VERSION`` (e.g. ``v0.2.18``) replaces the version required in
 ``go.mod`` for local runs, applied with ``go mod edit -require`` in the copy.
@@ -34,8 +50,10 @@ from typing import IO
 
 MODULE = "github.com/qo-proto/qotp"
 VERSION_ENVIRONMENT_VARIABLE = "QOTP_REFERENCE_VERSION"
+SOURCE_ENVIRONMENT_VARIABLE = "QOTP_REFERENCE_SOURCE"
 GO_SOURCE_DIRECTORY = Path(__file__).parent / "go"
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+SHARED_REFERENCE_DIRECTORY = REPOSITORY_ROOT.parent / "shared" / "reference"
 
 # Fetching the module and its dependencies the first time takes a while.
 DOWNLOAD_TIMEOUT_S = 300.0
@@ -142,11 +160,47 @@ def is_checksum_database_refusal(error: str) -> bool:
     return "verifying" in error and ("sumdb" in error or "sum.golang.org" in error)
 
 
-def _source_fingerprint(version: str) -> str:
+def reference_source(version: str) -> Path | None:
+    """The reference's source tree to build against, or None to fetch it from the proxy.
+
+    An explicit ``$QOTP_REFERENCE_SOURCE`` that is not the module's source is
+    a mistake worth failing on; the default location may simply be absent.
+    """
+    explicit = os.environ.get(SOURCE_ENVIRONMENT_VARIABLE, "").strip()
+    if explicit:
+        directory = Path(explicit).expanduser().resolve()
+        if not _is_module_source(directory):
+            raise GoPeerBuildError(
+                f"{SOURCE_ENVIRONMENT_VARIABLE}={explicit!r} is not the source of {MODULE} "
+                "(no go.mod declaring that module there)"
+            )
+        return directory
+    directory = SHARED_REFERENCE_DIRECTORY / f"qotp-{version}"
+    return directory.resolve() if _is_module_source(directory) else None
+
+
+def _is_module_source(directory: Path) -> bool:
+    try:
+        go_mod = (directory / "go.mod").read_text()
+    except OSError:
+        return False
+    return re.search(rf"^module\s+{re.escape(MODULE)}\s*$", go_mod, re.MULTILINE) is not None
+
+
+def _tree_digest(directory: Path, digest: hashlib._Hash) -> None:
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def source_fingerprint(version: str, source: Path | None) -> str:
+    """The cache key of a build: our Go source, the version, the reference tree, go version."""
     digest = hashlib.sha256(version.encode())
-    for path in sorted(GO_SOURCE_DIRECTORY.iterdir()):
-        if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    _tree_digest(GO_SOURCE_DIRECTORY, digest)
+    if source is not None:
+        digest.update(b"replace\0")
+        _tree_digest(source, digest)
     go_version = subprocess.run(
         ["go", "version"], capture_output=True, text=True, check=False, timeout=60
     )
@@ -160,24 +214,41 @@ class GoPeer:
 
     binary: Path
     version: str
+    source: Path | None = None
+    """The reference source tree it was built from (None: fetched from the proxy)."""
     notes: tuple[str, ...] = ()
 
 
-def build_go_peer(cache_directory: Path) -> GoPeer:
-    """Build (or reuse from ``cache_directory``) the Go peer.
+def default_cache_directory() -> Path:
+    """Where built peers live between runs: ``cache_directory("go-peer")``."""
+    from system_packages import cache_directory
+
+    return cache_directory("go-peer")
+
+
+def build_go_peer(cache: Path | None = None) -> GoPeer:
+    """Build (or reuse from ``cache``, default :func:`default_cache_directory`) the Go peer.
 
     Raises :class:`GoPeerUnavailable` when the peer cannot be had here and
     :class:`GoPeerBuildError` when our program does not build.
     """
+    from system_packages import file_lock
+
     if shutil.which("go") is None:
         raise GoPeerUnavailable("the Go toolchain ('go') is not on the PATH")
     version = reference_version()
-    binary = cache_directory / f"qotpinterop-{version}-{_source_fingerprint(version)}"
+    source = reference_source(version)
+    cache = cache if cache is not None else default_cache_directory()
+    binary = cache / f"qotpinterop-{version}-{source_fingerprint(version, source)}"
+    with file_lock("go-peer"):
+        if not binary.exists():
+            _build(binary, version, source)
     notes_file = binary.parent / (binary.name + ".notes")
-    if binary.exists():
-        notes = tuple(notes_file.read_text().splitlines()) if notes_file.exists() else ()
-        return GoPeer(binary=binary, version=version, notes=notes)
+    notes = tuple(notes_file.read_text().splitlines()) if notes_file.exists() else ()
+    return GoPeer(binary=binary, version=version, source=source, notes=notes)
 
+
+def _build(binary: Path, version: str, source: Path | None) -> None:
     notes_list: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qotp-go-peer-") as scratch:
         directory = Path(scratch) / "go"
@@ -191,19 +262,18 @@ def build_go_peer(cache_directory: Path) -> GoPeer:
                 raise GoPeerBuildError(f"go mod edit failed: {edit.stderr.strip()}")
             notes_list.append(f"{VERSION_ENVIRONMENT_VARIABLE} overrides go.mod: {version}")
 
-        download_arguments = ["mod", "download", "-json", f"{MODULE}@{version}"]
-        result = _run_go(download_arguments, directory, environment, DOWNLOAD_TIMEOUT_S)
-        error = _download_error(result)
-        if error and is_checksum_database_refusal(error):
-            environment = _go_environment(skip_checksum_database=True)
-            notes_list.append(
-                f"checksum database does not list {MODULE}@{version}; "
-                f"fetched from the proxy with GONOSUMDB={MODULE}"
+        if source is not None:
+            edit = _run_go(
+                ["mod", "edit", f"-replace={MODULE}={source}"], directory, environment, 60.0
             )
-            result = _run_go(download_arguments, directory, environment, DOWNLOAD_TIMEOUT_S)
-            error = _download_error(result)
-        if error:
-            raise GoPeerUnavailable(f"cannot fetch {MODULE}@{version}: {error}")
+            if edit.returncode:
+                raise GoPeerBuildError(f"go mod edit -replace failed: {edit.stderr.strip()}")
+            notes_list.append(f"built from the reference source in {source}")
+        else:
+            _download(directory, environment, version, notes_list)
+            environment = _go_environment(
+                skip_checksum_database=any("GONOSUMDB" in note for note in notes_list)
+            )
 
         output = directory / "qotpinterop"
         build = _run_go(["build", "-o", str(output), "."], directory, environment, BUILD_TIMEOUT_S)
@@ -216,13 +286,32 @@ def build_go_peer(cache_directory: Path) -> GoPeer:
             raise GoPeerBuildError(
                 f"our Go peer does not build against {MODULE}@{version}:\n{message}"
             )
-        cache_directory.mkdir(parents=True, exist_ok=True)
+        binary.parent.mkdir(parents=True, exist_ok=True)
         # Copy then rename, so a concurrent session never runs half a binary.
         staging = binary.parent / (binary.name + ".partial")
         shutil.copy2(output, staging)
+        (binary.parent / (binary.name + ".notes")).write_text("\n".join(notes_list))
         staging.replace(binary)
-        notes_file.write_text("\n".join(notes_list))
-    return GoPeer(binary=binary, version=version, notes=tuple(notes_list))
+
+
+def _download(directory: Path, environment: dict[str, str], version: str, notes: list[str]) -> None:
+    """Fetch the reference from the module proxy (no source tree here)."""
+    download_arguments = ["mod", "download", "-json", f"{MODULE}@{version}"]
+    result = _run_go(download_arguments, directory, environment, DOWNLOAD_TIMEOUT_S)
+    error = _download_error(result)
+    if error and is_checksum_database_refusal(error):
+        environment = _go_environment(skip_checksum_database=True)
+        notes.append(
+            f"checksum database does not list {MODULE}@{version}; "
+            f"fetched from the proxy with GONOSUMDB={MODULE}"
+        )
+        result = _run_go(download_arguments, directory, environment, DOWNLOAD_TIMEOUT_S)
+        error = _download_error(result)
+    if error:
+        raise GoPeerUnavailable(
+            f"cannot fetch {MODULE}@{version} (and no source tree in "
+            f"${SOURCE_ENVIRONMENT_VARIABLE} or {SHARED_REFERENCE_DIRECTORY}): {error}"
+        )
 
 
 # ------------------------------------------------------------------ processes
@@ -279,7 +368,13 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def start_server(command: list[str], *, name: str, log_directory: Path) -> Server:
+def start_server(
+    command: list[str],
+    *,
+    name: str,
+    log_directory: Path,
+    environment: dict[str, str] | None = None,
+) -> Server:
     """Start a server, wait for its ``pubkey=`` and ``listening=`` lines.
 
     Output goes to files, not pipes: the reference prints debugging lines on
@@ -296,6 +391,7 @@ def start_server(command: list[str], *, name: str, log_directory: Path) -> Serve
         stdout=stdout,
         stderr=stderr,
         cwd=REPOSITORY_ROOT,
+        env=None if environment is None else {**os.environ, **environment},
         start_new_session=True,
     )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -362,8 +458,13 @@ class ClientRun:
         )
 
 
-def run_client(command: list[str], *, timeout: float) -> ClientRun:
-    """Run a client to completion (or kill it after ``timeout`` seconds)."""
+def run_client(
+    command: list[str], *, timeout: float, environment: dict[str, str] | None = None
+) -> ClientRun:
+    """Run a client to completion (or kill it after ``timeout`` seconds).
+
+    ``environment`` adds variables to ours (a key-log file, say).
+    """
     start = time.monotonic()
     process = subprocess.Popen(
         command,
@@ -371,6 +472,7 @@ def run_client(command: list[str], *, timeout: float) -> ClientRun:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPOSITORY_ROOT,
+        env=None if environment is None else {**os.environ, **environment},
         start_new_session=True,
     )
     try:

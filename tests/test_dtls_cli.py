@@ -1,0 +1,313 @@
+"""The ``dtls`` command line: openssl-like options, and clean one-line failures (issue 10).
+
+Every failure case: a non-zero exit, one line naming the likely cause, no
+traceback, well under 4 KB of output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from dtls_helpers import make_pki, pem_chain, pem_key
+from dtls_processes import PIPE, STEP_SECONDS, dtls_cli, read_until
+
+import dtls.asyncio as dtls_asyncio
+from dtls.cli import main
+from dtls.config import DTLSConfiguration, load_certificate_chain, load_private_key
+
+MAX_FAILURE_OUTPUT_BYTES = 4096
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    directory = tmp_path_factory.mktemp("dtls-cli")
+    pki = make_pki()
+    chain, key = pki.issue("localhost", sans=("127.0.0.1",))
+    other_chain, other_key = pki.issue("other.test")
+    paths = {
+        "ca": pem_chain((pki.ca_certificate,)),
+        "cert": pem_chain(chain),
+        "key": pem_key(key),
+        "other.key": pem_key(other_key),
+        "garbage": b"this is not PEM\n",
+    }
+    out = {}
+    for name, content in paths.items():
+        path = directory / f"{name}.pem"
+        path.write_bytes(content)
+        out[name] = str(path)
+    assert other_chain
+    return out
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _one_line_failure(code: int, out: str, err: str, expected_code: int, *needles: str) -> None:
+    assert code == expected_code, (code, out, err)
+    assert "Traceback" not in out + err
+    assert len((out + err).encode()) < MAX_FAILURE_OUTPUT_BYTES
+    lines = [line for line in err.splitlines() if line]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# -- failures found before any socket: in process ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["client", "127.0.0.1:99999"], ["port 99999 is out of range"]),
+        (["client", "127.0.0.1:0"], ["port 0 is out of range: use 1 to 65535"]),
+        (["client", "no-port"], ["expected HOST:PORT"]),
+        (["server", "--listen", "127.0.0.1:70000"], ["port 70000 is out of range"]),
+        (["client", "h:1", "--cipher", "NOPE"], ["unknown cipher suite 'NOPE'", "--list-ciphers"]),
+        (["client", "h:1", "--groups", "P-999"], ["unknown group 'P-999'"]),
+        (["client", "h:1", "--psk", "zz"], ["PSK is not hex"]),
+        (["client", "h:1", "--mtu", "20"], ["mtu 20"]),
+        (["client", "h:1", "--timeout", "-5"], ["timeout -5 s"]),
+        (
+            ["client", "127.0.0.1:1", "--dtls1_3", "--cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+            ["no cipher suite for the allowed versions", "DTLS 1.3 needs"],
+        ),
+        (["server", "--listen", "127.0.0.1:0"], ["a server needs --cert"]),
+        ([], ["name a command: server or client"]),
+    ],
+)
+def test_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needles: list[str]
+) -> None:
+    code = main(argv)
+    captured = capsys.readouterr()
+    _one_line_failure(code, captured.out, captured.err, 2, *needles)
+
+
+@pytest.mark.parametrize(
+    ("case", "needles"),
+    [
+        ("missing", ["cannot read the certificate file", "No such file"]),
+        ("garbage", ["holds no PEM certificate", "check --cert"]),
+        ("bad key", ["holds no usable PEM private key", "check --key"]),
+        ("wrong key", ["does not belong to the certificate"]),
+    ],
+)
+def test_bad_certificate_and_key_files(
+    capsys: pytest.CaptureFixture[str], files: dict[str, str], case: str, needles: list[str]
+) -> None:
+    cert, key = {
+        "missing": ("/nonexistent/cert.pem", files["key"]),
+        "garbage": (files["garbage"], files["key"]),
+        "bad key": (files["cert"], files["garbage"]),
+        "wrong key": (files["cert"], files["other.key"]),
+    }[case]
+    code = main(["server", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key])
+    captured = capsys.readouterr()
+    _one_line_failure(code, captured.out, captured.err, 1, *needles)
+
+
+def test_json_failures_are_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["client", "127.0.0.1:99999", "--json"]) == 2
+    out = capsys.readouterr().out
+    record = json.loads(out)
+    assert record["ok"] is False and "out of range" in record["error"]
+
+
+def test_list_ciphers_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list-ciphers"]) == 0
+    listing = capsys.readouterr().out
+    assert "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" in listing
+    assert "ECDHE-ECDSA-AES128-GCM-SHA256" in listing
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert "DTLSv1.2" in capsys.readouterr().out
+
+
+# -- failures with sockets: real processes -------------------------------------------------
+
+
+async def _run_cli(*argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    async with dtls_cli(*argv, stdin=PIPE, stdout=PIPE, stderr=PIPE) as process:
+        out, err = await asyncio.wait_for(process.communicate(stdin), 3 * STEP_SECONDS)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+
+def test_bind_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        code, out, err = asyncio.run(
+            _run_cli("server", "--listen", f"127.0.0.1:{port}", "--psk", "00112233")
+        )
+    _one_line_failure(code, out, err, 1, f"127.0.0.1:{port} is already in use")
+
+
+def test_dns_error() -> None:
+    code, out, err = asyncio.run(_run_cli("client", "no-such-host.invalid:4433", "--insecure"))
+    _one_line_failure(code, out, err, 1, "cannot resolve host 'no-such-host.invalid'")
+
+
+def test_closed_port_fails_at_once() -> None:
+    port = _closed_port()
+    code, out, err = asyncio.run(_run_cli("client", f"127.0.0.1:{port}", "--insecure"))
+    _one_line_failure(code, out, err, 1, "the port is closed", "is the server running")
+
+
+def test_no_answer() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        code, out, err = asyncio.run(
+            _run_cli("client", f"127.0.0.1:{port}", "--insecure", "--timeout", "2")
+        )
+    _one_line_failure(code, out, err, 1, f"no answer from 127.0.0.1:{port} after 2 s")
+
+
+def test_handshake_failure_names_the_alert(files: dict[str, str]) -> None:
+    configuration = DTLSConfiguration(
+        is_client=False, psk=bytes.fromhex("00112233"), psk_identity=b"expected"
+    )
+
+    async def run() -> tuple[int, str, str]:
+        async with dtls_asyncio.serve("127.0.0.1", 0, configuration) as server:
+            _, port = server.local_address
+            return await _run_cli(
+                "client", f"127.0.0.1:{port}", "--psk", "00112233", "--psk-identity", "other"
+            )
+
+    code, out, err = asyncio.run(run())
+    _one_line_failure(code, out, err, 1, "failed: unknown_psk_identity", "check --psk-identity")
+
+
+def test_ctrl_c_is_one_line_and_130(files: dict[str, str]) -> None:
+    async def run() -> tuple[int, str]:
+        async with dtls_cli(
+            "server", "--listen", "127.0.0.1:0", "--cert", files["cert"], "--key", files["key"],
+            stdout=PIPE, stderr=PIPE,
+        ) as server:  # fmt: skip
+            assert server.stderr is not None
+            await read_until(server.stderr, b"listening on")
+            server.send_signal(signal.SIGINT)
+            await asyncio.wait_for(server.wait(), STEP_SECONDS)
+            assert server.returncode is not None
+            return server.returncode, (await server.stderr.read()).decode()
+
+    code, err = asyncio.run(run())
+    _one_line_failure(code, "", err, 130, "interrupted: served 0 peer(s)")
+
+
+# -- openssl parity ----------------------------------------------------------------------
+
+
+def test_client_prints_what_was_negotiated_and_handshake_messages(files: dict[str, str]) -> None:
+    async def run() -> tuple[int, str, str]:
+        async with dtls_cli(
+            "server", "--listen", "127.0.0.1:0", "--cert", files["cert"], "--key", files["key"],
+            "--echo", "--naccept", "1", "--cid", "4", "--no-cookie", "--srtp",
+            "SRTP_AEAD_AES_128_GCM", "--groups", "P-256", "--json",
+            stdout=PIPE, stderr=PIPE,
+        ) as server:  # fmt: skip
+            assert server.stdout is not None
+            listening = json.loads(await read_until(server.stdout, b"listening"))
+            port = listening["address"].rsplit(":", 1)[1]
+            code, out, err = await _run_cli(
+                "client", f"127.0.0.1:{port}", "--cafile", files["ca"], "-v",
+                "--own-cid", "0a0b0c", "--srtp", "SRTP_AEAD_AES_128_GCM",
+                "--cipher", "ECDHE-ECDSA-AES256-GCM-SHA384", "--groups", "prime256v1",
+                "--keymatexport", "EXTRACTOR-dtls_srtp", "--keymatexport-len", "16",
+                "--dtls1_2", stdin=b"echo me\n",
+            )  # fmt: skip
+            await asyncio.wait_for(server.wait(), STEP_SECONDS)
+            return code, out, err
+
+    code, out, err = asyncio.run(run())
+    assert code == 0, err
+    assert out == "echo me\n"
+    assert ">>> client_hello (message_seq 0" in err
+    assert "<<< server_hello (message_seq 0" in err  # no cookie exchange: seq 0
+    assert "hello_verify_request" not in err
+    assert "DTLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" in err
+    assert "group secp256r1" in err and "srtp SRTP_AEAD_AES_128_GCM" in err
+    assert "our cid 0a0b0c" in err and "peer cid " in err
+    assert "keying material (EXTRACTOR-dtls_srtp): " in err
+
+
+def test_json_client_reports_and_resumption(files: dict[str, str], tmp_path: Path) -> None:
+    session = tmp_path / "session.bin"
+    chain_and_key = DTLSConfiguration(
+        is_client=False,
+        certificate_chain=load_certificate_chain(Path(files["cert"]).read_bytes()),
+        private_key=load_private_key(Path(files["key"]).read_bytes()),
+    )
+
+    async def answer_close(server: dtls_asyncio.DTLSServer) -> None:
+        while True:
+            connection = await server.accept()
+            while await connection.recv():
+                pass
+            connection.close()
+
+    async def run() -> list[tuple[int, str, str]]:
+        async with dtls_asyncio.serve("127.0.0.1", 0, chain_and_key) as server:
+            _, port = server.local_address
+            closer = asyncio.create_task(answer_close(server))
+            results = []
+            for option in ("--sess-out", "--sess-in"):
+                results.append(
+                    await _run_cli(
+                        "client",
+                        f"127.0.0.1:{port}",
+                        "--cafile",
+                        files["ca"],
+                        "--json",
+                        "--keymatexport",
+                        "EXPERIMENTAL-x",
+                        option,
+                        str(session),
+                    )  # fmt: skip
+                )
+            closer.cancel()
+            return results
+
+    results = asyncio.run(run())
+    connected = []
+    for code, out, err in results:
+        assert code == 0, err
+        records = [json.loads(line) for line in out.splitlines()]
+        assert [r["event"] for r in records] == ["connected", "closed"]
+        connected.append(records[0])
+    assert connected[0]["version"] == "DTLSv1.3" and connected[0]["resumed"] is False
+    assert connected[1]["resumed"] is True
+    assert len(bytes.fromhex(connected[0]["keying_material"])) == 20
+
+
+def test_dtls_never_imports_qotp_nor_the_cli_extras() -> None:
+    import subprocess
+    import sys
+
+    from dtls_processes import cli_environment
+
+    probe = (
+        "import sys, dtls, dtls.cli, dtls.asyncio, dtls.__main__; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('qotp', 'rich', 'dpkt')); "
+        "print(bad)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=cli_environment(),
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
