@@ -21,14 +21,13 @@ amplification.
 from __future__ import annotations
 
 import hmac as std_hmac
-import os
 import struct
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
-from .cookie import COOKIE_SECRET_LIFETIME_NS
+from .cookie import COOKIE_SECRET_LIFETIME_NS, RotatingSecret
 
 __all__ = ["RetryCookies", "RetryState"]
 
@@ -49,22 +48,10 @@ class RetryState:
 class RetryCookies:
     """Makes and opens HelloRetryRequest cookies with a rotating secret; ``now`` from the caller."""
 
-    __slots__ = ("_current", "_lifetime_ns", "_previous", "_rotated_at")
+    __slots__ = ("_secret",)
 
     def __init__(self, lifetime_ns: int = COOKIE_SECRET_LIFETIME_NS) -> None:
-        self._lifetime_ns = lifetime_ns
-        self._current = os.urandom(32)
-        self._previous: bytes | None = None
-        self._rotated_at: int | None = None
-
-    def _rotate(self, now: int) -> None:
-        if self._rotated_at is None:
-            self._rotated_at = now
-        elif now - self._rotated_at >= self._lifetime_ns:
-            expired_twice = now - self._rotated_at >= 2 * self._lifetime_ns
-            self._previous = None if expired_twice else self._current
-            self._current = os.urandom(32)
-            self._rotated_at = now
+        self._secret = RotatingSecret(lifetime_ns)
 
     @staticmethod
     def _mac(secret: bytes, address: object, body: bytes) -> bytes:
@@ -76,21 +63,21 @@ class RetryCookies:
 
     def make(self, address: object, state: RetryState, now: int) -> bytes:
         """The cookie for a HelloRetryRequest to ``address``."""
-        self._rotate(now)
+        current, _ = self._secret.secrets(now)
         body = (
             _HEADER.pack(_VERSION, state.cipher_suite, state.group or 0) + state.client_hello_hash
         )
-        return body + self._mac(self._current, address, body)
+        return body + self._mac(current, address, body)
 
     def open(self, address: object, cookie: bytes, now: int) -> RetryState | None:
         """The state in a cookie we made for ``address`` (None: forged, stale, or not ours)."""
-        self._rotate(now)
+        current, previous = self._secret.secrets(now)
         if len(cookie) not in (_HEADER.size + 32 + _MAC_BYTES, _HEADER.size + 48 + _MAC_BYTES):
             return None
         body, mac = cookie[:-_MAC_BYTES], cookie[-_MAC_BYTES:]
-        valid = std_hmac.compare_digest(self._mac(self._current, address, body), mac) or (
-            self._previous is not None
-            and std_hmac.compare_digest(self._mac(self._previous, address, body), mac)
+        valid = std_hmac.compare_digest(self._mac(current, address, body), mac) or (
+            previous is not None
+            and std_hmac.compare_digest(self._mac(previous, address, body), mac)
         )
         if not valid:
             return None

@@ -63,11 +63,11 @@ from .keyschedule13 import (
     verify_finished,
 )
 from .messages13 import HandshakeType13, RecordNumber
-from .primitives import validate_chain
 from .protection13 import Epoch13Protection, RecordProtection13
 from .reassembly import HandshakeMessage
 from .records13 import ACK_CONTENT_TYPE, decode_datagram_records, resolve_epoch
 from .suites import SUITE_PARAMETERS, CipherSuite, SignatureScheme, SuiteParameters
+from .validation import peer_chain_verdict
 
 __all__ = [
     "EPOCH_APPLICATION",
@@ -367,24 +367,11 @@ class Handshake13:
         self._read_epoch = EPOCH_APPLICATION
 
     def _check_peer_chain(self, chain: tuple[x509.Certificate, ...], *, as_server: bool) -> None:
-        config = self.configuration
         self.negotiated.peer_certificates = chain
-        if not config.verify_peer and config.verify_callback is None:
-            return
-        errors = validate_chain(
-            chain,
-            config.ca_certificates,
-            server_name=config.server_name,
-            as_server=as_server,
-            at=config.certificate_validation_time,
-        )
+        errors, refusal = peer_chain_verdict(self.configuration, chain, as_server=as_server)
         self.negotiated.peer_certificate_errors = errors
-        if config.verify_callback is not None:
-            if not config.verify_callback(chain, errors):
-                raise AlertError(AlertDescription.bad_certificate, "rejected by verify callback")
-            return
-        if errors:
-            raise AlertError(AlertDescription.bad_certificate, "; ".join(errors))
+        if refusal is not None:
+            raise AlertError(AlertDescription.bad_certificate, refusal)
 
     def _certificate_verify(
         self, private_key: CertificatePrivateKey, peer_schemes: list[int] | None
