@@ -71,7 +71,7 @@ from .flights import Flights
 from .handshake import HandshakeType, message_name
 from .handshake12_client import ClientHandshake12
 from .handshake12_server import ServerHandshake12, encode_hello_verify_datagram
-from .handshake13 import EPOCH_EARLY_DATA, Handshake13, message_name13
+from .handshake13 import EPOCH_EARLY_DATA, Handshake13
 from .handshake13_client import ClientHandshake13
 from .handshake13_server import ServerHandshake13
 from .handshake_context import Handshake, HandshakeContext, ServerContext
@@ -793,14 +793,9 @@ class DTLSConnection:
 
     def _log_message(self, message: HandshakeMessage) -> None:
         if message_logger.isEnabledFor(logging.INFO):
-            name = (
-                message_name13(message.msg_type)
-                if self._handshake13 is not None
-                else message_name(message.msg_type)
-            )
             message_logger.info(
                 "<<< %s (message_seq %d, %d bytes) in state '%s'",
-                name,
+                message_name(message.msg_type),
                 message.message_seq,
                 len(message.body),
                 self._handshake.state_name,

@@ -245,7 +245,12 @@ class DTLSEndpoint:
             server_context=self.server_context,
         )
         if check.reply is not None:
-            message_logger.info(">>> hello_verify_request to %r (stateless cookie exchange)", addr)
+            retry = len(check.reply) > 13 and check.reply[13] == HandshakeType.server_hello
+            message_logger.info(
+                ">>> %s to %r (stateless cookie exchange)",
+                "hello_retry_request" if retry else "hello_verify_request",
+                addr,
+            )
             self._outgoing.append((check.reply, addr))
             self.hello_verify_requests_sent += 1
             return None

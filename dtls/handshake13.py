@@ -76,7 +76,6 @@ __all__ = [
     "SIGNATURE_SCHEMES_13",
     "Handshake13",
     "choose_signature_scheme13",
-    "message_name13",
     "verify_signature13",
 ]
 
@@ -123,14 +122,6 @@ POST_HANDSHAKE_TYPES = frozenset(
         HandshakeType13.new_connection_id,
     }
 )
-
-
-def message_name13(msg_type: int) -> str:
-    """A handshake type's name for messages to people."""
-    try:
-        return HandshakeType13(msg_type).name
-    except ValueError:
-        return f"handshake message {msg_type}"
 
 
 # --------------------------------------------------------------------------- record layer plug-ins
@@ -595,7 +586,7 @@ class Handshake13:
         else:
             raise AlertError(
                 AlertDescription.unexpected_message,
-                f"{message_name13(msg_type)} after the handshake",
+                f"{hs.message_name(msg_type)} after the handshake",
             )
 
     def handle_peer_repeat(self, now: int) -> None:

@@ -44,7 +44,6 @@ from .handshake13 import (
     EPOCH_EARLY_DATA,
     EPOCH_HANDSHAKE,
     Handshake13,
-    message_name13,
 )
 from .handshake_context import Handshake, HandshakeContext
 from .keyschedule13 import (
@@ -229,7 +228,7 @@ class ClientHandshake13(Handshake13):
         if allowed is None:
             raise AlertError(
                 AlertDescription.unexpected_message,
-                f"{message_name13(message.msg_type)} while in state '{self.state.value}'",
+                f"{hs.message_name(message.msg_type)} while in state '{self.state.value}'",
             )
         handler = _CLIENT_HANDLERS[message.msg_type]
         next_state = handler(self, message, now)

@@ -51,7 +51,6 @@ from .handshake13 import (
     SIGNATURE_SCHEMES_13,
     Handshake13,
     choose_signature_scheme13,
-    message_name13,
 )
 from .handshake_context import Handshake, HandshakeContext
 from .handshake_context import ServerContext as ServerContextLike
@@ -351,7 +350,7 @@ class ServerHandshake13(Handshake13):
         if allowed is None:
             raise AlertError(
                 AlertDescription.unexpected_message,
-                f"{message_name13(message.msg_type)} while in state '{self.state.value}'",
+                f"{hs.message_name(message.msg_type)} while in state '{self.state.value}'",
             )
         handler = _SERVER_HANDLERS[message.msg_type]
         next_state = handler(self, message, now)
