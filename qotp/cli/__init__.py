@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "receive-files",
     "rendezvous",
     "peer",
+    "bench",
 )
 """Modules of :mod:`qotp.cli` that each define ``COMMAND``, in ``--help`` order."""
 

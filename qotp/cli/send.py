@@ -21,6 +21,7 @@ from qotp.cli.common import (
     parse_public_key,
     run_async,
 )
+from qotp.cli.crypto import add_crypto_options, crypto_layer
 from qotp.cli.keylog import add_key_log_option, key_log_writer
 from qotp.tool import ClientResult, TransferProgress, format_address, run_client
 
@@ -63,6 +64,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="give up after this long (handshake included)",
     )
     add_key_log_option(parser)
+    add_crypto_options(parser, server=False)
 
 
 async def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
@@ -79,6 +81,9 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
     from qotp.asyncio import listen
 
     host, port = arguments.address
+    if arguments.crypto != "native" and arguments.pubkey is not None:
+        raise CliError("--pubkey (0-RTT) is native QOTP only; --crypto dtls always handshakes")
+    crypto = crypto_layer(arguments, server=False, server_host=host)
     progress = TransferProgress(arguments.streams, arguments.bytes)
     bar = output.progress(progress.total_bytes, f"{arguments.mode} to {host}:{port}")
 
@@ -93,7 +98,9 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
         family, address = await _resolve(host, port)
         local_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
         try:
-            listener = await listen(local_host, 0, key_log=key_log_writer(arguments.keylog))
+            listener = await listen(
+                local_host, 0, key_log=key_log_writer(arguments.keylog), crypto=crypto
+            )
         except OSError as error:
             raise CliError(describe_socket_error(error, local_host, 0, binding=True)) from None
         watching = asyncio.create_task(watch())

@@ -16,6 +16,7 @@ from qotp.cli.common import (
     parse_private_key,
     run_async,
 )
+from qotp.cli.crypto import add_crypto_options, crypto_layer
 from qotp.cli.keylog import add_key_log_option, key_log_writer
 from qotp.config import QotpConfiguration
 from qotp.events import TerminationReason
@@ -61,6 +62,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "close: a client that finished is logged after this long)",
     )
     add_key_log_option(parser)
+    add_crypto_options(parser, server=True)
 
 
 def _log_connection(output: Output, report: ConnectionReport) -> None:
@@ -87,6 +89,11 @@ def _log_connection(output: Output, report: ConnectionReport) -> None:
 def _run(arguments: argparse.Namespace, output: Output) -> int:
     from qotp.asyncio import listen
 
+    if arguments.crypto != "native" and arguments.seed_hex is not None:
+        raise CliError(
+            "--seed-hex is the native identity; with --crypto dtls use --cert/--key or --psk"
+        )
+    crypto = crypto_layer(arguments, server=True)
     identity: KeyPair = arguments.seed_hex or KeyPair.generate()
     host, port = arguments.listen
     started = time.monotonic()
@@ -99,21 +106,25 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             listener = await listen(
                 host,
                 port,
-                identity=identity,
+                identity=identity if crypto is None else None,
                 configuration=QotpConfiguration(idle_timeout_ns=int(arguments.idle_timeout * 1e9)),
                 key_log=key_log_writer(arguments.keylog),
+                crypto=crypto,
             )
         except OSError as error:
             raise CliError(describe_socket_error(error, host, port, binding=True)) from None
         bound = format_address(listener.local_address)
         if output.json:
             output.result(
-                {"event": "listening", "address": bound, "pubkey": identity.public_hex,
-                 "mode": arguments.mode}
+                {"event": "listening", "address": bound,
+                 "pubkey": identity.public_hex if crypto is None else None,
+                 "mode": arguments.mode, "crypto": arguments.crypto}
             )  # fmt: skip
         else:
-            # Scripts (and the interop harness) read these two lines.
-            output.line(f"pubkey={identity.public_hex}")
+            # Scripts (and the interop harness) read these two lines; with DTLS the
+            # native public key means nothing, so only the address is printed.
+            if crypto is None:
+                output.line(f"pubkey={identity.public_hex}")
             output.line(f"listening={bound}")
             output.note(f"serving {arguments.mode} mode on {bound}; Ctrl-C stops")
 
