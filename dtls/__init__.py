@@ -1,4 +1,4 @@
-"""DTLS 1.2 in pure Python on ``cryptography`` (sans-IO engine, asyncio adapter, CLI).
+"""DTLS 1.3 and 1.2 in pure Python on ``cryptography`` (sans-IO engine, asyncio adapter, CLI).
 
 The engine (:class:`DTLSConnection`, :class:`DTLSEndpoint`) never touches
 sockets or clocks: feed it datagrams and ``now`` (monotonic ns) and send what
@@ -38,6 +38,7 @@ from .events import (
 )
 from .info import ConnectionInfo
 from .sessions import Session
+from .sessions13 import Session13
 from .suites import CipherSuite, NamedGroup, SrtpProfile
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "DTLSConfiguration",
     "DTLSConnection",
     "DTLSEndpoint",
+    "DTLSVersion",
     "DTLSError",
     "DTLSVersion",
     "DecodeError",
@@ -67,6 +69,7 @@ __all__ = [
     "ServerCertificates",
     "ServerContext",
     "Session",
+    "Session13",
     "SrtpProfile",
     "load_certificate_chain",
     "load_private_key",

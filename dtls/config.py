@@ -22,7 +22,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from .errors import LocalProtocolError
 from .sessions import Session
-from .suites import CipherSuite, NamedGroup, SrtpProfile
+from .sessions13 import Session13
+from .suites import TLS13_SUITES, CipherSuite, NamedGroup, SrtpProfile
 
 __all__ = [
     "DEFAULT_CIPHER_SUITES",
@@ -67,11 +68,14 @@ class DTLSVersion(IntEnum):
         return "DTLSv1.2" if self is DTLSVersion.DTLS_1_2 else "DTLSv1.3"
 
 
-# What this build can negotiate; DTLS 1.3 joins once its handshake lands.
-IMPLEMENTED_VERSIONS: tuple[DTLSVersion, ...] = (DTLSVersion.DTLS_1_2,)
-DEFAULT_VERSIONS: tuple[DTLSVersion, ...] = (DTLSVersion.DTLS_1_2,)
+# What this build can negotiate.  By default both, 1.3 preferred (a 1.2-only peer still works).
+IMPLEMENTED_VERSIONS: tuple[DTLSVersion, ...] = (DTLSVersion.DTLS_1_3, DTLSVersion.DTLS_1_2)
+DEFAULT_VERSIONS: tuple[DTLSVersion, ...] = (DTLSVersion.DTLS_1_3, DTLSVersion.DTLS_1_2)
 
 DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
+    CipherSuite.TLS_AES_128_GCM_SHA256,
+    CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+    CipherSuite.TLS_AES_256_GCM_SHA384,
     CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
     CipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
     CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
@@ -176,7 +180,13 @@ class DTLSConfiguration:
     cookie_exchange: bool = True
     connection_id: bytes | None = None
     session_tickets: bool = True
-    session: Session | None = None
+    session: Session | Session13 | None = None
+    # DTLS 1.3: send data queued before the handshake as 0-RTT early data when the session
+    # allows it (client); the most early data to accept per connection, 0 = none (server).
+    early_data: bool = False
+    max_early_data: int = 0
+    # DTLS 1.3: KeyUpdate after this many records under one key (None: 2^23; AEAD limits).
+    key_update_records: int | None = None
     require_close_notify: bool = True
     idle_timeout_ns: int | None = None
     application_queue_datagrams: int = APPLICATION_QUEUE_DATAGRAMS
@@ -192,6 +202,19 @@ class DTLSConfiguration:
                 raise LocalProtocolError(f"{name} is not implemented yet")
         if not MIN_HANDSHAKE_TIMEOUT_NS <= self.handshake_timeout_ns <= MAX_HANDSHAKE_TIMEOUT_NS:
             raise LocalProtocolError("handshake timeout must be between 2 and 120 seconds")
+        has_13_suite = any(suite in TLS13_SUITES for suite in self.cipher_suites)
+        has_12_suite = any(suite not in TLS13_SUITES for suite in self.cipher_suites)
+        if not has_13_suite and not (DTLSVersion.DTLS_1_2 in self.versions and has_12_suite):
+            raise LocalProtocolError(
+                "no cipher suite for the allowed versions: DTLS 1.3 needs a TLS_AES_* or "
+                "TLS_CHACHA20_* suite, DTLS 1.2 one of the others"
+            )
+        if not has_12_suite and DTLSVersion.DTLS_1_3 not in self.versions:
+            raise LocalProtocolError("DTLS 1.2 needs a DTLS 1.2 cipher suite")
+        if not 0 <= self.max_early_data <= 0xFFFFFFFF:
+            raise LocalProtocolError("max_early_data must fit 32 bits")
+        if self.key_update_records is not None and self.key_update_records < 1:
+            raise LocalProtocolError("key_update_records must be positive")
         if self.mtu < MIN_MTU_BYTES:
             raise LocalProtocolError(f"mtu must be at least {MIN_MTU_BYTES} bytes")
         if self.idle_timeout_ns is not None and self.idle_timeout_ns <= 0:

@@ -71,13 +71,18 @@ from .flights import Flights
 from .handshake import HandshakeType, message_name
 from .handshake12_client import ClientHandshake12
 from .handshake12_server import ServerHandshake12, encode_hello_verify_datagram
+from .handshake13 import EPOCH_EARLY_DATA, Handshake13
+from .handshake13_client import ClientHandshake13
+from .handshake13_server import ServerHandshake13
 from .handshake_context import Handshake, HandshakeContext, ServerContext
 from .info import ConnectionInfo, Negotiated
 from .reassembly import HandshakeMessage, HandshakeReassembler
-from .record_layer import RecordLayer, initial_plaintext_version
+from .record_layer import OpenedRecord, RecordLayer, initial_plaintext_version
 from .records import RECORD_HEADER_BYTES, ContentType, Record
+from .records13 import ACK_CONTENT_TYPE
 from .sessions import Session
-from .suites import CipherSuite, SrtpProfile
+from .sessions13 import Session13
+from .suites import TLS13_SUITES, CipherSuite, SrtpProfile
 
 __all__ = [
     "MAX_APPLICATION_DATAGRAM_BYTES",
@@ -154,6 +159,8 @@ class DTLSConnection:
         self._application_queue: deque[bytes] = deque()
         self._pending_send: list[bytes] = []
         self._direct_receive: list[bytes] | None = None  # set while open_datagram runs
+        self._early_data_sent = 0  # queued datagrams that left as 0-RTT data (1.3 client)
+        self._now = 0  # the latest time we were given (commands without ``now`` use it)
         self._write_closed = False
         self._read_closed = False
         self.peer_closed = False
@@ -163,16 +170,35 @@ class DTLSConnection:
     def _choose_handshake(self) -> Handshake:
         """The version dispatch: which handshake machine runs for this connection.
 
-        DTLS 1.2 is the only version implemented, so both roles run the 1.2
-        machines.  DTLS 1.3 plugs in here: a client whose preferred version is
-        1.3 runs the 1.3 machine (which offers ``configuration.versions`` and
-        falls back to 1.2 on a 1.2 ServerHello); a server picks by the first
-        ClientHello's supported_versions.
+        With DTLS 1.3 among ``configuration.versions`` the 1.3 machine runs: a
+        client offers every configured version and hands over to the 1.2
+        machine on a 1.2 answer; a server picks by the first ClientHello's
+        supported_versions and its own preference order, handing a 1.2 hello
+        to the 1.2 machine.  Either hand-over replaces ``_handshake`` (see
+        ``replacement``).  Without 1.3, the 1.2 machines run alone.
         """
-        assert DTLSVersion.DTLS_1_2 in self.configuration.versions
+        versions = self.configuration.versions
+        with_12 = DTLSVersion.DTLS_1_2 in versions
+        with_13 = DTLSVersion.DTLS_1_3 in versions and any(
+            suite in TLS13_SUITES for suite in self.configuration.cipher_suites
+        )
+        if not with_13:
+            if self.is_client:
+                return ClientHandshake12(self._context)
+            return ServerHandshake12(self._context)
         if self.is_client:
-            return ClientHandshake12(self._context)
-        return ServerHandshake12(self._context)
+            return ClientHandshake13(
+                self._context, ClientHandshake12(self._context) if with_12 else None
+            )
+        return ServerHandshake13(
+            self._context, ServerHandshake12(self._context) if with_12 else None
+        )
+
+    @property
+    def _handshake13(self) -> Handshake13 | None:
+        """The running DTLS 1.3 machine (None for 1.2)."""
+        handshake = self._handshake
+        return handshake if isinstance(handshake, Handshake13) else None
 
     # ------------------------------------------------------------------ state and info
 
@@ -286,7 +312,7 @@ class DTLSConnection:
         return self._negotiated.psk_identity
 
     @property
-    def session(self) -> Session | None:
+    def session(self) -> Session | Session13 | None:
         """The session to resume later (set once established)."""
         return self._negotiated.session
 
@@ -344,7 +370,11 @@ class DTLSConnection:
             return
         if self._handshake_deadline is None:
             self._handshake_deadline = now + self.configuration.handshake_timeout_ns
+        self._now = now
         self._handshake.start(now)
+        handshake = self._handshake13
+        if isinstance(handshake, ClientHandshake13) and self._pending_send:
+            self._early_data_sent = handshake.seal_early_data(self._pending_send)
 
     def handshake(self, now: int) -> None:
         """Explicit handshake start (the same as :meth:`start_handshake`).
@@ -360,6 +390,7 @@ class DTLSConnection:
         state = self._state
         if state is HandshakeState.CLOSED:
             return
+        self._now = now
         if state is HandshakeState.ESTABLISHED:
             if (
                 not self._records.local_connection_id
@@ -371,6 +402,16 @@ class DTLSConnection:
                     if plaintext is not None:
                         self._last_receive_ns = now
                         self._handle_application_data(plaintext, 1)
+                    return
+            handshake13 = self._handshake13
+            if handshake13 is not None and data and data[0] & 0b1110_0000 == 0b0010_0000:
+                opened = self._records.open_unified_fast(data)
+                if opened is not False:
+                    if opened is not None:
+                        self._flights.new_datagram()
+                        self._handle_opened(opened, addr, now)
+                        if not self._closed():
+                            handshake13.flush_acknowledgements(now)
                     return
         elif self._handshake_deadline is None and self._handshake.waiting_for_first_hello:
             self._handshake_deadline = now + self.configuration.handshake_timeout_ns
@@ -386,6 +427,9 @@ class DTLSConnection:
             for record, source in self._records.take_parked():
                 if not self._closed():
                     self._handle_record(record, source, now)
+        handshake = self._handshake13
+        if handshake is not None and not self._closed():
+            handshake.flush_acknowledgements(now)
 
     def open_datagram(self, data: bytes, addr: Address, now: int) -> list[bytes]:
         """Process one datagram like :meth:`receive_datagram`; return its application data.
@@ -416,27 +460,49 @@ class DTLSConnection:
     def get_timer(self) -> int | None:
         """Absolute deadline (ns) at which ``handle_timer`` must be called, or None."""
         state = self._state
+        handshake = self._handshake13
+        ack = handshake.ack_deadline if handshake is not None else None
         if state is HandshakeState.ESTABLISHED:
             idle = self.configuration.idle_timeout_ns
-            return None if idle is None else self._last_receive_ns + idle
+            candidates = [ack] if idle is None else [ack, self._last_receive_ns + idle]
+            if handshake is not None:
+                # 1.3 retransmits its last flight and post-handshake messages until acknowledged.
+                candidates.append(self._flights.retransmit_deadline)
+            deadlines = [t for t in candidates if t is not None]
+            return min(deadlines) if deadlines else None
         if state is HandshakeState.CLOSED:
             return None
-        candidates = [t for t in (self._flights.retransmit_deadline, self._handshake_deadline) if t]
-        return min(candidates) if candidates else None
+        pending = [
+            t
+            for t in (self._flights.retransmit_deadline, self._handshake_deadline, ack)
+            if t is not None
+        ]
+        return min(pending) if pending else None
 
     def handle_timer(self, now: int) -> None:
         """Retransmit the flight or give up, as the deadlines say."""
         state = self._state
+        self._now = now
+        handshake = self._handshake13
         if state is HandshakeState.ESTABLISHED:
             idle = self.configuration.idle_timeout_ns
             if idle is not None and now >= self._last_receive_ns + idle:
                 self._terminate("idle timeout")
+                return
+            if handshake is not None:
+                handshake.flush_acknowledgements(now)
+                if not self._flights.on_timer(now):
+                    # Nobody acknowledges our post-handshake messages: stop repeating them.
+                    logger.debug("connection %d: retransmissions exhausted", self.peer_id)
+                    self._flights.stop()
             return
         if state is HandshakeState.CLOSED:
             return
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._terminate("handshake timeout")
             return
+        if handshake is not None:
+            handshake.flush_acknowledgements(now)
         if not self._flights.on_timer(now):
             self._terminate("handshake timeout: retransmissions exhausted")
 
@@ -457,6 +523,9 @@ class DTLSConnection:
                 raise LocalProtocolError("too much data queued before the handshake finished")
             self._pending_send.append(bytes(data))
             return
+        handshake = self._handshake13
+        if handshake is not None:
+            handshake.before_application_record(self._now)
         self._outgoing.append(self._records.seal_application(data))
 
     def seal_application_data(self, data: bytes) -> bytes:
@@ -470,6 +539,9 @@ class DTLSConnection:
             raise LocalProtocolError("application data needs an established, writable connection")
         if len(data) > MAX_APPLICATION_DATAGRAM_BYTES:
             raise LocalProtocolError("application datagram larger than 2^14 bytes")
+        handshake = self._handshake13
+        if handshake is not None:
+            handshake.before_application_record(self._now)
         return self._records.seal_application(data)
 
     def receive(self) -> bytes | None:
@@ -525,6 +597,61 @@ class DTLSConnection:
         label_bytes = label.encode() if isinstance(label, str) else label
         return self._handshake.export_keying_material(label_bytes, context, length)
 
+    # ------------------------------------------------------------------ DTLS 1.3 only
+
+    def _require13(self) -> Handshake13:
+        handshake = self._handshake13
+        if handshake is None or self._state is not HandshakeState.ESTABLISHED:
+            raise LocalProtocolError("needs an established DTLS 1.3 connection")
+        return handshake
+
+    def update_keys(self, now: int, *, request_peer: bool = False) -> None:
+        """Send a KeyUpdate (RFC 9147 8); ``request_peer`` asks the peer to update too.
+
+        Our new keys take effect once the peer acknowledged the KeyUpdate.  The
+        connection also does this by itself before a key protected
+        ``key_update_records`` records.
+        """
+        self._now = now
+        self._require13().update_keys(now, request_peer=request_peer)
+
+    @property
+    def key_updates(self) -> tuple[int, int]:
+        """DTLS 1.3 KeyUpdates (sent, received); (0, 0) for 1.2."""
+        handshake = self._handshake13
+        return handshake.key_updates if handshake is not None else (0, 0)
+
+    def request_connection_ids(self, count: int, now: int) -> None:
+        """Ask the peer for spare connection ids (RFC 9147 9: RequestConnectionId)."""
+        self._now = now
+        self._require13().request_connection_ids(count, now)
+
+    def offer_connection_ids(self, count: int, now: int, *, immediate: bool = False) -> None:
+        """Give the peer new connection ids for records to us (NewConnectionId)."""
+        self._now = now
+        self._require13().offer_connection_ids(count, now, immediate=immediate)
+
+    def use_spare_connection_id(self) -> bytes:
+        """Put the next spare connection id the peer gave us on our records from now on."""
+        return self._require13().use_spare_connection_id()
+
+    @property
+    def spare_connection_ids(self) -> tuple[bytes, ...]:
+        """Connection ids the peer gave us that we have not used yet."""
+        handshake = self._handshake13
+        return tuple(handshake.peer_spare_connection_ids) if handshake is not None else ()
+
+    @property
+    def issued_connection_ids(self) -> tuple[bytes, ...]:
+        """Connection ids we gave the peer after the handshake (endpoints route them to us)."""
+        handshake = self._handshake13
+        return tuple(handshake.issued_connection_ids) if handshake is not None else ()
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """Whether 0-RTT data was accepted (DTLS 1.3 with a resumed session)."""
+        return self._negotiated.early_data_accepted
+
     def channel_binding(self, binding_type: str = "tls-exporter") -> bytes:
         """Channel binding data: ``tls-exporter`` (RFC 9266) or ``tls-unique`` (RFC 5929)."""
         return self._handshake.channel_binding(binding_type)
@@ -536,10 +663,12 @@ class DTLSConnection:
         return self._state is HandshakeState.CLOSED
 
     def _handle_record(self, record: Record, addr: Address, now: int) -> None:
+        opened = self._records.open(record, addr)
+        if opened is not None:
+            self._handle_opened(opened, addr, now)
+
+    def _handle_opened(self, opened: OpenedRecord, addr: Address, now: int) -> None:
         records = self._records
-        opened = records.open(record, addr)
-        if opened is None:
-            return
         protected = opened.protected
         content_type = opened.content_type
         established = self._state is HandshakeState.ESTABLISHED
@@ -564,6 +693,15 @@ class DTLSConnection:
                 took = self._handle_handshake_record(opened.payload, opened.epoch, now)
                 if took and not protected:
                     records.accept(opened)  # epoch 0: spent only once the handshake took it
+                handshake = self._handshake13
+                if handshake is not None and (took or protected):
+                    handshake.note_record(opened.epoch, opened.sequence_number, now)
+            elif content_type == ACK_CONTENT_TYPE:
+                handshake = self._handshake13
+                if handshake is None or not protected:
+                    records.dropped_records += 1  # unauthenticated ACKs cannot stop our flight
+                else:
+                    handshake.handle_ack(opened.payload, now)
             elif content_type == ContentType.application_data:
                 self._handle_application_data(opened.payload, opened.epoch)
             elif content_type == ContentType.alert:
@@ -606,11 +744,15 @@ class DTLSConnection:
                 # second hello when an endpoint did the stateless exchange for us).
                 self._reassembler = HandshakeReassembler(fragment.message_seq)
             if fragment.message_seq < self._reassembler.next_seq:
-                self._flights.resend_on_peer_repeat(
-                    established=self._state is HandshakeState.ESTABLISHED
-                )
+                handshake13 = self._handshake13
+                if handshake13 is not None:
+                    handshake13.handle_peer_repeat(self._now)
+                else:
+                    self._flights.resend_on_peer_repeat(
+                        established=self._state is HandshakeState.ESTABLISHED
+                    )
                 continue
-            if self._state is HandshakeState.ESTABLISHED:
+            if self._state is HandshakeState.ESTABLISHED and self._handshake13 is None:
                 # A new handshake after ours finished: renegotiation, which we refuse.
                 if fragment.msg_type in (HandshakeType.client_hello, HandshakeType.hello_request):
                     self._send_alert(AlertLevel.WARNING, AlertDescription.no_renegotiation)
@@ -627,13 +769,29 @@ class DTLSConnection:
             for message in self._reassembler.pop_ready():
                 if self._closed():
                     break
-                self._handle_message(message, now)
+                self._handle_message(message, epoch, now)
                 took_message = True
         return took_message
 
-    def _handle_message(self, message: HandshakeMessage, now: int) -> None:
+    def _handle_message(self, message: HandshakeMessage, epoch: int, now: int) -> None:
         if self._state is HandshakeState.ESTABLISHED:
-            raise AlertError(AlertDescription.unexpected_message, "handshake message out of place")
+            handshake13 = self._handshake13
+            if handshake13 is None:
+                raise AlertError(
+                    AlertDescription.unexpected_message, "handshake message out of place"
+                )
+            self._log_message(message)
+            handshake13.handle_post_handshake(message, epoch, now)
+            return
+        self._log_message(message)
+        self._handshake.handle_message(message, now)
+        replacement = getattr(self._handshake, "replacement", None)
+        if replacement is not None:
+            self._handshake = replacement  # the version was decided: 1.2 took over
+        if self._handshake.established:
+            self._on_established()
+
+    def _log_message(self, message: HandshakeMessage) -> None:
         if message_logger.isEnabledFor(logging.INFO):
             message_logger.info(
                 "<<< %s (message_seq %d, %d bytes) in state '%s'",
@@ -642,13 +800,11 @@ class DTLSConnection:
                 len(message.body),
                 self._handshake.state_name,
             )
-        self._handshake.handle_message(message, now)
-        if self._handshake.established:
-            self._on_established()
 
     def _on_established(self) -> None:
         self._state = HandshakeState.ESTABLISHED
-        self._flights.stop()
+        if self._handshake13 is None:
+            self._flights.stop()
         self._handshake_deadline = None
         negotiated = self._negotiated
         assert negotiated.cipher_suite is not None and negotiated.version is not None
@@ -662,13 +818,25 @@ class DTLSConnection:
             )
         )
         pending, self._pending_send = self._pending_send, []
+        if negotiated.early_data_accepted:
+            pending = pending[self._early_data_sent :]  # those arrived as 0-RTT data
         for data in pending:
             self.send(data)
 
     def _handle_application_data(self, payload: bytes, epoch: int) -> None:
-        if epoch == 0 or self._state is not HandshakeState.ESTABLISHED:
+        if epoch == 0:
             self._records.dropped_records += 1
             return
+        if self._state is not HandshakeState.ESTABLISHED:
+            # 0-RTT: a 1.3 server delivers early data it accepted (epoch 1), nothing else.
+            handshake = self._handshake
+            if not (
+                epoch == EPOCH_EARLY_DATA
+                and isinstance(handshake, ServerHandshake13)
+                and handshake.accept_early_data(len(payload))
+            ):
+                self._records.dropped_records += 1
+                return
         if self._read_closed or self.peer_closed:
             return
         direct = self._direct_receive

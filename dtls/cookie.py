@@ -24,7 +24,13 @@ from typing import Protocol
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
-__all__ = ["COOKIE_BYTES", "COOKIE_SECRET_LIFETIME_NS", "CookieGenerator", "HelloParameters"]
+__all__ = [
+    "COOKIE_BYTES",
+    "COOKIE_SECRET_LIFETIME_NS",
+    "CookieGenerator",
+    "HelloParameters",
+    "RotatingSecret",
+]
 
 COOKIE_BYTES = 32
 COOKIE_SECRET_LIFETIME_NS = 300 * 1_000_000_000
@@ -46,25 +52,37 @@ class HelloParameters(Protocol):
     def cookie(self) -> bytes: ...
 
 
-class CookieGenerator:
-    """Makes and checks cookies with a rotating secret; ``now`` comes from the caller."""
+class RotatingSecret:
+    """A server secret that changes every ``lifetime_ns``; the previous one stays valid
+    for one more period, so a rotation does not fail exchanges in flight."""
 
-    __slots__ = ("_current", "_lifetime_ns", "_previous", "_rotated_at")
+    __slots__ = ("_lifetime_ns", "_rotated_at", "current", "previous")
 
     def __init__(self, lifetime_ns: int = COOKIE_SECRET_LIFETIME_NS) -> None:
         self._lifetime_ns = lifetime_ns
-        self._current = os.urandom(32)
-        self._previous: bytes | None = None
+        self.current = os.urandom(32)
+        self.previous: bytes | None = None
         self._rotated_at: int | None = None
 
-    def _rotate(self, now: int) -> None:
+    def secrets(self, now: int) -> tuple[bytes, bytes | None]:
+        """(current, previous or None) at ``now``, rotating first when it is time."""
         if self._rotated_at is None:
             self._rotated_at = now
         elif now - self._rotated_at >= self._lifetime_ns:
             expired_twice = now - self._rotated_at >= 2 * self._lifetime_ns
-            self._previous = None if expired_twice else self._current
-            self._current = os.urandom(32)
+            self.previous = None if expired_twice else self.current
+            self.current = os.urandom(32)
             self._rotated_at = now
+        return self.current, self.previous
+
+
+class CookieGenerator:
+    """Makes and checks cookies with a rotating secret; ``now`` comes from the caller."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, lifetime_ns: int = COOKIE_SECRET_LIFETIME_NS) -> None:
+        self._secret = RotatingSecret(lifetime_ns)
 
     @staticmethod
     def _compute(secret: bytes, address: object, hello: HelloParameters) -> bytes:
@@ -78,16 +96,16 @@ class CookieGenerator:
 
     def make(self, address: object, hello: HelloParameters, now: int) -> bytes:
         """Cookie for this client's address and hello."""
-        self._rotate(now)
-        return self._compute(self._current, address, hello)
+        current, _ = self._secret.secrets(now)
+        return self._compute(current, address, hello)
 
     def verify(self, address: object, hello: HelloParameters, now: int) -> bool:
         """Whether ``hello.cookie`` is one we made (this or the previous secret)."""
-        self._rotate(now)
+        current, previous = self._secret.secrets(now)
         if len(hello.cookie) != COOKIE_BYTES:
             return False
-        if std_hmac.compare_digest(self._compute(self._current, address, hello), hello.cookie):
+        if std_hmac.compare_digest(self._compute(current, address, hello), hello.cookie):
             return True
-        return self._previous is not None and std_hmac.compare_digest(
-            self._compute(self._previous, address, hello), hello.cookie
+        return previous is not None and std_hmac.compare_digest(
+            self._compute(previous, address, hello), hello.cookie
         )

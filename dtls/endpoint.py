@@ -22,18 +22,22 @@ import heapq
 import logging
 import os
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from . import handshake as hs
+from . import handshake13_server
 from .config import CertificatePrivateKey, DTLSConfiguration
 from .connection import Address, DTLSConnection, ServerContext, encode_hello_verify_datagram
 from .cookie import CookieGenerator
 from .errors import DTLSError, LocalProtocolError
 from .events import ConnectionAccepted, ConnectionTerminated, Event, HandshakeCompleted
 from .handshake import HandshakeType
+from .messages13 import ExtensionType13, decode_cookie
 from .records import ContentType, decode_datagram
+from .records13 import is_unified_header
 
 __all__ = [
     "DEFAULT_CONNECTION_ID_BYTES",
@@ -101,15 +105,27 @@ class DTLSEndpoint:
         store.add(tuple(chain), private_key, server_name)
 
     def connect(
-        self, address: Address, now: int, configuration: DTLSConfiguration | None = None
+        self,
+        address: Address,
+        now: int,
+        configuration: DTLSConfiguration | None = None,
+        *,
+        early_data: Sequence[bytes] = (),
     ) -> DTLSConnection:
-        """Start a client handshake with ``address`` from this endpoint's socket."""
+        """Start a client handshake with ``address`` from this endpoint's socket.
+
+        ``early_data``: datagrams to send as DTLS 1.3 0-RTT data when the
+        configuration's session allows it (``early_data=True``), else right
+        after the handshake.
+        """
         config = configuration or self.configuration
         if not config.is_client:
             config = dataclasses.replace(config, is_client=True)
         if address in self._by_address:
             raise LocalProtocolError(f"already connected to {address!r}")
         connection = self._new_connection(config, address)
+        for datagram in early_data:
+            connection.send(datagram)
         connection.start_handshake(now)
         self._collect(connection)
         return connection
@@ -201,13 +217,15 @@ class DTLSEndpoint:
     # ------------------------------------------------------------------ internals
 
     def _route(self, data: bytes, addr: Address) -> DTLSConnection | None:
-        if (
-            self.connection_id_bytes
-            and len(data) > _CID_OFFSET + self.connection_id_bytes
-            and data[0] == ContentType.tls12_cid
-        ):
-            cid = bytes(data[_CID_OFFSET : _CID_OFFSET + self.connection_id_bytes])
+        size = self.connection_id_bytes
+        if size and len(data) > _CID_OFFSET + size and data[0] == ContentType.tls12_cid:
+            cid = bytes(data[_CID_OFFSET : _CID_OFFSET + size])
             peer_id = self._by_connection_id.get(cid)
+            if peer_id is not None:
+                return self.connections.get(peer_id)
+        elif size and len(data) > 1 + size and is_unified_header(data[0]) and data[0] & 0x10:
+            # DTLS 1.3 unified header with the C bit: the connection id follows the flags.
+            peer_id = self._by_connection_id.get(bytes(data[1 : 1 + size]))
             if peer_id is not None:
                 return self.connections.get(peer_id)
         peer_id = self._by_address.get(addr)
@@ -223,9 +241,16 @@ class DTLSEndpoint:
             self.server_context.cookies,
             cookie_exchange=self.configuration.cookie_exchange,
             stale_random=None if replacing is None else replacing.client_random,
+            configuration=self.configuration,
+            server_context=self.server_context,
         )
         if check.reply is not None:
-            message_logger.info(">>> hello_verify_request to %r (stateless cookie exchange)", addr)
+            retry = len(check.reply) > 13 and check.reply[13] == HandshakeType.server_hello
+            message_logger.info(
+                ">>> %s to %r (stateless cookie exchange)",
+                "hello_retry_request" if retry else "hello_verify_request",
+                addr,
+            )
             self._outgoing.append((check.reply, addr))
             self.hello_verify_requests_sent += 1
             return None
@@ -284,6 +309,10 @@ class DTLSEndpoint:
 
     def _collect(self, connection: DTLSConnection) -> None:
         self._outgoing.extend(connection.datagrams_to_send(0))
+        for cid in connection.issued_connection_ids:
+            # Ids given out after the handshake (DTLS 1.3 NewConnectionId) route here too.
+            if cid not in self._by_connection_id and connection.peer_id in self.connections:
+                self._by_connection_id[cid] = connection.peer_id
         while (event := connection.next_event()) is not None:
             self._events.append(event)
             if isinstance(event, HandshakeCompleted) and not connection.is_client:
@@ -302,6 +331,9 @@ class DTLSEndpoint:
             del self._by_address[address]
         if connection.local_connection_id:
             self._by_connection_id.pop(connection.local_connection_id, None)
+        for cid in connection.issued_connection_ids:
+            if self._by_connection_id.get(cid) == peer_id:
+                del self._by_connection_id[cid]
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +358,8 @@ def check_client_hello(
     *,
     cookie_exchange: bool = True,
     stale_random: bytes | None = None,
+    configuration: DTLSConfiguration | None = None,
+    server_context: ServerContext | None = None,
 ) -> HelloCheck:
     """The stateless first step of a server (RFC 6347 4.2.1), without allocating anything.
 
@@ -337,6 +371,12 @@ def check_client_hello(
     once the cookie verifies, the connection reassembles the rest.  A hello
     whose random equals ``stale_random`` (a late copy of the hello that built
     a live association) is dropped.  Never raises for bad input.
+
+    Given the server's ``configuration`` and ``server_context``, a hello that
+    will be answered in DTLS 1.3 is checked the 1.3 way (RFC 9147 5.1): it
+    passes with a valid HelloRetryRequest cookie or as a verified first-seen
+    resumption, and otherwise gets a stateless HelloRetryRequest.  A 1.3 hello
+    must be whole (unfragmented): its cookie and PSK binders come last.
     """
     records, _ = decode_datagram(data)
     if not records:
@@ -348,13 +388,31 @@ def check_client_hello(
         fragment, _ = hs.decode_handshake_fragment(record.payload)
         if fragment.msg_type != HandshakeType.client_hello or fragment.fragment_offset != 0:
             return HelloCheck()
+        whole = None
         if len(fragment.body) == fragment.length:
-            hs.decode_client_hello(fragment.body)  # whole: check it all before any state
+            whole = hs.decode_client_hello(fragment.body)  # check it all before any state
         hello = hs.decode_client_hello_prefix(fragment.body)
     except DTLSError:
         return HelloCheck()
     if stale_random is not None and hello.random == stale_random:
         return HelloCheck()
+    if (
+        configuration is not None
+        and server_context is not None
+        and whole is not None
+        and handshake13_server.offers_dtls13(whole, configuration)
+    ):
+        return _check_client_hello13(
+            whole,
+            hello,
+            addr,
+            now,
+            configuration,
+            server_context,
+            cookie_exchange=cookie_exchange,
+            message_seq=fragment.message_seq,
+            record_sequence=record.sequence_number,
+        )
     if cookie_exchange and not cookies.verify(addr, hello, now):
         cookie = cookies.make(addr, hello, now)
         return HelloCheck(
@@ -363,6 +421,45 @@ def check_client_hello(
             )
         )
     return HelloCheck(hello=hello)
+
+
+def _check_client_hello13(
+    hello: hs.ClientHello,
+    prefix: hs.ClientHelloPrefix,
+    addr: Address,
+    now: int,
+    configuration: DTLSConfiguration,
+    server_context: ServerContext,
+    *,
+    cookie_exchange: bool,
+    message_seq: int,
+    record_sequence: int,
+) -> HelloCheck:
+    try:
+        cookie = hs.find_extension(hello.extensions, ExtensionType13.cookie)
+        if cookie is not None and (
+            server_context.retry_cookies.open(addr, decode_cookie(cookie), now) is not None
+        ):
+            return HelloCheck(hello=prefix)
+    except DTLSError:
+        return HelloCheck()
+    if not cookie_exchange or handshake13_server.verified_resumption(
+        hello, configuration, server_context, now, exclusive=True
+    ):
+        return HelloCheck(hello=prefix)
+    try:
+        reply = handshake13_server.stateless_retry(
+            hello,
+            configuration,
+            server_context.retry_cookies,
+            addr,
+            now,
+            message_seq=message_seq,
+            record_sequence=record_sequence,
+        )
+    except DTLSError:
+        return HelloCheck()
+    return HelloCheck(reply=reply) if reply is not None else HelloCheck()
 
 
 def starts_with_initial_hello(data: bytes) -> bool:

@@ -141,12 +141,23 @@ class HandshakeFragment:
     body: bytes
 
 
+#: Handshake types only DTLS 1.3 has (``messages13.HandshakeType13`` has them all).
+_DTLS13_ONLY_NAMES = {
+    5: "end_of_early_data",
+    8: "encrypted_extensions",
+    9: "request_connection_id",
+    10: "new_connection_id",
+    24: "key_update",
+    254: "message_hash",
+}
+
+
 def message_name(msg_type: int) -> str:
-    """A handshake type's name for messages to people (``server_hello``)."""
+    """A handshake type's name for messages to people (``server_hello``), 1.2 or 1.3."""
     try:
         return HandshakeType(msg_type).name
     except ValueError:
-        return f"handshake message {msg_type}"
+        return _DTLS13_ONLY_NAMES.get(msg_type, f"handshake message {msg_type}")
 
 
 def encode_handshake(msg_type: int, message_seq: int, body: bytes) -> bytes:

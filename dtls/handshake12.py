@@ -33,12 +33,12 @@ from .keyschedule import (
     finished_verify_data,
     transcript_hash,
 )
-from .primitives import validate_chain
 from .protection import RecordProtection
 from .reassembly import HandshakeMessage
 from .records import ContentType
 from .sessions import Session
 from .suites import SuiteParameters
+from .validation import peer_chain_verdict
 
 __all__ = [
     "CURVE_TYPE_NAMED",
@@ -161,24 +161,11 @@ class Handshake12:
         self._records.activate_write()
 
     def _check_peer_chain(self, chain: tuple[x509.Certificate, ...], *, as_server: bool) -> None:
-        config = self.configuration
         self.negotiated.peer_certificates = chain
-        if not config.verify_peer and config.verify_callback is None:
-            return
-        errors = validate_chain(
-            chain,
-            config.ca_certificates,
-            server_name=config.server_name,
-            as_server=as_server,
-            at=config.certificate_validation_time,
-        )
+        errors, refusal = peer_chain_verdict(self.configuration, chain, as_server=as_server)
         self.negotiated.peer_certificate_errors = errors
-        if config.verify_callback is not None:
-            if not config.verify_callback(chain, errors):
-                raise AlertError(AlertDescription.bad_certificate, "rejected by verify callback")
-            return
-        if errors:
-            raise AlertError(AlertDescription.bad_certificate, "; ".join(errors))
+        if refusal is not None:
+            raise AlertError(AlertDescription.bad_certificate, refusal)
 
     def _derive_master_secret(self, premaster: bytes) -> None:
         """Master secret from the premaster (RFC 7627's session hash when negotiated),

@@ -52,7 +52,14 @@ from .primitives import (
 from .reassembly import HandshakeMessage
 from .records import DTLS_1_2
 from .sessions import Session
-from .suites import SUITE_PARAMETERS, CipherSuite, KeyExchange, NamedGroup, SrtpProfile
+from .suites import (
+    SUITE_PARAMETERS,
+    TLS13_SUITES,
+    CipherSuite,
+    KeyExchange,
+    NamedGroup,
+    SrtpProfile,
+)
 
 __all__ = [
     "CLIENT_TRANSITIONS",
@@ -174,9 +181,30 @@ class ClientHandshake12(Handshake12):
         return [
             suite
             for suite in self.configuration.cipher_suites
-            if (SUITE_PARAMETERS[suite].key_exchange in (KeyExchange.PSK, KeyExchange.ECDHE_PSK))
+            if suite not in TLS13_SUITES
+            and (SUITE_PARAMETERS[suite].key_exchange in (KeyExchange.PSK, KeyExchange.ECDHE_PSK))
             == has_psk
         ]
+
+    # ------------------------------------------------------------------ taking over from 1.3
+
+    def build_hello(self) -> hs.ClientHello:
+        """The 1.2 part of a ClientHello that offers 1.3 too (the 1.3 client adds its part)."""
+        return self._first_hello()
+
+    def note_hello_sent(self, hello: hs.ClientHello, message_seq: int) -> None:
+        """The 1.3 client sent ``hello``: continue from it if the server answers in 1.2.
+
+        A HelloVerifyRequest makes us resend it with the cookie; a 1.2 ServerHello
+        continues the transcript that starts with it.
+        """
+        self._hello = hello
+        self._transcript = bytearray(
+            hs.encode_handshake(
+                HandshakeType.client_hello, message_seq, hs.encode_client_hello(hello)
+            )
+        )
+        self.state = ClientState.WAIT_HELLO
 
     def _first_hello(self) -> hs.ClientHello:
         config = self.configuration
@@ -210,7 +238,7 @@ class ClientHandshake12(Handshake12):
             extensions.append(
                 (ExtensionType.connection_id, hs.encode_opaque8(config.connection_id))
             )
-        session = config.session
+        session = config.session if isinstance(config.session, Session) else None
         if config.session_tickets:
             ticket = session.ticket if session is not None else b""
             extensions.append((ExtensionType.session_ticket, ticket))
@@ -320,7 +348,7 @@ class ClientHandshake12(Handshake12):
             if self._expect_ticket
             else ClientState.WAIT_FINISHED
         )
-        session = config.session
+        session = config.session if isinstance(config.session, Session) else None
         if (
             session is not None
             and hello.session_id
@@ -509,7 +537,7 @@ class ClientHandshake12(Handshake12):
         """The session to offer next time (a resumed one keeps its id, maybe a new ticket)."""
         previous = self.configuration.session
         negotiated = self.negotiated
-        if negotiated.session_resumed and previous is not None:
+        if negotiated.session_resumed and isinstance(previous, Session):
             negotiated.session = Session(
                 session_id=previous.session_id or negotiated.session_id,
                 cipher_suite=previous.cipher_suite,

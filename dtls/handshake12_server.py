@@ -53,7 +53,7 @@ from .primitives import (
 from .reassembly import HandshakeMessage
 from .records import DTLS_1_0, DTLS_1_2, ContentType, encode_record_header
 from .sessions import Session
-from .suites import SUITE_PARAMETERS, CipherSuite, KeyExchange
+from .suites import SUITE_PARAMETERS, TLS13_SUITES, CipherSuite, KeyExchange
 
 __all__ = [
     "RENEGOTIATION_SCSV",
@@ -191,6 +191,10 @@ class ServerHandshake12(Handshake12):
         records.continue_numbering(0, records.current_sequence_number)
         negotiated.client_random = hello.random
         negotiated.server_random = os.urandom(32)
+        if DTLSVersion.DTLS_1_3 in config.versions:
+            # RFC 8446 4.1.3: a server that could do 1.3 marks a 1.2 answer, so a 1.3 client
+            # can tell a downgrade by an attacker from a real 1.2-only peer.
+            negotiated.server_random = negotiated.server_random[:24] + b"DOWNGRD\x01"
         extensions = hello.extensions
         name_body = hs.find_extension(extensions, ExtensionType.server_name)
         negotiated.server_name = hs.decode_server_name(name_body) if name_body is not None else None
@@ -375,7 +379,7 @@ class ServerHandshake12(Handshake12):
         have_psk = config.psk is not None or config.psk_lookup is not None
         have_group = groups is None or any(group in groups for group in config.groups)
         for suite in config.cipher_suites:
-            if suite not in hello.cipher_suites:
+            if suite not in hello.cipher_suites or suite in TLS13_SUITES:
                 continue
             key_exchange = SUITE_PARAMETERS[suite].key_exchange
             if key_exchange is KeyExchange.PSK:
@@ -477,9 +481,11 @@ class ServerHandshake12(Handshake12):
         self._change_cipher_spec()
         self._queue_finished()
         self._flights.send(now, expects_reply=False)
-        if negotiated.session is None:
-            negotiated.session = self._make_session(ticket=b"")
-        self._server_context.session_cache.store(negotiated.session)
+        session = negotiated.session
+        if not isinstance(session, Session):
+            session = self._make_session(ticket=b"")
+            negotiated.session = session
+        self._server_context.session_cache.store(session)
         return ServerState.ESTABLISHED
 
     def _premaster(self, body: bytes) -> bytes:

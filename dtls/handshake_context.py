@@ -16,12 +16,14 @@ from typing import Protocol
 
 from .config import DTLSConfiguration
 from .cookie import CookieGenerator
+from .cookie13 import RetryCookies
 from .flights import Flights
 from .handshake import HandshakeFragment
 from .info import Negotiated
 from .reassembly import HandshakeMessage
 from .record_layer import RecordLayer
 from .sessions import SessionCache, TicketKeys
+from .sessions13 import EarlyDataGuard, TicketStore
 
 __all__ = ["Handshake", "HandshakeContext", "ServerContext"]
 
@@ -33,6 +35,10 @@ class ServerContext:
         self.cookies = CookieGenerator()
         self.session_cache = SessionCache()
         self.ticket_keys = TicketKeys()
+        # DTLS 1.3: stateless HelloRetryRequest cookies, tickets, the early-data replay guard.
+        self.retry_cookies = RetryCookies()
+        self.tickets13 = TicketStore()
+        self.early_data_guard = EarlyDataGuard()
 
 
 @dataclass(slots=True, kw_only=True)

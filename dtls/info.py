@@ -14,6 +14,7 @@ from cryptography import x509
 
 from .config import DTLSVersion
 from .sessions import Session
+from .sessions13 import Session13
 from .suites import CipherSuite, NamedGroup, SrtpProfile
 
 __all__ = ["ConnectionInfo", "Negotiated"]
@@ -35,6 +36,7 @@ class ConnectionInfo:
     peer_connection_id: bytes
     psk_identity: bytes | None
     peer_certificates: tuple[x509.Certificate, ...]
+    early_data_accepted: bool = False
 
     @property
     def version_name(self) -> str | None:
@@ -49,6 +51,7 @@ class Negotiated:
         "alpn_protocol",
         "cipher_suite",
         "client_random",
+        "early_data_accepted",
         "extended_master_secret",
         "group",
         "peer_certificate_errors",
@@ -77,8 +80,9 @@ class Negotiated:
         self.peer_certificates: tuple[x509.Certificate, ...] = ()
         self.peer_certificate_errors: tuple[str, ...] = ()
         self.psk_identity: bytes | None = None
-        self.session: Session | None = None
+        self.session: Session | Session13 | None = None
         self.session_resumed = False
+        self.early_data_accepted = False
 
     def snapshot(self, *, connection_id: bytes, peer_connection_id: bytes) -> ConnectionInfo:
         """Freeze the current values (the connection ids live in the record layer)."""
@@ -95,4 +99,5 @@ class Negotiated:
             peer_connection_id=peer_connection_id,
             psk_identity=self.psk_identity,
             peer_certificates=self.peer_certificates,
+            early_data_accepted=self.early_data_accepted,
         )

@@ -44,6 +44,7 @@ from typing import Literal, Protocol
 
 from .errors import DecryptError, LocalProtocolError
 from .protection import RecordProtection
+from .protection13 import Epoch13Protection
 from .records import (
     DTLS_1_0,
     DTLS_1_2,
@@ -56,6 +57,7 @@ from .records import (
     decode_datagram,
     encode_record_header,
 )
+from .records13 import UnifiedRecord, reconstruct_sequence_number
 
 __all__ = [
     "MAX_PARKED_RECORDS",
@@ -124,6 +126,7 @@ class RecordLayer:
 
     __slots__ = (
         "_fast_read",
+        "_fast_read13",
         "_fast_write",
         "_parked",
         "_pending_write",
@@ -139,6 +142,7 @@ class RecordLayer:
         "peer_connection_id",
         "plaintext_version",
         "protected_version",
+        "resolve_unified_epoch",
         "write_epoch",
     )
 
@@ -155,6 +159,8 @@ class RecordLayer:
         self._send_sequence: dict[int, int] = {0: 0}
         # The DTLS 1.2 protections again, for the one-record application-data fast paths.
         self._fast_read: dict[int, RecordProtection] = {}
+        # DTLS 1.3: epoch bits -> (epoch, protection) of the newest readable epoch with them.
+        self._fast_read13: dict[int, tuple[int, Epoch13Protection]] = {}
         self._fast_write: dict[int, RecordProtection] = {}
         self._pending_write: EpochProtection | None = None
         self._parked: list[tuple[Record, Address]] = []
@@ -166,6 +172,9 @@ class RecordLayer:
         self.local_connection_id = local_connection_id
         self.peer_connection_id = b""
         self.decoder: DatagramDecoder = decode_datagram
+        # DTLS 1.3: (epoch bits, readable epochs) -> epoch, run when a record is opened, so
+        # keys installed by an earlier record of the same datagram already count.
+        self.resolve_unified_epoch: Callable[[int, list[int]], int] | None = None
         self.dropped_records = 0
         # Number of the record opened last (a server continues the client's epoch-0 numbering).
         self.current_sequence_number = 0
@@ -179,6 +188,10 @@ class RecordLayer:
         self._replay[epoch] = ReplayWindow(self._replay_window_records)
         if isinstance(protection, RecordProtection):
             self._fast_read[epoch] = protection
+        elif isinstance(protection, Epoch13Protection):
+            known = self._fast_read13.get(epoch & 3)
+            if known is None or known[0] < epoch:
+                self._fast_read13[epoch & 3] = (epoch, protection)
 
     def prepare_write(self, protection: EpochProtection) -> None:
         """Keys to switch to at the next :meth:`activate_write`."""
@@ -196,6 +209,24 @@ class RecordLayer:
         self.write_epoch = epoch
         if isinstance(protection, RecordProtection):
             self._fast_write[epoch] = protection
+
+    def retire_read(self, epoch: int) -> None:
+        """Forget the read keys of ``epoch`` (early data after the handshake, old epochs)."""
+        if epoch:
+            self._read.pop(epoch, None)
+            self._replay.pop(epoch, None)
+            known = self._fast_read13.get(epoch & 3)
+            if known is not None and known[0] == epoch:
+                del self._fast_read13[epoch & 3]
+
+    def retire_read_below(self, epoch: int) -> None:
+        """Forget the read keys of every protected epoch older than ``epoch``."""
+        for old in [e for e in self._read if 0 < e < epoch]:
+            self.retire_read(old)
+
+    def write_protection(self) -> EpochProtection | None:
+        """The protection of the current write epoch (None in epoch 0)."""
+        return self._write.get(self.write_epoch)
 
     def can_read(self, epoch: int) -> bool:
         """Whether records of ``epoch`` can be opened now."""
@@ -217,9 +248,19 @@ class RecordLayer:
 
         Does not mark the record as seen: call :meth:`accept` once it is kept.
         """
+        if isinstance(record, UnifiedRecord):
+            resolve = self.resolve_unified_epoch
+            if resolve is None:
+                self.dropped_records += 1
+                return None
+            record.epoch = resolve(record.epoch_bits, list(self._read))
         epoch = record.epoch
         if epoch not in self._read:
-            if epoch == max(self._read) + 1 and len(self._parked) < MAX_PARKED_RECORDS:
+            # The next epoch, or (1.3, whose epochs may jump from 0 to 2) the next one with
+            # those epoch bits: a record that overtook the message that brings its keys.
+            ahead = 3 if isinstance(record, UnifiedRecord) else 1
+            newest = max(self._read)
+            if newest < epoch <= newest + ahead and len(self._parked) < MAX_PARKED_RECORDS:
                 self._parked.append((record, addr))
             else:
                 self.dropped_records += 1
@@ -258,7 +299,12 @@ class RecordLayer:
 
     def has_parked(self) -> bool:
         """Whether parked records wait for an epoch that is readable now."""
-        return bool(self._parked) and self._parked[0][0].epoch in self._read
+        if not self._parked:
+            return False
+        first = self._parked[0][0]
+        if isinstance(first, UnifiedRecord) and self.resolve_unified_epoch is not None:
+            return self.resolve_unified_epoch(first.epoch_bits, list(self._read)) in self._read
+        return first.epoch in self._read
 
     def take_parked(self) -> list[tuple[Record, Address]]:
         """Parked records, to be handled again now that their epoch may be readable."""
@@ -307,6 +353,43 @@ class RecordLayer:
             return None
         window.mark(sequence_number)
         return plaintext
+
+    def open_unified_fast(self, data: bytes) -> OpenedRecord | None | Literal[False]:
+        """One DTLS 1.3 record filling the datagram, in its usual shape: the bulk case.
+
+        The shape is a unified header with a 16-bit sequence number and a length
+        (and our connection id when we have one).  Returns the opened record
+        (authentic and fresh, already marked as seen), None when it was dropped
+        (counted), or False when the datagram needs the general path.
+        """
+        cid_length = len(self.local_connection_id)
+        flags = data[0]
+        if flags & 0b1111_1100 != (0b0011_1100 if cid_length else 0b0010_1100):
+            return False
+        header_length = 5 + cid_length
+        if len(data) < header_length + 16:
+            return False
+        length = (data[header_length - 2] << 8) | data[header_length - 1]
+        if length != len(data) - header_length:
+            return False
+        known = self._fast_read13.get(flags & 3)
+        if known is None:
+            return False
+        epoch, epoch_protection = known
+        protection = epoch_protection.protection
+        window = self._replay[epoch]
+        low, aad = protection.unmask_whole(data, 1 + cid_length, header_length)
+        sequence_number = reconstruct_sequence_number(low, 16, window.highest + 1)
+        if not window.is_fresh(sequence_number):
+            self.dropped_records += 1
+            return None
+        try:
+            content_type, content = protection.open(aad, sequence_number, data[header_length:])
+        except DecryptError:
+            self.dropped_records += 1
+            return None
+        self.current_sequence_number = sequence_number
+        return OpenedRecord(content_type, content, epoch, sequence_number, True)
 
     # ------------------------------------------------------------------ sending
 
@@ -359,6 +442,9 @@ class RecordLayer:
         protection = self._write.get(self.write_epoch if epoch is None else epoch)
         if protection is None:
             return RECORD_HEADER_BYTES
+        record_bytes = getattr(protection, "record_bytes", None)
+        if record_bytes is not None:  # DTLS 1.3: the unified header is smaller than 13 bytes
+            return int(record_bytes(len(self.peer_connection_id)))
         extra = len(self.peer_connection_id) + 1 if self.peer_connection_id else 0
         return RECORD_HEADER_BYTES + protection.overhead + extra
 

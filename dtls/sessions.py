@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .errors import DecodeError
 from .handshake import Reader
 
-__all__ = ["SESSION_CACHE_ENTRIES", "Session", "SessionCache", "TicketKeys"]
+__all__ = ["SESSION_CACHE_ENTRIES", "Session", "SessionCache", "TicketCipher", "TicketKeys"]
 
 SESSION_CACHE_ENTRIES = 1024
 _KEY_NAME_BYTES = 16
@@ -131,8 +131,10 @@ class SessionCache:
         return len(self._entries)
 
 
-class TicketKeys:
-    """Seals and opens session tickets."""
+class TicketCipher:
+    """Seals bytes into a ticket only this server can open: ``key_name(16) || nonce(12) ||
+    AES-256-GCM(data)`` (the key name is the additional data).  DTLS 1.2 and 1.3 tickets
+    both use it."""
 
     __slots__ = ("_aead", "_key_name")
 
@@ -140,22 +142,44 @@ class TicketKeys:
         self._key_name = os.urandom(_KEY_NAME_BYTES)
         self._aead = AESGCM(key if key is not None else AESGCM.generate_key(256))
 
-    def seal(self, session: Session) -> bytes:
-        """Ticket bytes for a session."""
+    def seal(self, data: bytes) -> bytes:
+        """Ticket bytes for ``data``."""
         nonce = os.urandom(_NONCE_BYTES)
-        return self._key_name + nonce + self._aead.encrypt(nonce, session.encode(), self._key_name)
+        return self._key_name + nonce + self._aead.encrypt(nonce, data, self._key_name)
 
-    def open(self, ticket: bytes, session_id: bytes) -> Session | None:
-        """The session in a ticket, or None when it is not ours or is damaged."""
+    def open(self, ticket: bytes) -> bytes | None:
+        """The data in a ticket we sealed, or None (not ours, damaged, or garbage)."""
         if len(ticket) < _KEY_NAME_BYTES + _NONCE_BYTES + 16:
             return None
         if ticket[:_KEY_NAME_BYTES] != self._key_name:
             return None
         nonce = ticket[_KEY_NAME_BYTES : _KEY_NAME_BYTES + _NONCE_BYTES]
         try:
-            plain = self._aead.decrypt(
+            return self._aead.decrypt(
                 nonce, ticket[_KEY_NAME_BYTES + _NONCE_BYTES :], self._key_name
             )
+        except InvalidTag:
+            return None
+
+
+class TicketKeys:
+    """Seals and opens DTLS 1.2 session tickets (RFC 5077)."""
+
+    __slots__ = ("_cipher",)
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._cipher = TicketCipher(key)
+
+    def seal(self, session: Session) -> bytes:
+        """Ticket bytes for a session."""
+        return self._cipher.seal(session.encode())
+
+    def open(self, ticket: bytes, session_id: bytes) -> Session | None:
+        """The session in a ticket, or None when it is not ours or is damaged."""
+        plain = self._cipher.open(ticket)
+        if plain is None:
+            return None
+        try:
             return Session.decode(plain, session_id, ticket)
-        except (InvalidTag, DecodeError):
+        except DecodeError:
             return None

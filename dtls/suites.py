@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 
 __all__ = [
     "SUITE_PARAMETERS",
+    "TLS13_SUITES",
     "AeadKind",
     "CipherSuite",
     "KeyExchange",
@@ -39,6 +40,10 @@ class CipherSuite(IntEnum):
     TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 = 0xCCA8
     TLS_PSK_WITH_AES_128_GCM_SHA256 = 0x00A8
     TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256 = 0xCCAC
+    # DTLS 1.3 (RFC 8446 B.4): the suite names only the AEAD and the hash.
+    TLS_AES_128_GCM_SHA256 = 0x1301
+    TLS_AES_256_GCM_SHA384 = 0x1302
+    TLS_CHACHA20_POLY1305_SHA256 = 0x1303
 
 
 class KeyExchange(Enum):
@@ -48,6 +53,7 @@ class KeyExchange(Enum):
     ECDHE_RSA = "ECDHE_RSA"
     PSK = "PSK"
     ECDHE_PSK = "ECDHE_PSK"
+    TLS13 = "TLS13"  # DTLS 1.3: key exchange and authentication are negotiated apart
 
 
 class AeadKind(Enum):
@@ -114,6 +120,25 @@ SUITE_PARAMETERS: dict[CipherSuite, SuiteParameters] = {
 }
 
 
+SUITE_PARAMETERS.update(
+    {
+        CipherSuite.TLS_AES_128_GCM_SHA256: SuiteParameters(
+            key_exchange=KeyExchange.TLS13, aead=AeadKind.AES_128_GCM, hash_name="sha256"
+        ),
+        CipherSuite.TLS_AES_256_GCM_SHA384: SuiteParameters(
+            key_exchange=KeyExchange.TLS13, aead=AeadKind.AES_256_GCM, hash_name="sha384"
+        ),
+        CipherSuite.TLS_CHACHA20_POLY1305_SHA256: SuiteParameters(
+            key_exchange=KeyExchange.TLS13, aead=AeadKind.CHACHA20_POLY1305, hash_name="sha256"
+        ),
+    }
+)
+#: The DTLS 1.3 suites; every other suite is a DTLS 1.2 one.
+TLS13_SUITES: frozenset[CipherSuite] = frozenset(
+    suite
+    for suite, parameters in SUITE_PARAMETERS.items()
+    if parameters.key_exchange is KeyExchange.TLS13
+)
 OPENSSL_SUITE_NAMES: dict[CipherSuite, str] = {
     CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: "ECDHE-ECDSA-AES128-GCM-SHA256",
     CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -123,6 +148,10 @@ OPENSSL_SUITE_NAMES: dict[CipherSuite, str] = {
     CipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-RSA-CHACHA20-POLY1305",
     CipherSuite.TLS_PSK_WITH_AES_128_GCM_SHA256: "PSK-AES128-GCM-SHA256",
     CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-PSK-CHACHA20-POLY1305",
+    # OpenSSL calls the DTLS 1.3 suites by their IANA names.
+    CipherSuite.TLS_AES_128_GCM_SHA256: "TLS_AES_128_GCM_SHA256",
+    CipherSuite.TLS_AES_256_GCM_SHA384: "TLS_AES_256_GCM_SHA384",
+    CipherSuite.TLS_CHACHA20_POLY1305_SHA256: "TLS_CHACHA20_POLY1305_SHA256",
 }
 """OpenSSL's names for our suites (``openssl ciphers -V``)."""
 

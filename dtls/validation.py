@@ -29,7 +29,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
-__all__ = ["validate_chain"]
+from .config import DTLSConfiguration
+
+__all__ = ["peer_chain_verdict", "validate_chain"]
 
 _EXTENSION_NAMES = {
     "2.5.29.14": "subjectKeyIdentifier",
@@ -269,3 +271,28 @@ def _explain(
             f"(ca_certificates, --cafile) [{detail}]"
         )
     return f"the {role}'s certificate {_who(leaf)} does not validate: {detail}"
+
+
+def peer_chain_verdict(
+    configuration: DTLSConfiguration, chain: tuple[x509.Certificate, ...], *, as_server: bool
+) -> tuple[tuple[str, ...], str | None]:
+    """(validation errors, why we refuse the chain or None) under a configuration's rules.
+
+    ``verify_peer=False`` without a callback accepts anything unchecked; a
+    ``verify_callback`` gets the chain and the errors and decides; otherwise
+    any error refuses.  ``as_server``: the chain is a server's (name checked).
+    Both DTLS 1.2 and 1.3 handshakes decide this way.
+    """
+    if not configuration.verify_peer and configuration.verify_callback is None:
+        return (), None
+    errors = validate_chain(
+        chain,
+        configuration.ca_certificates,
+        server_name=configuration.server_name,
+        as_server=as_server,
+        at=configuration.certificate_validation_time,
+    )
+    if configuration.verify_callback is not None:
+        accepted = configuration.verify_callback(chain, errors)
+        return errors, None if accepted else "rejected by verify callback"
+    return errors, "; ".join(errors) if errors else None

@@ -1,12 +1,14 @@
-"""The QOTP transport over DTLS 1.2 record protection: the second crypto layer.
+"""The QOTP transport over DTLS record protection (1.3 or 1.2): the second crypto layer.
 
 Our own design (there is no reference for it); SPEC.md "QOTP transport over
 DTLS" is the normative summary.  The :mod:`dtls` package does all of DTLS:
 this module only adapts its sans-IO :class:`~dtls.connection.DTLSConnection`
 to the seam in :mod:`qotp.protection` (``dtls`` never imports ``qotp``).
 
-* **Handshake.**  A full DTLS 1.2 handshake (certificates or PSK, cookie
-  exchange, retransmitted flights) runs inside :class:`DtlsProtection`: its
+* **Handshake.**  A full DTLS handshake (1.3 preferred, 1.2 when the peer
+  or the configuration says so; certificates or PSK, cookie exchange or
+  HelloRetryRequest, retransmitted flights and 1.3 ACKs) runs inside
+  :class:`DtlsProtection`: its
   flights leave through ``datagrams_to_send``, its retransmission timer
   through ``get_timer``/``handle_timer``.  ``can_carry_payload`` and
   ``handshake_complete`` both become true when the DTLS connection is
@@ -15,17 +17,20 @@ to the seam in :mod:`qotp.protection` (``dtls`` never imports ``qotp``).
   the client's).  The transport sends nothing before that.
 * **Payloads.**  Each encoded QOTP transport payload is exactly one DTLS
   ``application_data`` record, and each record travels alone in its
-  datagram.  ``payload_budget(mtu)`` is ``mtu`` minus the negotiated suite's
-  record overhead (13-byte header, 8-byte explicit nonce for AES-GCM, 16-byte
-  tag; CID length + 1 with an RFC 9146 connection id), capped at 2^14.
+  datagram.  ``payload_budget(mtu)`` is ``mtu`` minus the negotiated record overhead
+  (DTLS 1.3: 5-byte unified header, inner type byte, 16-byte tag, plus the
+  connection id; 1.2: 13-byte header, 8-byte explicit nonce for AES-GCM,
+  16-byte tag, CID length + 1 with an RFC 9146 connection id), capped at 2^14.
 * **Receiving.**  ``open`` returns the record's plaintext, or None for a
   datagram that only served the handshake.  Once established, a datagram the
   DTLS layer dropped (failed authentication, replay, garbage) raises
   :class:`~qotp.errors.DecryptError`, which the transport counts and drops.
-* **Routing.**  By source address, or by the RFC 9146 connection id of a
-  ``tls12_cid`` record when the layer hands out connection ids
+* **Routing.**  By source address, or by the connection id of a 1.3
+  unified-header record or a 1.2 ``tls12_cid`` record when the layer hands
+  out connection ids
   (``connection_id_bytes``).  A server answers a ClientHello without a valid
-  cookie statelessly (HelloVerifyRequest from :meth:`DtlsCryptoLayer.datagrams_to_send`)
+  cookie statelessly (HelloRetryRequest or HelloVerifyRequest from
+  :meth:`DtlsCryptoLayer.datagrams_to_send`)
   and creates a connection only for one with a valid cookie.  One connection
   per peer address; a new ClientHello from the address of an established
   connection starts a new one (a client that lost its state, RFC 6347 4.2.8).
@@ -49,6 +54,7 @@ from dtls.config import DTLSConfiguration
 from dtls.connection import DTLSConnection, ServerContext
 from dtls.endpoint import check_client_hello, starts_with_initial_hello
 from dtls.events import ConnectionTerminated, HandshakeCompleted, PeerClosedWrite
+from dtls.records13 import is_unified_header
 from qotp.errors import DecodeError, DecryptError, LocalProtocolError
 from qotp.protection import Address, EarlyPayload, FirstPacket, Protection
 
@@ -68,8 +74,9 @@ MAX_RECORD_PLAINTEXT_BYTES = 16384
 REPLAY_WINDOW_RECORDS = 4096
 """Anti-replay window of the layer's connections (DTLS default: 64; RFC 6347 4.1.2.6
 lets a receiver choose a larger one)."""
-_RECORD_HEADER_BYTES = 13
+_MIN_RECORD_BYTES = 13  # a 1.2 header; a 1.3 record is at least 5 + 16 bytes
 _CID_OFFSET = 11  # type(1) version(2) epoch(2) sequence(6)
+_UNIFIED_CID_BIT = 0x10
 _HANDSHAKE = 22
 _TLS12_CID = 25
 
@@ -125,7 +132,7 @@ class DtlsProtection:
         self._expected_peer_identity = expected_peer_identity
         self._outgoing: list[bytes] = []
         self._key_log: list[str] = []
-        self._key_logged = False
+        self._key_logged = 0  # key-log lines handed out so far
 
     @property
     def address(self) -> Address:
@@ -217,7 +224,7 @@ class DtlsProtection:
         self._update(now)
 
     def key_log_lines(self) -> list[str]:
-        """The NSS ``CLIENT_RANDOM`` line once the master secret exists (Wireshark)."""
+        """NSS key-log lines as secrets appear (1.2: ``CLIENT_RANDOM``; 1.3: traffic secrets)."""
         lines, self._key_log = self._key_log, []
         return lines
 
@@ -243,11 +250,10 @@ class DtlsProtection:
             elif isinstance(event, PeerClosedWrite) and self._failure is None:
                 self._failure = "DTLS: the peer closed the association"
                 self._closed_by_peer = True
-        if not self._key_logged:
-            line = dtls.key_log_line()
-            if line is not None:
-                self._key_logged = True
-                self._key_log.append(line + "\n")
+        lines = dtls.key_log_lines()
+        if len(lines) > self._key_logged:
+            self._key_log.extend(line + "\n" for line in lines[self._key_logged :])
+            self._key_logged = len(lines)
 
     def _on_handshake_completed(self, now: int) -> None:
         certificates = self.dtls.peer_certificates
@@ -320,12 +326,17 @@ class DtlsCryptoLayer:
         return self._local_identity
 
     def route(self, datagram: bytes, address: Address) -> int | None:
-        """The connection of a ``tls12_cid`` record's connection id, else of the address."""
-        if len(datagram) < _RECORD_HEADER_BYTES:
-            raise DecodeError("shorter than a DTLS record header")
+        """The connection of a record's connection id (1.3 or 1.2), else of the address."""
+        if len(datagram) < _MIN_RECORD_BYTES:
+            raise DecodeError("shorter than any DTLS record")
         cid_bytes = self.connection_id_bytes
-        if cid_bytes and datagram[0] == _TLS12_CID:
+        first = datagram[0]
+        if cid_bytes and first == _TLS12_CID:
             found = self._by_cid.get(datagram[_CID_OFFSET : _CID_OFFSET + cid_bytes])
+            if found is not None:
+                return found.connection_id
+        elif cid_bytes and is_unified_header(first) and first & _UNIFIED_CID_BIT:
+            found = self._by_cid.get(datagram[1 : 1 + cid_bytes])
             if found is not None:
                 return found.connection_id
         protection = self._by_address.get(address)
@@ -367,6 +378,8 @@ class DtlsCryptoLayer:
             self.server_context.cookies,
             cookie_exchange=config.cookie_exchange,
             stale_random=None if existing is None else existing.dtls.client_random,
+            configuration=config,
+            server_context=self.server_context,
         )
         if check.reply is not None:
             self._outgoing.append((check.reply, address))

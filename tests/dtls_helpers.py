@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dtls.config import CertificatePrivateKey, DTLSConfiguration
+from dtls.config import CertificatePrivateKey, DTLSConfiguration, DTLSVersion
 from dtls.connection import DTLSConnection
-from dtls.suites import OPENSSL_SUITE_NAMES, CipherSuite, NamedGroup
+from dtls.suites import OPENSSL_SUITE_NAMES, TLS13_SUITES, CipherSuite, NamedGroup
 
 SECOND_NS = 1_000_000_000
 CLIENT_ADDRESS = ("10.0.0.1", 5000)
@@ -222,13 +222,28 @@ def run_pair(
     return now
 
 
+DTLS_1_2_ONLY = (DTLSVersion.DTLS_1_2,)
+DTLS_1_3_ONLY = (DTLSVersion.DTLS_1_3,)
+
+
 def configs(
-    kind: str = "p256", **client_options: object
+    kind: str = "p256",
+    *,
+    versions: tuple[DTLSVersion, ...] = DTLS_1_2_ONLY,
+    **client_options: object,
 ) -> tuple[DTLSConfiguration, DTLSConfiguration, Pki]:
+    """A client and a server configuration with a fresh PKI.
+
+    Both speak ``versions``: DTLS 1.2 alone by default, because the tests that
+    use this helper without saying otherwise exercise the 1.2 machines (the
+    library's own default offers 1.3 first); 1.3 tests pass ``versions``.
+    """
     pki = make_pki()
     chain, key = pki.issue("server.test", kind)
-    server = DTLSConfiguration(is_client=False, certificate_chain=chain, private_key=key)
-    options: dict[str, object] = {"server_name": "server.test"}
+    server = DTLSConfiguration(
+        is_client=False, certificate_chain=chain, private_key=key, versions=versions
+    )
+    options: dict[str, object] = {"server_name": "server.test", "versions": versions}
     options.update(client_options)
     client = DTLSConfiguration(
         is_client=True,
@@ -241,8 +256,12 @@ def configs(
 # -- OpenSSL's names for what we negotiate (the interop tests) ------------------------
 
 OPENSSL_CIPHER = OPENSSL_SUITE_NAMES
-#: The suites authenticated by a certificate (all but the PSK ones).
-CERT_SUITES = [suite for suite in OPENSSL_CIPHER if "PSK" not in suite.name]
+#: The DTLS 1.2 suites authenticated by a certificate (all but the PSK ones).
+CERT_SUITES = [
+    suite
+    for suite in OPENSSL_CIPHER
+    if "PSK" not in suite.name and suite not in TLS13_SUITES  # OpenSSL has no DTLS 1.3
+]
 #: Names OpenSSL takes in a group list (``-groups``, ``set1_groups_list``).
 OPENSSL_GROUP = {
     NamedGroup.x25519: "X25519",

@@ -13,7 +13,7 @@ def test_benchmark_functions_run() -> None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    ours, theirs = module.bench_handshakes(2)
-    assert ours > 0 and (theirs is None or theirs > 0)
-    ours, theirs = module.bench_throughput(50)
-    assert ours > 0 and (theirs is None or theirs > 0)
+    for rates in (module.bench_handshakes(2), module.bench_throughput(50)):
+        assert rates[module.OURS_13] > 0 and rates[module.OURS_12] > 0
+        assert rates[module.BASELINE] is None or rates[module.BASELINE] > 0
+    module.report("smoke", "units", rates)

@@ -76,7 +76,10 @@ def _one_line_failure(code: int, out: str, err: str, expected_code: int, *needle
         (["client", "h:1", "--psk", "zz"], ["PSK is not hex"]),
         (["client", "h:1", "--mtu", "20"], ["mtu 20"]),
         (["client", "h:1", "--timeout", "-5"], ["timeout -5 s"]),
-        (["client", "127.0.0.1:1", "--dtls1_3"], ["DTLSv1.3 is not implemented in this build"]),
+        (
+            ["client", "127.0.0.1:1", "--dtls1_3", "--cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+            ["no cipher suite for the allowed versions", "DTLS 1.3 needs"],
+        ),
         (["server", "--listen", "127.0.0.1:0"], ["a server needs --cert"]),
         ([], ["name a command: server or client"]),
     ],
@@ -284,7 +287,7 @@ def test_json_client_reports_and_resumption(files: dict[str, str], tmp_path: Pat
         records = [json.loads(line) for line in out.splitlines()]
         assert [r["event"] for r in records] == ["connected", "closed"]
         connected.append(records[0])
-    assert connected[0]["version"] == "DTLSv1.2" and connected[0]["resumed"] is False
+    assert connected[0]["version"] == "DTLSv1.3" and connected[0]["resumed"] is False
     assert connected[1]["resumed"] is True
     assert len(bytes.fromhex(connected[0]["keying_material"])) == 20
 

@@ -64,12 +64,16 @@ def test_every_suite_has_parameters_and_an_iana_name() -> None:
         assert ("SHA384" in suite.name) == (parameters.hash_name == "sha384")
 
 
-def test_versions_default_to_dtls_1_2_and_1_3_is_not_accepted_yet() -> None:
-    assert DTLSConfiguration().versions == (DTLSVersion.DTLS_1_2,)
+def test_versions_default_to_1_3_then_1_2_and_either_can_be_pinned() -> None:
+    assert DTLSConfiguration().versions == (DTLSVersion.DTLS_1_3, DTLSVersion.DTLS_1_2)
     assert DTLSVersion.DTLS_1_2 == 0xFEFD and DTLSVersion.DTLS_1_3 == 0xFEFC
     assert DTLSVersion.DTLS_1_2.label == "DTLSv1.2" and DTLSVersion.DTLS_1_3.label == "DTLSv1.3"
-    with pytest.raises(LocalProtocolError, match="DTLSv1.3 is not implemented yet"):
-        DTLSConfiguration(versions=(DTLSVersion.DTLS_1_3, DTLSVersion.DTLS_1_2))
+    for pinned in ((DTLSVersion.DTLS_1_3,), (DTLSVersion.DTLS_1_2,)):
+        assert DTLSConfiguration(versions=pinned).versions == pinned
+    with pytest.raises(LocalProtocolError, match="max_early_data"):
+        DTLSConfiguration(max_early_data=-1)
+    with pytest.raises(LocalProtocolError, match="key_update_records"):
+        DTLSConfiguration(key_update_records=0)
     with pytest.raises(LocalProtocolError, match="at least one version"):
         DTLSConfiguration(versions=())
     with pytest.raises(LocalProtocolError, match="each once"):

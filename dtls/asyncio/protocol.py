@@ -8,7 +8,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -513,6 +513,7 @@ class _Connecting:
         local: tuple[str, int] | None,
         sock: socket.socket | None,
         socket_options: SocketOptions | None,
+        early_data: Sequence[bytes] = (),
     ) -> None:
         self._host = host
         self._port = port
@@ -520,6 +521,7 @@ class _Connecting:
         self._local = local
         self._sock = sock
         self._socket_options = socket_options
+        self._early_data = tuple(early_data)
         self._connection: AsyncDTLSConnection | None = None
 
     async def _open(self) -> AsyncDTLSConnection:
@@ -549,7 +551,7 @@ class _Connecting:
                 self._host, self._port, family=sock.family, type=socket.SOCK_DGRAM
             )
             peer = (str(infos[0][4][0]), int(infos[0][4][1]))
-        connection = endpoint.connect(peer, time.monotonic_ns())
+        connection = endpoint.connect(peer, time.monotonic_ns(), early_data=self._early_data)
         wrapper = protocol.wrap(connection)
         protocol.set_owner(wrapper)
         protocol._process()
@@ -585,18 +587,28 @@ def connect(
     local: tuple[str, int] | None = None,
     sock: socket.socket | None = None,
     socket_options: SocketOptions | None = None,
+    early_data: Sequence[bytes] = (),
 ) -> _Connecting:
     """Connect to a DTLS server: ``conn = await connect(...)`` or ``async with connect(...)``.
 
     The socket is connected to the server, so an ICMP port unreachable ends the
     handshake at once (``ConnectionRefusedError``).  ``local`` binds it first
     (``--bind``); ``sock`` adopts an existing UDP socket instead (connected or not;
-    unconnected, ``host``/``port`` say where to dial).
+    unconnected, ``host``/``port`` say where to dial).  ``early_data``: datagrams
+    that go out as DTLS 1.3 0-RTT data when the configuration resumes a session that
+    allows it and sets ``early_data`` (``conn.connection.early_data_accepted`` tells),
+    else right after the handshake.
     """
     if configuration is None:
         raise LocalProtocolError("connect() needs a configuration")
     if sock is None and (host is None or port is None):
         raise LocalProtocolError("connect() needs host and port, or sock")
     return _Connecting(
-        host, port, configuration, local=local, sock=sock, socket_options=socket_options
+        host,
+        port,
+        configuration,
+        local=local,
+        sock=sock,
+        socket_options=socket_options,
+        early_data=early_data,
     )

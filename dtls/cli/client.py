@@ -19,7 +19,7 @@ from typing import Any
 from .. import asyncio as dtls_asyncio
 from ..config import DTLSConfiguration, system_ca_certificates
 from ..errors import DTLSError, LocalProtocolError
-from ..sessions import Session
+from ..sessions13 import load_saved_session
 from .common import (
     CliError,
     Output,
@@ -93,7 +93,7 @@ def _configuration(arguments: argparse.Namespace, output: Output) -> DTLSConfigu
     if arguments.sess_in:
         try:
             with open(arguments.sess_in, "rb") as saved:
-                options["session"] = Session.from_bytes(saved.read())
+                options["session"] = load_saved_session(saved.read())
         except (OSError, DTLSError) as error:
             output.note(f"not resuming: {arguments.sess_in}: {error}")
     connection_id = None
@@ -154,6 +154,11 @@ async def _client(
         raise CliError(describe_connect_failure(error, host, port, arguments.timeout)) from None
     counts["connected"] = 1
     write_key_log(arguments.keylog, connection.connection.key_log_lines())
+    report_connected(
+        output, connection, arguments, peer=f"{host}:{port}", lead=f"connected to {host}:{port}: "
+    )
+    clean = await _pipe(connection, output, counts)
+    # Saved at the end: a DTLS 1.3 server sends its ticket after the handshake.
     session = connection.connection.session
     if arguments.sess_out and session is not None:
         try:
@@ -161,10 +166,8 @@ async def _client(
                 saved.write(session.to_bytes())
         except OSError as error:
             output.note(f"cannot save the session to {arguments.sess_out}: {error.strerror}")
-    report_connected(
-        output, connection, arguments, peer=f"{host}:{port}", lead=f"connected to {host}:{port}: "
-    )
-    clean = await _pipe(connection, output, counts)
+    elif arguments.sess_out:
+        output.note("no session to save: the server sent no ticket")
     output.event(
         {
             "event": "closed",

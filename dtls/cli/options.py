@@ -61,9 +61,11 @@ def _export_length(text: str) -> int:
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Versions, suites, groups, ALPN, SRTP, PSK, MTU, timeouts, key log, exporter."""
-    versions = parser.add_argument_group("protocol version (default: every version implemented)")
+    versions = parser.add_argument_group(
+        "protocol version (default: DTLS 1.3, falling back to 1.2; both flags: the same)"
+    )
     versions.add_argument("--dtls1_2", action="store_true", help="DTLS 1.2 only")
-    versions.add_argument("--dtls1_3", action="store_true", help="DTLS 1.3 (when implemented)")
+    versions.add_argument("--dtls1_3", action="store_true", help="DTLS 1.3 only")
     parser.add_argument(
         "--cipher",
         type=parse_ciphers,

@@ -1,7 +1,9 @@
 """``--crypto native|dtls`` for ``qotp serve`` and ``qotp send``: the crypto layer is a choice.
 
 ``native`` is QOTP's own envelope (X25519, ChaCha20-Poly1305).  ``dtls`` runs
-the same transport over DTLS 1.2 records (:mod:`qotp.dtls_protection`),
+the same transport over DTLS records (:mod:`qotp.dtls_protection`; DTLS 1.3
+with a certificate, falling back to 1.2; the PSK suites without trust anchors
+are DTLS 1.2 ones),
 authenticated by a certificate (``--cert``/``--key`` on serve, ``--cafile`` or
 ``--insecure`` on send) or by a pre-shared key (``--psk HEX [--psk-identity
 ID]`` on both).  Everything else about the commands stays the same.
@@ -35,7 +37,7 @@ def add_crypto_options(parser: argparse.ArgumentParser, *, server: bool) -> None
         choices=("native", "dtls"),
         default="native",
         help="native: QOTP's envelope (X25519, ChaCha20-Poly1305); dtls: the same transport "
-        "over DTLS 1.2 records (certificate or PSK)",
+        "over DTLS records, 1.3 or 1.2 (certificate or PSK)",
     )
     if server:
         group.add_argument("--cert", metavar="FILE", help="dtls: certificate chain (PEM)")
