@@ -475,9 +475,7 @@ class PacketRecovery:
             if probe:
                 # A probe is not a timeout: it neither backs off nor counts to the limit,
                 # and the datagram it repeats is not taken for lost.
-                silent = False
-                self._probe_armed = False
-                self.probes_sent += 1
+                backoff = record.backoff
             elif silent and record.backoff >= self._max_attempts:
                 # Sent the reference's six times in a row without the peer answering
                 # anything, through the longest backoff: the peer or the path is gone.
@@ -486,9 +484,10 @@ class PacketRecovery:
                 # each way a packet fails six round trips in a row 0.2 % of the time,
                 # which a transfer of thousands of packets meets every time).
                 raise RetryLimitExceeded(key, record.attempts)
-            backoff = record.backoff + 1 if silent else 1 if not probe else record.backoff
-            if backoff > self._max_attempts:
-                backoff = self._max_attempts
+            else:
+                backoff = record.backoff + 1 if silent else 1
+                if backoff > self._max_attempts:
+                    backoff = self._max_attempts
             stream_id, offset, length = key
             overhead = STREAM_HEADER_SIZE_48 if offset > MAX_OFFSET_24 else STREAM_HEADER_SIZE_24
             if ack_offset is not None:
@@ -516,6 +515,9 @@ class PacketRecovery:
                 # than that would be dropped on every attempt (a smaller buffer than
                 # our first packets assumed, or an application that stopped reading).
                 max_data = peer_window
+            if probe:
+                self._probe_armed = False
+                self.probes_sent += 1
             self._unschedule(record)
             timers = self._timers[record.backoff - 1]
             # The datagram that carried it last is lost; the new one gets its own sample.
