@@ -80,7 +80,12 @@ Where we differ, on purpose
 * Retransmissions are already counted in flight and are never held back by the
   flow-control window, but one larger than the peer's whole window is split to
   fit it, since the peer would drop it on every attempt (the one split left).
-* RTT samples follow Karn's rule: only packets sent once give a sample.
+* RTT samples follow Karn's rule: only packets sent once give a sample.  And an
+  ACK sooner than the minimum RTT after a retransmission is taken for the first
+  copy's (RFC 8985 section 6.2): it does not move the newest acknowledged send
+  time that loss detection measures from, nor give the congestion controller a
+  delivery-rate sample (the send it would measure from is not the one that
+  arrived).
 * Acknowledgements that arrive together (one socket read, one ``now``) form one
   event, as a stretch ACK does in TCP: one RTT sample, one delivery-rate sample,
   one pass of loss detection (:meth:`PacketRecovery.flush_ack_event`).
@@ -609,16 +614,20 @@ class PacketRecovery:
         if record is None:
             return
         self._ack_event_now = now
+        sent = record.sent_ns
+        # An ACK sooner than the minimum RTT after a retransmission is the first copy's,
+        # sent an unknown time before (see acknowledge): it says nothing of this send's
+        # delivery rate or round, nor of what it overtook.
+        first_copy = record.attempts > 1 and now - sent < self.rtt.min_rtt_ns
         sample = record.sample
         if sample is not None:
             size = sample.size_bytes
             self.datagram_bytes_in_flight -= size
             self._ack_event_bytes += size
             newest = self._ack_event_newest
-            if newest is None or sample.sent_time_ns >= newest.sent_time_ns:
+            if not first_copy and (newest is None or sample.sent_time_ns >= newest.sent_time_ns):
                 self._ack_event_newest = sample
-        sent = record.sent_ns
-        if sent > self._ack_event_sent_ns:
+        if sent > self._ack_event_sent_ns and not first_copy:
             self._ack_event_sent_ns = sent
             if record.attempts == 1:
                 # All of the batch was acknowledged at ``now``: the newest packet's RTT
@@ -649,7 +658,14 @@ class PacketRecovery:
         else:
             del self._timers[record.backoff - 1][key]
         sent = record.sent_ns
-        if sent >= self._latest_acked_sent_ns:
+        if record.attempts > 1 and now - sent < self.rtt.min_rtt_ns:
+            # RFC 8985 6.2: an ACK sooner than the minimum RTT after a retransmission is
+            # the first copy's (its ACK was late, or lost and repeated), and that copy
+            # left an unknown time earlier.  Taking the retransmission's send time for
+            # the newest acknowledged one would make every packet sent before it look
+            # overtaken: the loss detection would declare a whole round trip lost.
+            pass
+        elif sent >= self._latest_acked_sent_ns:
             self._latest_acked_sent_ns = sent
         elif record.attempts == 1:
             self.reordered_acks += 1
