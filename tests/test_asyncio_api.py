@@ -151,7 +151,11 @@ def test_garbage_on_the_socket_does_not_disturb_a_transfer() -> None:
             assert hashlib.sha256(await stream.read()).digest() == hashlib.sha256(data).digest()
             transport.close()
             stats = server.statistics()
-            assert sum(v for k, v in stats.items() if k.startswith("dropped_")) >= 6
+            # The garbage is dropped (the empty datagram never counts), except that a
+            # random 1400 or 2000 bytes can be a well-formed InitSnd (its cleartext keys
+            # are any 32 bytes): that one waits in the handshake table instead.
+            dropped = sum(v for k, v in stats.items() if k.startswith("dropped_"))
+            assert dropped + stats["handshakes_in_progress"] >= 6
             task.cancel()
 
     run(main())
