@@ -53,7 +53,6 @@ __all__ = [
     "DTLSConfiguration",
     "DTLSConnection",
     "DTLSEndpoint",
-    "DTLSVersion",
     "DTLSError",
     "DTLSVersion",
     "DecodeError",

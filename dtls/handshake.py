@@ -21,6 +21,7 @@ __all__ = [
     "ClientHello",
     "ClientHelloPrefix",
     "ExtensionType",
+    "Extensions",
     "HandshakeFragment",
     "HandshakeType",
     "HelloVerifyRequest",
@@ -38,13 +39,17 @@ __all__ = [
     "encode_certificate",
     "encode_certificate_request",
     "encode_client_hello",
+    "encode_extension_block",
     "encode_handshake",
     "encode_hello_verify_request",
     "encode_new_session_ticket",
     "encode_server_hello",
     "encode_handshake_fragment",
+    "encode_vector",
     "fragment_handshake",
     "message_name",
+    "read_extension_block",
+    "uint16_values",
 ]
 
 HANDSHAKE_HEADER_BYTES = 12
@@ -123,7 +128,8 @@ class Reader:
             raise DecodeError("trailing bytes in message")
 
 
-def _vector(length_width: int, body: bytes) -> bytes:
+def encode_vector(length_width: int, body: bytes) -> bytes:
+    """``opaque body<..2^(8*length_width)-1>``: the length, big-endian, then the bytes."""
     return len(body).to_bytes(length_width, "big") + body
 
 
@@ -247,16 +253,15 @@ def decode_handshake_fragment(payload: bytes, offset: int = 0) -> tuple[Handshak
 Extensions = list[tuple[int, bytes]]
 
 
-def _encode_extensions(extensions: Extensions) -> bytes:
-    if not extensions:
-        return b""
-    body = b"".join(ext_type.to_bytes(2, "big") + _vector(2, data) for ext_type, data in extensions)
-    return _vector(2, body)
+def encode_extension_block(extensions: Extensions) -> bytes:
+    """``Extension extensions<0..2^16-1>`` with the length always present."""
+    return encode_vector(
+        2, b"".join(ext.to_bytes(2, "big") + encode_vector(2, body) for ext, body in extensions)
+    )
 
 
-def _decode_extensions(reader: Reader) -> Extensions:
-    if reader.remaining() == 0:
-        return []
+def read_extension_block(reader: Reader) -> Extensions:
+    """Inverse of :func:`encode_extension_block`, from ``reader``; a repeated type is refused."""
     inner = Reader(reader.vector(2))
     extensions: Extensions = []
     seen: set[int] = set()
@@ -269,6 +274,15 @@ def _decode_extensions(reader: Reader) -> Extensions:
     return extensions
 
 
+def _encode_extensions(extensions: Extensions) -> bytes:
+    # In the hellos the whole block is absent when there are no extensions.
+    return encode_extension_block(extensions) if extensions else b""
+
+
+def _decode_extensions(reader: Reader) -> Extensions:
+    return read_extension_block(reader) if reader.remaining() else []
+
+
 def find_extension(extensions: Extensions, ext_type: int) -> bytes | None:
     """Body of an extension, or None when absent."""
     for candidate, data in extensions:
@@ -279,7 +293,7 @@ def find_extension(extensions: Extensions, ext_type: int) -> bytes | None:
 
 def encode_uint16_list(values: list[int] | tuple[int, ...]) -> bytes:
     """supported_groups / signature_algorithms body."""
-    return _vector(2, b"".join(value.to_bytes(2, "big") for value in values))
+    return encode_vector(2, b"".join(value.to_bytes(2, "big") for value in values))
 
 
 def decode_uint16_list(data: bytes) -> list[int]:
@@ -287,14 +301,19 @@ def decode_uint16_list(data: bytes) -> list[int]:
     reader = Reader(data)
     inner = reader.vector(2)
     reader.finish()
-    if len(inner) % 2:
+    return uint16_values(inner)
+
+
+def uint16_values(data: bytes) -> list[int]:
+    """Big-endian 16-bit values packed back to back (a vector's contents)."""
+    if len(data) % 2:
         raise DecodeError("odd length in a list of 16-bit values")
-    return [int.from_bytes(inner[i : i + 2], "big") for i in range(0, len(inner), 2)]
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
 
 
 def encode_alpn(protocols: list[str] | tuple[str, ...]) -> bytes:
     """ALPN body (RFC 7301 3.1)."""
-    return _vector(2, b"".join(_vector(1, name.encode()) for name in protocols))
+    return encode_vector(2, b"".join(encode_vector(1, name.encode()) for name in protocols))
 
 
 def decode_alpn(data: bytes) -> list[str]:
@@ -315,7 +334,7 @@ def decode_alpn(data: bytes) -> list[str]:
 def encode_server_name(host_name: str) -> bytes:
     """SNI body with one host_name entry (RFC 6066 3)."""
     name = host_name.encode("idna") if not host_name.isascii() else host_name.encode()
-    return _vector(2, b"\0" + _vector(2, name))
+    return encode_vector(2, b"\0" + encode_vector(2, name))
 
 
 def decode_server_name(data: bytes) -> str | None:
@@ -336,7 +355,7 @@ def decode_server_name(data: bytes) -> str | None:
 
 def encode_use_srtp(profiles: list[int] | tuple[int, ...], mki: bytes = b"") -> bytes:
     """use_srtp body (RFC 5764 4.1.1)."""
-    return encode_uint16_list(profiles) + _vector(1, mki)
+    return encode_uint16_list(profiles) + encode_vector(1, mki)
 
 
 def decode_use_srtp(data: bytes) -> tuple[list[int], bytes]:
@@ -360,7 +379,7 @@ def decode_opaque8(data: bytes) -> bytes:
 
 def encode_opaque8(value: bytes) -> bytes:
     """Inverse of :func:`decode_opaque8`."""
-    return _vector(1, value)
+    return encode_vector(1, value)
 
 
 # --- hello messages -------------------------------------------------------------------------
@@ -385,10 +404,10 @@ def encode_client_hello(hello: ClientHello) -> bytes:
     return (
         hello.client_version.to_bytes(2, "big")
         + hello.random
-        + _vector(1, hello.session_id)
-        + _vector(1, hello.cookie)
-        + _vector(2, suites)
-        + _vector(1, hello.compression_methods)
+        + encode_vector(1, hello.session_id)
+        + encode_vector(1, hello.cookie)
+        + encode_vector(2, suites)
+        + encode_vector(1, hello.compression_methods)
         + _encode_extensions(hello.extensions)
     )
 
@@ -454,7 +473,7 @@ class HelloVerifyRequest:
 
 def encode_hello_verify_request(message: HelloVerifyRequest) -> bytes:
     """HelloVerifyRequest body."""
-    return message.server_version.to_bytes(2, "big") + _vector(1, message.cookie)
+    return message.server_version.to_bytes(2, "big") + encode_vector(1, message.cookie)
 
 
 def decode_hello_verify_request(data: bytes) -> HelloVerifyRequest:
@@ -483,7 +502,7 @@ def encode_server_hello(hello: ServerHello) -> bytes:
     return (
         hello.server_version.to_bytes(2, "big")
         + hello.random
-        + _vector(1, hello.session_id)
+        + encode_vector(1, hello.session_id)
         + hello.cipher_suite.to_bytes(2, "big")
         + bytes((hello.compression_method,))
         + _encode_extensions(hello.extensions)
@@ -522,7 +541,7 @@ class Certificate:
 
 def encode_certificate(message: Certificate) -> bytes:
     """Certificate body."""
-    return _vector(3, b"".join(_vector(3, der) for der in message.certificates))
+    return encode_vector(3, b"".join(encode_vector(3, der) for der in message.certificates))
 
 
 def decode_certificate(data: bytes) -> Certificate:
@@ -548,9 +567,9 @@ class CertificateRequest:
 def encode_certificate_request(message: CertificateRequest) -> bytes:
     """CertificateRequest body."""
     return (
-        _vector(1, message.certificate_types)
+        encode_vector(1, message.certificate_types)
         + encode_uint16_list(message.signature_schemes)
-        + _vector(2, b"".join(_vector(2, name) for name in message.authorities))
+        + encode_vector(2, b"".join(encode_vector(2, name) for name in message.authorities))
     )
 
 
@@ -585,7 +604,7 @@ class NewSessionTicket:
 
 def encode_new_session_ticket(message: NewSessionTicket) -> bytes:
     """NewSessionTicket body."""
-    return message.lifetime_hint_seconds.to_bytes(4, "big") + _vector(2, message.ticket)
+    return message.lifetime_hint_seconds.to_bytes(4, "big") + encode_vector(2, message.ticket)
 
 
 def decode_new_session_ticket(data: bytes) -> NewSessionTicket:

@@ -249,11 +249,6 @@ class Handshake13:
     # ------------------------------------------------------------------ facade surface
 
     @property
-    def owns_flight_timer(self) -> bool:
-        """1.3 keeps retransmitting its last flight until it is acknowledged."""
-        return True
-
-    @property
     def ack_deadline(self) -> int | None:
         """When a delayed ACK is due (None: none pending)."""
         return self._ack_deadline

@@ -194,11 +194,6 @@ class ClientHandshake13(Handshake13):
         """Current state, for logs."""
         return self.state.value
 
-    @property
-    def offered_early_data(self) -> bool:
-        """Whether the ClientHello announced early data."""
-        return self._offered_early_data
-
     def start(self, now: int) -> None:
         """Send the first ClientHello."""
         if self.state is not ClientState13.START:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from .errors import DecodeError
-from .handshake import Reader
+from .handshake import (
+    Extensions,
+    Reader,
+    encode_extension_block,
+    encode_vector,
+    read_extension_block,
+    uint16_values,
+)
 
 __all__ = [
     "DTLS_1_2_VERSION",
@@ -155,16 +162,6 @@ class ConnectionIdUsage(IntEnum):
     cid_spare = 1
 
 
-def _vector(length_width: int, body: bytes) -> bytes:
-    return len(body).to_bytes(length_width, "big") + body
-
-
-def _uint16_values(data: bytes) -> list[int]:
-    if len(data) % 2:
-        raise DecodeError("odd length in a list of 16-bit values")
-    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
-
-
 def tls_handshake(msg_type: int, body: bytes) -> bytes:
     """A message in its TLS form (type, 24-bit length, body): what the transcript holds."""
     return bytes((msg_type,)) + len(body).to_bytes(3, "big") + body
@@ -177,33 +174,11 @@ def message_hash(client_hello_hash: bytes) -> bytes:
 
 # --- extension blocks (always length-prefixed outside the hellos) ------------------------------
 
-Extensions = list[tuple[int, bytes]]
-
-
-def encode_extension_block(extensions: Extensions) -> bytes:
-    """``Extension extensions<0..2^16-1>`` with the length always present."""
-    return _vector(
-        2, b"".join(ext.to_bytes(2, "big") + _vector(2, body) for ext, body in extensions)
-    )
-
-
-def _read_extension_block(reader: Reader) -> Extensions:
-    inner = Reader(reader.vector(2))
-    extensions: Extensions = []
-    seen: set[int] = set()
-    while inner.remaining():
-        ext_type = inner.uint(2)
-        if ext_type in seen:
-            raise DecodeError("duplicate extension")
-        seen.add(ext_type)
-        extensions.append((ext_type, inner.vector(2)))
-    return extensions
-
 
 def decode_extension_block(data: bytes) -> Extensions:
     """Inverse of :func:`encode_extension_block` (EncryptedExtensions is exactly this)."""
     reader = Reader(data)
-    extensions = _read_extension_block(reader)
+    extensions = read_extension_block(reader)
     reader.finish()
     return extensions
 
@@ -213,13 +188,13 @@ def decode_extension_block(data: bytes) -> Extensions:
 
 def encode_supported_versions_client(versions: list[int] | tuple[int, ...]) -> bytes:
     """ClientHello supported_versions: ``ProtocolVersion versions<2..254>``."""
-    return _vector(1, b"".join(version.to_bytes(2, "big") for version in versions))
+    return encode_vector(1, b"".join(version.to_bytes(2, "big") for version in versions))
 
 
 def decode_supported_versions_client(data: bytes) -> list[int]:
     """Inverse of :func:`encode_supported_versions_client`."""
     reader = Reader(data)
-    versions = _uint16_values(reader.vector(1, minimum=2, maximum=254))
+    versions = uint16_values(reader.vector(1, minimum=2, maximum=254))
     reader.finish()
     return versions
 
@@ -239,7 +214,9 @@ def decode_supported_versions_server(data: bytes) -> int:
 
 def encode_key_share_client(shares: list[tuple[int, bytes]]) -> bytes:
     """ClientHello key_share: ``KeyShareEntry client_shares<0..2^16-1>``."""
-    return _vector(2, b"".join(group.to_bytes(2, "big") + _vector(2, key) for group, key in shares))
+    return encode_vector(
+        2, b"".join(group.to_bytes(2, "big") + encode_vector(2, key) for group, key in shares)
+    )
 
 
 def decode_key_share_client(data: bytes) -> list[tuple[int, bytes]]:
@@ -261,7 +238,7 @@ def decode_key_share_client(data: bytes) -> list[tuple[int, bytes]]:
 
 def encode_key_share_server(group: int, key: bytes) -> bytes:
     """ServerHello key_share: one KeyShareEntry."""
-    return group.to_bytes(2, "big") + _vector(2, key)
+    return group.to_bytes(2, "big") + encode_vector(2, key)
 
 
 def decode_key_share_server(data: bytes) -> tuple[int, bytes]:
@@ -288,7 +265,7 @@ def decode_key_share_hello_retry(data: bytes) -> int:
 
 def encode_cookie(cookie: bytes) -> bytes:
     """cookie extension: ``opaque cookie<1..2^16-1>``."""
-    return _vector(2, cookie)
+    return encode_vector(2, cookie)
 
 
 def decode_cookie(data: bytes) -> bytes:
@@ -301,7 +278,7 @@ def decode_cookie(data: bytes) -> bytes:
 
 def encode_psk_key_exchange_modes(modes: list[int] | tuple[int, ...]) -> bytes:
     """psk_key_exchange_modes: ``PskKeyExchangeMode ke_modes<1..255>``."""
-    return _vector(1, bytes(modes))
+    return encode_vector(1, bytes(modes))
 
 
 def decode_psk_key_exchange_modes(data: bytes) -> list[int]:
@@ -323,14 +300,14 @@ class OfferedPsks:
 def encode_pre_shared_key_client(offered: OfferedPsks) -> bytes:
     """``PskIdentity identities<7..2^16-1>; PskBinderEntry binders<33..2^16-1>``."""
     identities = b"".join(
-        _vector(2, identity) + age.to_bytes(4, "big") for identity, age in offered.identities
+        encode_vector(2, identity) + age.to_bytes(4, "big") for identity, age in offered.identities
     )
-    return _vector(2, identities) + binders_block(offered.binders)
+    return encode_vector(2, identities) + binders_block(offered.binders)
 
 
 def binders_block(binders: list[bytes]) -> bytes:
     """The binders list alone: the part of a ClientHello the binders do not cover."""
-    return _vector(2, b"".join(_vector(1, binder) for binder in binders))
+    return encode_vector(2, b"".join(encode_vector(1, binder) for binder in binders))
 
 
 def decode_pre_shared_key_client(data: bytes) -> OfferedPsks:
@@ -379,7 +356,7 @@ def decode_early_data_indication(data: bytes, *, in_ticket: bool) -> int | None:
 
 def encode_certificate_authorities(names: list[bytes]) -> bytes:
     """certificate_authorities: ``DistinguishedName authorities<3..2^16-1>``."""
-    return _vector(2, b"".join(_vector(2, name) for name in names))
+    return encode_vector(2, b"".join(encode_vector(2, name) for name in names))
 
 
 def decode_certificate_authorities(data: bytes) -> list[bytes]:
@@ -415,10 +392,10 @@ class Certificate13:
 def encode_certificate13(message: Certificate13) -> bytes:
     """Certificate body."""
     entries = b"".join(
-        _vector(3, entry.certificate) + encode_extension_block(entry.extensions)
+        encode_vector(3, entry.certificate) + encode_extension_block(entry.extensions)
         for entry in message.entries
     )
-    return _vector(1, message.request_context) + _vector(3, entries)
+    return encode_vector(1, message.request_context) + encode_vector(3, entries)
 
 
 def decode_certificate13(data: bytes) -> Certificate13:
@@ -431,7 +408,7 @@ def decode_certificate13(data: bytes) -> Certificate13:
     while inner.remaining():
         certificate = inner.vector(3, minimum=1)
         entries.append(
-            CertificateEntry(certificate=certificate, extensions=_read_extension_block(inner))
+            CertificateEntry(certificate=certificate, extensions=read_extension_block(inner))
         )
     return Certificate13(request_context=context, entries=entries)
 
@@ -446,14 +423,14 @@ class CertificateRequest13:
 
 def encode_certificate_request13(message: CertificateRequest13) -> bytes:
     """CertificateRequest body."""
-    return _vector(1, message.request_context) + encode_extension_block(message.extensions)
+    return encode_vector(1, message.request_context) + encode_extension_block(message.extensions)
 
 
 def decode_certificate_request13(data: bytes) -> CertificateRequest13:
     """Inverse of :func:`encode_certificate_request13`."""
     reader = Reader(data)
     context = reader.vector(1)
-    extensions = _read_extension_block(reader)
+    extensions = read_extension_block(reader)
     reader.finish()
     return CertificateRequest13(request_context=context, extensions=extensions)
 
@@ -468,7 +445,7 @@ class CertificateVerify:
 
 def encode_certificate_verify(message: CertificateVerify) -> bytes:
     """CertificateVerify body."""
-    return message.scheme.to_bytes(2, "big") + _vector(2, message.signature)
+    return message.scheme.to_bytes(2, "big") + encode_vector(2, message.signature)
 
 
 def decode_certificate_verify(data: bytes) -> CertificateVerify:
@@ -506,8 +483,8 @@ def encode_new_session_ticket13(message: NewSessionTicket13) -> bytes:
     return (
         message.lifetime_seconds.to_bytes(4, "big")
         + message.age_add.to_bytes(4, "big")
-        + _vector(1, message.nonce)
-        + _vector(2, message.ticket)
+        + encode_vector(1, message.nonce)
+        + encode_vector(2, message.ticket)
         + encode_extension_block(message.extensions)
     )
 
@@ -519,7 +496,7 @@ def decode_new_session_ticket13(data: bytes) -> NewSessionTicket13:
     age_add = reader.uint(4)
     nonce = reader.vector(1)
     ticket = reader.vector(2, minimum=1)
-    extensions = _read_extension_block(reader)
+    extensions = read_extension_block(reader)
     reader.finish()
     return NewSessionTicket13(
         lifetime_seconds=lifetime,
@@ -564,9 +541,9 @@ class NewConnectionId:
 
 def encode_new_connection_id(message: NewConnectionId) -> bytes:
     """NewConnectionId body: ``ConnectionId cids<0..2^16-1>; ConnectionIdUsage usage``."""
-    return _vector(2, b"".join(_vector(1, cid) for cid in message.connection_ids)) + bytes(
-        (message.usage,)
-    )
+    return encode_vector(
+        2, b"".join(encode_vector(1, cid) for cid in message.connection_ids)
+    ) + bytes((message.usage,))
 
 
 def decode_new_connection_id(data: bytes) -> NewConnectionId:
@@ -597,7 +574,7 @@ class RecordNumber:
 def encode_ack(record_numbers: list[RecordNumber]) -> bytes:
     """ACK body: ``RecordNumber record_numbers<0..2^16-1>``, sorted ascending."""
     numbers = sorted(record_numbers)[:MAX_ACK_RECORD_NUMBERS]
-    return _vector(
+    return encode_vector(
         2, b"".join(_RECORD_NUMBER.pack(item.epoch, item.sequence_number) for item in numbers)
     )
 

@@ -228,15 +228,6 @@ class RecordLayer:
         """The protection of the current write epoch (None in epoch 0)."""
         return self._write.get(self.write_epoch)
 
-    def can_read(self, epoch: int) -> bool:
-        """Whether records of ``epoch`` can be opened now."""
-        return epoch in self._read
-
-    @property
-    def newest_read_epoch(self) -> int:
-        """The highest epoch we hold read keys for."""
-        return max(self._read)
-
     # ------------------------------------------------------------------ receiving
 
     def split(self, data: bytes) -> tuple[list[Record], int]:

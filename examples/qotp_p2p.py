@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qotp.asyncio.api import AddressChange  # noqa: E402
+from qotp.asyncio import AddressChange  # noqa: E402
 from qotp.rendezvous import Peer, PeerConnected, PeerEvent, serve_rendezvous  # noqa: E402
 from qotp.transfer import FileReceiver, build_manifest, send_files  # noqa: E402
 

@@ -6,8 +6,8 @@ socket's worth of connections), :class:`Connection`, the events they report,
 
 * :mod:`qotp.asyncio` -- ``listen()``, connections and streams for asyncio;
 * :mod:`qotp.blocking` -- the same with calls that wait, for scripts and threads;
-* :mod:`qotp.dtls_protection` -- the transport over DTLS 1.2 records instead
-  of QOTP's native envelope;
+* :mod:`qotp.dtls_protection` -- the transport over DTLS 1.3 or 1.2 records
+  instead of QOTP's native envelope;
 * :mod:`qotp.capture` -- decrypting captures with a key log.
 """
 
@@ -26,10 +26,13 @@ from qotp.endpoint import QotpEndpoint
 from qotp.errors import (
     DecodeError,
     DecryptError,
+    EarlyDataError,
     LocalProtocolError,
     QotpError,
     RemoteProtocolError,
+    ReplayedPacketError,
     SequenceSpaceExhausted,
+    ZeroRttReplayError,
 )
 from qotp.events import (
     ConnectionEstablished,
@@ -39,7 +42,9 @@ from qotp.events import (
     StreamClosed,
     StreamDataAvailable,
     StreamOpened,
+    StreamSendFinished,
     StreamWritable,
+    TerminationReason,
 )
 from qotp.keys import KeyPair
 from qotp.protection import Address, CryptoLayer, Protection
@@ -57,6 +62,7 @@ __all__ = [
     "CryptoLayer",
     "DecodeError",
     "DecryptError",
+    "EarlyDataError",
     "Event",
     "KeyPair",
     "LocalProtocolError",
@@ -67,9 +73,13 @@ __all__ = [
     "QotpEndpoint",
     "QotpError",
     "RemoteProtocolError",
+    "ReplayedPacketError",
     "SequenceSpaceExhausted",
     "StreamClosed",
     "StreamDataAvailable",
     "StreamOpened",
+    "StreamSendFinished",
     "StreamWritable",
+    "TerminationReason",
+    "ZeroRttReplayError",
 ]

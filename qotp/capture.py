@@ -32,7 +32,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -229,7 +229,9 @@ def read_capture(path: str | Path, *, port: int | None = None) -> Iterator[Captu
 # -- splitting coalesced datagrams ---------------------------------------------------
 
 
-def split_coalesced(payload: bytes, *, first_opens: Any = None) -> list[bytes]:
+def split_coalesced(
+    payload: bytes, *, first_opens: Callable[[bytes], bool | None] | None = None
+) -> list[bytes]:
     """The datagrams inside one captured UDP payload (one, unless GSO coalesced them).
 
     GSO sends a run of datagrams of one size ``s`` (the last may be shorter)

@@ -168,11 +168,11 @@ class DtlsProtection:
 
     @property
     def early_data_replayable(self) -> bool:
-        """Always False: DTLS 1.2 has no early data."""
+        """Always False: this layer sends no early data (no DTLS 1.3 0-RTT)."""
         return False
 
     def take_early_payload(self) -> EarlyPayload | None:
-        """Always None: DTLS 1.2 has no early data."""
+        """Always None: this layer sends no early data (no DTLS 1.3 0-RTT)."""
         return None
 
     @property

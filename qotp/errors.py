@@ -13,10 +13,10 @@ from __future__ import annotations
 __all__ = [
     "DecodeError",
     "DecryptError",
+    "EarlyDataError",
     "LocalProtocolError",
     "QotpError",
     "RemoteProtocolError",
-    "EarlyDataError",
     "ReplayedPacketError",
     "SequenceSpaceExhausted",
     "ZeroRttReplayError",

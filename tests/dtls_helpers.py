@@ -1,16 +1,17 @@
-"""Test helpers for the DTLS suite: certificates made at test time and an in-memory pair driver."""
+"""Test helpers for the DTLS suite: certificates made at test time and a pair driver on netsim."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from netsim import MS, Address, LinkConditions, Network
 
 from dtls.config import CertificatePrivateKey, DTLSConfiguration, DTLSVersion
 from dtls.connection import DTLSConnection
@@ -137,89 +138,55 @@ def pem_key(key: CertificatePrivateKey) -> bytes:
     )
 
 
-@dataclass
-class Link:
-    """A seeded lossy link: loss, duplication, reordering, corruption; delay in ns."""
-
-    seed: int = 1
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    corrupt: float = 0.0
-    delay_ns: int = 10_000_000
-
-    def __post_init__(self) -> None:
-        self.random = random.Random(self.seed)
-
-    def transmit(self, datagram: bytes, now: int) -> list[tuple[int, bytes]]:
-        """Deliveries (arrival time, bytes) for one sent datagram."""
-        if self.random.random() < self.loss:
-            return []
-        copies = 2 if self.random.random() < self.duplicate else 1
-        out = []
-        for _ in range(copies):
-            data = datagram
-            if self.random.random() < self.corrupt and data:
-                mutable = bytearray(data)
-                position = self.random.randrange(len(mutable))
-                mutable[position] ^= 1 << self.random.randrange(8)
-                data = bytes(mutable)
-            extra = (
-                self.random.randrange(3 * self.delay_ns)
-                if self.random.random() < self.reorder
-                else 0
-            )
-            out.append((now + self.delay_ns + extra, data))
-        return out
+def lossy(*, loss: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0) -> LinkConditions:
+    """The DTLS suite's lossy link: 10 ms each way; a reordered datagram waits 0-30 ms more."""
+    return LinkConditions(
+        delay_ns=10 * MS,
+        loss=loss,
+        duplicate=duplicate,
+        reorder=reorder,
+        reorder_delay_ns=0,
+        reorder_spread_ns=30 * MS,
+    )
 
 
 def run_pair(
     client: DTLSConnection,
     server: DTLSConnection,
     *,
-    link: Link | None = None,
+    link: LinkConditions | None = None,
+    seed: int = 1,
     until_ns: int = 120 * SECOND_NS,
     stop_when_established: bool = True,
     start_ns: int = 0,
+    tap: Callable[[str, bytes, Address], None] | None = None,
 ) -> int:
-    """Drive a client and a server over a simulated link until both are established (or idle).
+    """Drive a client and a server over the simulated network until both are established.
 
-    Returns the virtual time reached.  The server connection receives every
-    datagram the client sends (this helper stands in for an endpoint).
+    With ``stop_when_established=False``, until nothing is left to send and no timer
+    is set (tickets and ACKs delivered), or both closed.  The client is at
+    CLIENT_ADDRESS ("a"), the server at SERVER_ADDRESS ("b"); ``link`` applies both
+    ways.  Returns the virtual time reached (at most ``until_ns``).
     """
-    link = link or Link()
-    now = start_ns
-    in_flight: list[tuple[int, int, DTLSConnection, bytes, object]] = []
-    counter = 0
-    client.start_handshake(now)
-    while now <= until_ns:
-        for sender, receiver, source in (
-            (client, server, CLIENT_ADDRESS),
-            (server, client, SERVER_ADDRESS),
-        ):
-            for datagram, _ in sender.datagrams_to_send(now):
-                for arrival, data in link.transmit(datagram, now):
-                    counter += 1
-                    in_flight.append((arrival, counter, receiver, data, source))
+    network = Network(
+        client,
+        server,
+        a_address=CLIENT_ADDRESS,
+        b_address=SERVER_ADDRESS,
+        a_to_b=link,
+        seed=seed,
+    )
+    network.now = start_ns
+    network.tap = tap
+    client.start_handshake(start_ns)
+
+    def settled() -> bool:
         if stop_when_established and client.is_established and server.is_established:
-            return now
-        if client.state.value == "closed" and server.state.value == "closed":
-            return now
-        timers = [t for t in (client.get_timer(), server.get_timer()) if t is not None]
-        arrivals = [item[0] for item in in_flight]
-        candidates = timers + arrivals
-        if not candidates:
-            return now
-        now = max(now, min(candidates))
-        in_flight.sort(key=lambda item: (item[0], item[1]))
-        while in_flight and in_flight[0][0] <= now:
-            _, _, receiver, data, source = in_flight.pop(0)
-            receiver.receive_datagram(data, source, now)
-        for connection in (client, server):
-            timer = connection.get_timer()
-            if timer is not None and timer <= now:
-                connection.handle_timer(now)
-    return now
+            return True
+        return client.state.value == "closed" and server.state.value == "closed"
+
+    network.run_until_quiet(limit_ns=until_ns, until=settled)
+    return network.now
 
 
 DTLS_1_2_ONLY = (DTLSVersion.DTLS_1_2,)

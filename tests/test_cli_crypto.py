@@ -123,3 +123,31 @@ def test_bad_crypto_options_fail_in_one_line(
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_unusable_server_credentials_fail_in_one_line(
+    credentials: Credentials, tmp_path: Path
+) -> None:
+    """An encrypted key was an 'internal error'; a key of another certificate started anyway."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(credentials.key_file.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    other = make_credentials(tmp_path / "other")
+    for key_file, message in ((encrypted, "encrypted"), (other.key_file, "does not belong")):
+        result = subprocess.run(
+            _qotp("serve", "--listen", "127.0.0.1:0", "--crypto", "dtls",
+                  "--cert", str(credentials.certificate_file), "--key", str(key_file)),
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert message in lines[0] and "internal error" not in lines[0]

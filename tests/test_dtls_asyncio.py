@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from dtls_helpers import configs
 
 import dtls.asyncio as dtls_asyncio
-from dtls.asyncio.blocking import blocking_connect
+from dtls.asyncio.blocking import _LoopThread, blocking_connect
 from dtls.config import DTLSConfiguration
 
 
@@ -250,3 +251,31 @@ def test_blocking_server_accept_with_timeout_and_blocking_client() -> None:
         connection.close()
     with pytest.raises(ConnectionError):
         server.accept(timeout=1)
+
+
+def test_blocking_call_whose_work_completes_late_returns_it_instead_of_dropping_it() -> None:
+    """The loop is busy past the caller's timeout while the work completes (an accept or
+    a recv finding its connection or datagram in the same turn): the result must reach
+    the caller, not be thrown away with a TimeoutError."""
+    runner = _LoopThread()
+    try:
+
+        async def completes_while_the_loop_is_busy() -> str:
+            time.sleep(0.3)  # the loop thread is busy; the caller's 0.1 s run out meanwhile
+            return "the accepted connection"
+
+        assert runner.run(completes_while_the_loop_is_busy(), 0.1) == "the accepted connection"
+
+        async def never() -> None:
+            await asyncio.Event().wait()
+
+        with pytest.raises(TimeoutError, match="no result within"):
+            runner.run(never(), 0.05)
+
+        async def from_the_loop_thread() -> None:
+            runner.run(never(), None)  # would wait for itself forever
+
+        with pytest.raises(RuntimeError, match="own loop thread"):
+            runner.run(from_the_loop_thread(), 5)
+    finally:
+        runner.stop()

@@ -311,3 +311,25 @@ def test_dtls_never_imports_qotp_nor_the_cli_extras() -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_ipv6_addresses_are_printed_with_brackets(files: dict[str, str]) -> None:
+    """The listening address is what a client passes back: [::1]:PORT, not ::1:PORT."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+
+    async def run() -> str:
+        async with dtls_cli(
+            "server", "--listen", "[::1]:0", "--cert", files["cert"], "--key", files["key"],
+            "--json", stdout=PIPE, stderr=PIPE,
+        ) as server:  # fmt: skip
+            assert server.stdout is not None
+            listening = json.loads(await read_until(server.stdout, b"listening"))
+            server.send_signal(signal.SIGINT)
+            await asyncio.wait_for(server.wait(), STEP_SECONDS)
+            return str(listening["address"])
+
+    address = asyncio.run(run())
+    assert address.startswith("[::1]:") and address.rsplit(":", 1)[1].isdigit()

@@ -9,8 +9,8 @@ from dtls_helpers import (
     CLIENT_ADDRESS,
     SECOND_NS,
     SERVER_ADDRESS,
-    Link,
     configs,
+    lossy,
     make_pki,
     run_pair,
 )
@@ -130,8 +130,7 @@ def test_psk_unknown_identity_fails_with_alert() -> None:
 def test_handshake_over_lossy_link(seed: int) -> None:
     client_config, server_config, _ = configs()
     client, server = _pair(client_config, server_config)
-    link = Link(seed=seed, loss=0.25, duplicate=0.1, reorder=0.3)
-    now = run_pair(client, server, link=link)
+    now = run_pair(client, server, link=lossy(loss=0.25, duplicate=0.1, reorder=0.3), seed=seed)
     assert client.is_established and server.is_established, (
         client.terminated_reason,
         server.terminated_reason,
@@ -144,7 +143,7 @@ def test_small_mtu_fragments_and_reassembles_with_loss(seed: int) -> None:
     client_config, server_config, _ = configs("rsa", mtu=256)
     server_config = dataclasses.replace(server_config, mtu=256)
     client, server = _pair(client_config, server_config)
-    run_pair(client, server, link=Link(seed=seed, loss=0.1, reorder=0.3, duplicate=0.1))
+    run_pair(client, server, link=lossy(loss=0.1, reorder=0.3, duplicate=0.1), seed=seed)
     assert client.is_established and server.is_established
 
 
@@ -350,7 +349,7 @@ def test_resumption(tickets: bool) -> None:
         dataclasses.replace(client_config, session=session), address=SERVER_ADDRESS
     )
     resumed_server = DTLSConnection(server_config, address=CLIENT_ADDRESS, server_context=context)
-    now = run_pair(resumed_client, resumed_server, link=Link(seed=3, loss=0.2))
+    now = run_pair(resumed_client, resumed_server, link=lossy(loss=0.2), seed=3)
     assert resumed_client.is_established and resumed_server.is_established
     assert resumed_client.session_resumed and resumed_server.session_resumed
     assert resumed_client.peer_certificates == client.peer_certificates
@@ -518,7 +517,7 @@ def test_mutual_auth_small_mtu_heavy_reordering(seed: int) -> None:
         ca_certificates=(pki.ca_certificate,),
     )
     client, server = _pair(client_config, server_config)
-    run_pair(client, server, link=Link(seed=seed, loss=0.1, duplicate=0.2, reorder=0.5))
+    run_pair(client, server, link=lossy(loss=0.1, duplicate=0.2, reorder=0.5), seed=seed)
     assert client.is_established and server.is_established, (
         client.terminated_reason,
         server.terminated_reason,
@@ -608,17 +607,20 @@ def test_random_feature_combinations_over_a_lossy_link(seed: int) -> None:
             server_config, require_client_certificate=True, ca_certificates=(pki.ca_certificate,)
         )
     context = ServerContext()
-    link = Link(seed=seed, loss=0.05, duplicate=0.2, reorder=0.4)
+    link = lossy(loss=0.05, duplicate=0.2, reorder=0.4)
     client = DTLSConnection(client_config, address=SERVER_ADDRESS)
     server = DTLSConnection(server_config, address=CLIENT_ADDRESS, server_context=context)
-    run_pair(client, server, link=link, stop_when_established=False)
+    run_pair(client, server, link=link, seed=seed, stop_when_established=False)
     assert client.is_established and server.is_established
     assert client.alpn_protocol == "b"
     resumed_client = DTLSConnection(
         dataclasses.replace(client_config, session=client.session), address=SERVER_ADDRESS
     )
     resumed_server = DTLSConnection(server_config, address=CLIENT_ADDRESS, server_context=context)
-    run_pair(resumed_client, resumed_server, link=link, stop_when_established=False)
+    # Another seed: the resumption meets other losses than the first handshake did.
+    run_pair(
+        resumed_client, resumed_server, link=link, seed=seed + 100, stop_when_established=False
+    )
     assert resumed_client.session_resumed and resumed_server.is_established
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from dtls_helpers import SECOND_NS, Link, configs
+from dtls_helpers import SECOND_NS, configs, lossy
+from netsim import Address, LinkConditions, Network
 
 from dtls.config import DTLSConfiguration, ServerCertificates
 from dtls.connection import DTLSConnection
@@ -16,58 +17,38 @@ from dtls.events import ConnectionAccepted, ConnectionTerminated
 SERVER = ("192.0.2.1", 4433)
 
 
-class Network:
-    """An endpoint and several client connections over a seeded link."""
+class ManyClients:
+    """An endpoint at SERVER and client connections around it, on the simulated network."""
 
-    def __init__(self, endpoint: DTLSEndpoint, link: Link | None = None) -> None:
+    def __init__(
+        self, endpoint: DTLSEndpoint, link: LinkConditions | None = None, *, seed: int = 1
+    ) -> None:
         self.endpoint = endpoint
-        self.link = link or Link()
-        self.clients: dict[object, DTLSConnection] = {}
-        self.now = 0
-        self.queue: list[tuple[int, int, object, bytes, object]] = []
-        self.counter = 0
+        self.link = link or LinkConditions()
+        self.network = Network(seed=seed)
+        self.network.add("server", endpoint, SERVER, self.link)
 
-    def add_client(self, address: object, config: DTLSConfiguration) -> DTLSConnection:
+    @property
+    def now(self) -> int:
+        return self.network.now
+
+    def add_client(self, address: Address, config: DTLSConfiguration) -> DTLSConnection:
         client = DTLSConnection(config, address=SERVER)
-        self.clients[address] = client
+        self.adopt(address, client)
         client.start_handshake(self.now)
         return client
 
-    def inject(self, data: bytes, source: object) -> None:
-        self.endpoint.receive_datagram(data, source, self.now)
+    def adopt(self, address: Address, client: DTLSConnection) -> None:
+        """Put a client connection at ``address`` (one already there is replaced)."""
+        self.network.add(f"client {address}", client, address, self.link)
 
-    def _send_all(self) -> None:
-        for address, client in self.clients.items():
-            for datagram, _ in client.datagrams_to_send(self.now):
-                for arrival, data in self.link.transmit(datagram, self.now):
-                    self.counter += 1
-                    self.queue.append((arrival, self.counter, SERVER, data, address))
-        for datagram, destination in self.endpoint.datagrams_to_send(self.now):
-            for arrival, data in self.link.transmit(datagram, self.now):
-                self.counter += 1
-                self.queue.append((arrival, self.counter, destination, data, SERVER))
+    def set_link(self, link: LinkConditions) -> None:
+        self.link = link
+        for node in self.network.nodes.values():
+            node.conditions = link
 
     def run(self, until_ns: int = 90 * SECOND_NS) -> None:
-        while self.now <= until_ns:
-            self._send_all()
-            timers = [t for c in self.clients.values() if (t := c.get_timer()) is not None]
-            if (timer := self.endpoint.get_timer()) is not None:
-                timers.append(timer)
-            candidates = timers + [item[0] for item in self.queue]
-            if not candidates or min(candidates) > until_ns:
-                return
-            self.now = max(self.now, min(candidates))
-            self.queue.sort(key=lambda item: (item[0], item[1]))
-            while self.queue and self.queue[0][0] <= self.now:
-                _, _, destination, data, source = self.queue.pop(0)
-                if destination == SERVER:
-                    self.endpoint.receive_datagram(data, source, self.now)
-                elif destination in self.clients:
-                    self.clients[destination].receive_datagram(data, SERVER, self.now)
-            for client in self.clients.values():
-                if (timer := client.get_timer()) is not None and timer <= self.now:
-                    client.handle_timer(self.now)
-            self.endpoint.handle_timer(self.now)
+        self.network.run_until_quiet(limit_ns=until_ns)
 
 
 def _events(endpoint: DTLSEndpoint) -> list[object]:
@@ -80,7 +61,7 @@ def _events(endpoint: DTLSEndpoint) -> list[object]:
 def test_many_peers_on_one_endpoint_over_lossy_link() -> None:
     client_config, server_config, _ = configs()
     endpoint = DTLSEndpoint(server_config)
-    network = Network(endpoint, Link(seed=7, loss=0.15, reorder=0.2, duplicate=0.05))
+    network = ManyClients(endpoint, lossy(loss=0.15, reorder=0.2, duplicate=0.05), seed=7)
     clients = [network.add_client(("10.1.0.1", 1000 + i), client_config) for i in range(12)]
     network.run()
     assert all(c.is_established for c in clients)
@@ -92,7 +73,7 @@ def test_many_peers_on_one_endpoint_over_lossy_link() -> None:
     # Each peer's data lands in its own connection.
     for index, client in enumerate(clients):
         client.send(f"peer {index}".encode())
-    network.link = Link()
+    network.set_link(LinkConditions())
     network.run()
     by_address = {c.address: c.receive() for c in accepted}
     for index in range(12):
@@ -126,7 +107,7 @@ def test_sni_certificate_added_at_run_time() -> None:
     )
     chain, key = pki.issue("late.test", "rsa")
     endpoint.add_certificate(chain, key, "late.test")
-    network = Network(endpoint)
+    network = ManyClients(endpoint)
     late = network.add_client(
         ("10.2.0.1", 1), dataclasses.replace(client_config, server_name="late.test")
     )
@@ -140,7 +121,7 @@ def test_sni_certificate_added_at_run_time() -> None:
 def test_connection_id_routes_after_address_change() -> None:
     client_config, server_config, _ = configs(connection_id=b"")
     endpoint = DTLSEndpoint(server_config, connection_id_bytes=6)
-    network = Network(endpoint)
+    network = ManyClients(endpoint)
     client = network.add_client(("10.3.0.1", 1), client_config)
     network.run()
     assert client.is_established and len(client.peer_connection_id) == 6
@@ -159,7 +140,7 @@ def test_connection_id_routes_after_address_change() -> None:
 def test_garbage_from_one_peer_does_not_disturb_others() -> None:
     client_config, server_config, _ = configs()
     endpoint = DTLSEndpoint(server_config)
-    network = Network(endpoint)
+    network = ManyClients(endpoint)
     good = network.add_client(("10.4.0.1", 1), client_config)
     network.run()
     rng = random.Random(5)
@@ -181,7 +162,7 @@ def test_garbage_from_one_peer_does_not_disturb_others() -> None:
 def test_client_restart_on_same_address_replaces_connection() -> None:
     client_config, server_config, _ = configs()
     endpoint = DTLSEndpoint(server_config)
-    network = Network(endpoint)
+    network = ManyClients(endpoint)
     network.add_client(("10.5.0.1", 1), client_config)
     network.run()
     first = endpoint.accept()
@@ -214,7 +195,7 @@ def test_handshake_that_never_finishes_is_reclaimed() -> None:
 def test_idle_established_peers_are_reclaimed() -> None:
     client_config, server_config, _ = configs()
     endpoint = DTLSEndpoint(dataclasses.replace(server_config, idle_timeout_ns=30 * SECOND_NS))
-    network = Network(endpoint)
+    network = ManyClients(endpoint)
     network.add_client(("10.7.0.1", 1), client_config)
     network.run(until_ns=10 * SECOND_NS)
     connection = endpoint.accept()
@@ -257,7 +238,7 @@ def test_reordered_extensions_in_the_second_hello_still_match_the_cookie() -> No
     # cookie used to bind the whole hello, so it got a second HelloVerifyRequest and gave up.
     client_config, server_config, _ = configs(alpn_protocols=("x",))
     endpoint = DTLSEndpoint(dataclasses.replace(server_config, alpn_protocols=("x",)))
-    network = Network(endpoint)
+    network = ManyClients(endpoint)
     client = network.add_client(("10.9.0.1", 1), client_config)
     machine = client._handshake
     assert machine._hello is not None
@@ -290,8 +271,8 @@ def test_fragmented_first_hello_is_answered_without_state() -> None:
         endpoint.receive_datagram(datagram, address, 0)
     (reply,) = endpoint.datagrams_to_send(0)
     assert endpoint.connections == {} and endpoint.hello_verify_requests_sent == 1
-    network = Network(endpoint)
-    network.clients[address] = client
+    network = ManyClients(endpoint)
+    network.adopt(address, client)
     client.receive_datagram(reply[0], SERVER, 0)
     network.run()
     assert client.is_established and client.alpn_protocol == alpn[-1]

@@ -11,10 +11,11 @@ from dtls_helpers import (
     DTLS_1_3_ONLY,
     SECOND_NS,
     SERVER_ADDRESS,
-    Link,
     configs,
+    lossy,
     run_pair,
 )
+from netsim import LinkConditions
 
 from dtls.config import DEFAULT_VERSIONS, DTLSConfiguration
 from dtls.connection import DTLSConnection, HandshakeState, ServerContext
@@ -45,13 +46,16 @@ def _settled(
     client_config: DTLSConfiguration,
     server_config: DTLSConfiguration,
     *,
-    link: Link | None = None,
+    link: LinkConditions | None = None,
+    seed: int = 1,
     context: ServerContext | None = None,
     start_ns: int = 0,
 ) -> tuple[DTLSConnection, DTLSConnection, int]:
     """A handshake run until nothing is left to send (tickets and ACKs delivered)."""
     client, server = _pair(client_config, server_config, context)
-    now = run_pair(client, server, link=link, stop_when_established=False, start_ns=start_ns)
+    now = run_pair(
+        client, server, link=link, seed=seed, stop_when_established=False, start_ns=start_ns
+    )
     return client, server, now
 
 
@@ -379,8 +383,8 @@ def test_lossy_reordering_link_completes_with_acknowledgements(seed: int) -> Non
         require_client_certificate=True,
         ca_certificates=(pki.ca_certificate,),
     )
-    link = Link(seed=seed, loss=0.25, duplicate=0.1, reorder=0.3)
-    client, server, now = _settled(client_config, server_config, link=link)
+    link = lossy(loss=0.25, duplicate=0.1, reorder=0.3)
+    client, server, now = _settled(client_config, server_config, link=link, seed=seed)
     assert client.is_established and server.is_established
     assert isinstance(client.session, Session13)  # the ticket got through as well
     assert client.get_timer() is None and server.get_timer() is None  # all acknowledged
@@ -391,15 +395,12 @@ def test_small_mtu_fragments_every_flight() -> None:
     server_config = dataclasses.replace(server_config, mtu=256)
     client, server = _pair(client_config, server_config)
     sizes: list[int] = []
-    link = Link()
-    transmit = link.transmit
-
-    def measured(datagram: bytes, now: int) -> list[tuple[int, bytes]]:
-        sizes.append(len(datagram))
-        return transmit(datagram, now)
-
-    link.transmit = measured  # type: ignore[method-assign]
-    run_pair(client, server, link=link, stop_when_established=False)
+    run_pair(
+        client,
+        server,
+        stop_when_established=False,
+        tap=lambda sender, datagram, destination: sizes.append(len(datagram)),
+    )
     assert client.is_established and max(sizes) <= 256 and len(sizes) > 8
 
 

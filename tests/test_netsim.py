@@ -454,3 +454,45 @@ def test_a_timer_that_never_advances_is_reported() -> None:
     network = toy_network(Stuck(), Receiver(), LinkConditions())
     with pytest.raises(SimulationStalled):
         network.run_until(lambda: False)
+
+
+def test_reorder_spread_varies_the_hold_back() -> None:
+    receiver = Receiver()
+    conditions = LinkConditions(
+        delay_ns=MS, reorder=0.5, reorder_delay_ns=0, reorder_spread_ns=30 * MS
+    )
+    network = toy_network(Blaster(50, 100), receiver, conditions, seed=3)
+    network.run_until(lambda: len(receiver.arrivals) == 50)
+    held_back = [arrival for arrival in receiver.arrivals if arrival != MS]
+    assert all(MS < arrival < 31 * MS for arrival in held_back)
+    assert len(set(held_back)) > 5  # not one fixed hold-back
+    assert network.statistics("a").reordered >= len(held_back)
+
+
+def test_many_endpoints_route_by_address() -> None:
+    """The DTLS endpoint tests' shape: one server, several clients, each on its own link."""
+    first = StopAndWaitSender(PAYLOAD[:3000])
+    second = StopAndWaitSender(PAYLOAD[3000:5000])
+    receiver = Receiver()
+    network = Network(seed=5)
+    network.add("receiver", receiver, RECEIVER, LinkConditions(delay_ns=2 * MS))
+    network.add("first", first, ("10.0.0.11", 1), LinkConditions(delay_ns=5 * MS, loss=0.3))
+    network.add("second", second, ("10.0.0.12", 2), LinkConditions(delay_ns=7 * MS))
+    network.run_until(lambda: first.done and second.done, limit_ns=60 * SECOND)
+    assert receiver.sources == [("10.0.0.11", 1), ("10.0.0.12", 2)]
+    assert network.statistics("first").lost > 0 and network.statistics("second").lost == 0
+    assert network.statistics("receiver").delivered == len(first.chunks) + len(second.chunks)
+    # An address no node holds swallows what is sent to it.
+    network.inject("first", frame(0, b"x"), source=("10.0.0.11", 1), delay_ns=0,
+                   destination=("10.9.9.9", 9))  # fmt: skip
+    network.run_until_quiet(limit_ns=network.now + SECOND)
+    assert network.statistics("first").undelivered == 1
+
+
+def test_run_until_quiet_returns_when_idle_or_at_the_limit() -> None:
+    sender, receiver = StopAndWaitSender(PAYLOAD[:1000]), Receiver()
+    network = toy_network(sender, receiver, LinkConditions(delay_ns=5 * MS))
+    network.run_until_quiet(limit_ns=12 * MS)  # the first round trip ends at 10 ms
+    assert network.now <= 12 * MS and sender.next_index == 1
+    network.run_until_quiet(limit_ns=SECOND)
+    assert sender.done and network.in_flight == 0 and network.now == 20 * MS

@@ -18,7 +18,6 @@ per server and all the connections it accepted.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import socket
 import threading
 from collections.abc import Coroutine
@@ -46,12 +45,17 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"no result within {timeout} s") from None
+        """Run a coroutine on the loop and wait for it; after ``timeout`` s it is cancelled there.
+
+        The timeout runs inside the loop (``asyncio.wait_for``): work that completed
+        is returned, never dropped (waiting here and cancelling afterwards lost a
+        datagram or an accepted connection that came in between), and cancelled work
+        has stopped before TimeoutError reaches the caller.
+        """
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("a blocking DTLS call cannot run on its own loop thread")
+        return asyncio.run_coroutine_threadsafe(_bounded(coroutine, timeout), self.loop).result()
 
     def finish(self, work: Coroutine[Any, Any, None], *, stop: bool) -> None:
         """Run a closing coroutine (if the loop still runs), then maybe stop the loop."""
@@ -70,6 +74,15 @@ class _LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+async def _bounded(coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    if timeout is None:
+        return await coroutine
+    try:
+        return await asyncio.wait_for(coroutine, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"no result within {timeout} s") from None
 
 
 class BlockingDTLSConnection:

@@ -25,6 +25,7 @@ from .common import (
     Output,
     describe_connect_failure,
     describe_socket_error,
+    format_address,
     load_chain_and_key,
     load_trust_anchors,
     parse_bind_address,
@@ -154,9 +155,8 @@ async def _client(
         raise CliError(describe_connect_failure(error, host, port, arguments.timeout)) from None
     counts["connected"] = 1
     write_key_log(arguments.keylog, connection.connection.key_log_lines())
-    report_connected(
-        output, connection, arguments, peer=f"{host}:{port}", lead=f"connected to {host}:{port}: "
-    )
+    peer = format_address(host, port)
+    report_connected(output, connection, arguments, peer=peer, lead=f"connected to {peer}: ")
     clean = await _pipe(connection, output, counts)
     # Saved at the end: a DTLS 1.3 server sends its ticket after the handshake.
     session = connection.connection.session

@@ -52,6 +52,7 @@ __all__ = [
     "Parser",
     "describe_connect_failure",
     "describe_socket_error",
+    "format_address",
     "info_record",
     "load_chain_and_key",
     "load_trust_anchors",
@@ -306,9 +307,14 @@ def _public_of_key(key: CertificatePrivateKey) -> bytes:
 # -- errors as sentences ------------------------------------------------------------------
 
 
+def format_address(host: str, port: int) -> str:
+    """``HOST:PORT``, with brackets for IPv6 (``[::1]:4433``), as the parsers above take it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def describe_socket_error(error: OSError, host: str, port: int, *, binding: bool) -> str:
     """One line for a failed bind, resolve or send: what happened and what to try."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = format_address(host, port)
     if isinstance(error, socket.gaierror):
         reason = error.strerror or str(error)
         hint = (
@@ -333,7 +339,7 @@ def describe_socket_error(error: OSError, host: str, port: int, *, binding: bool
 
 def describe_connect_failure(error: BaseException, host: str, port: int, timeout: float) -> str:
     """One line for a client whose handshake did not complete."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = format_address(host, port)
     if isinstance(error, ConnectionRefusedError):
         return str(error) or f"nothing answers at {where}: is the server running?"
     if isinstance(error, HandshakeTimeout | TimeoutError):

@@ -20,6 +20,7 @@ from .common import (
     CliError,
     Output,
     describe_socket_error,
+    format_address,
     load_chain_and_key,
     load_trust_anchors,
     parse_bind_address,
@@ -157,8 +158,8 @@ async def _serve(
     try:
         bound_host, bound_port = server.local_address
         output.event(
-            {"event": "listening", "address": f"{bound_host}:{bound_port}"},
-            f"listening on {bound_host}:{bound_port}",
+            {"event": "listening", "address": format_address(bound_host, bound_port)},
+            f"listening on {format_address(bound_host, bound_port)}",
         )
         while arguments.naccept == 0 or served["peers"] < arguments.naccept:
             connection = await server.accept()
@@ -214,6 +215,5 @@ async def _serve_peer(
 
 def _peer_text(address: object) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
-        host = str(address[0])
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+        return format_address(str(address[0]), int(address[1]))
     return str(address)

@@ -18,6 +18,7 @@ retransmission and handshakes all live in the sans-IO engine.
 from __future__ import annotations
 
 from qotp.asyncio.api import (
+    AddressChange,
     ConnectionClosedError,
     QotpConnection,
     QotpListener,
@@ -25,4 +26,11 @@ from qotp.asyncio.api import (
     listen,
 )
 
-__all__ = ["ConnectionClosedError", "QotpConnection", "QotpListener", "QotpStream", "listen"]
+__all__ = [
+    "AddressChange",
+    "ConnectionClosedError",
+    "QotpConnection",
+    "QotpListener",
+    "QotpStream",
+    "listen",
+]

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
 
 from qotp.config import QotpConfiguration
 from qotp.connection import Connection, ConnectionStatistics, EarlyData
@@ -36,6 +35,7 @@ from qotp.events import (
 from qotp.keys import KeyPair
 from qotp.protection import Address, CryptoLayer
 
+from .driver import ClosesOnExit, DeadlineTimer
 from .transport import UdpSocket
 
 __all__ = [
@@ -162,25 +162,7 @@ def _unacknowledged(engine: Connection) -> bool:
     return bool(engine.recovery.in_flight) or engine.send_buffer.has_new_work()
 
 
-class _ClosesOnExit:
-    """``async with`` support for objects whose ``close()`` needs no waiting."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class QotpListener(_ClosesOnExit):
+class QotpListener(ClosesOnExit):
     """One UDP socket with its QOTP engine: ``accept()`` incoming, ``dial()`` outgoing."""
 
     def __init__(
@@ -191,8 +173,7 @@ class QotpListener(_ClosesOnExit):
         self._connections: dict[int, QotpConnection] = {}
         self._accept_queue: asyncio.Queue[QotpConnection] = asyncio.Queue()
         self._dials: dict[int, asyncio.Future[QotpConnection]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: int | None = None
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._flush_scheduled = False
         self._handshakes_scheduled = False
         self._closed = False
@@ -364,8 +345,7 @@ class QotpListener(_ClosesOnExit):
             connection.engine.close(now=now)
         self._flush(now)
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         self.socket.close()
         for connection in list(self._connections.values()):
             connection._on_terminated(TerminationReason.ABORTED, "listener closed", error=False)
@@ -453,8 +433,6 @@ class QotpListener(_ClosesOnExit):
             self._flush(now)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline = None
         if self._closed:
             return
         now = time.monotonic_ns()
@@ -474,15 +452,7 @@ class QotpListener(_ClosesOnExit):
             # A burst of arrivals queued more ACKs than one call sends, and no timer
             # covers them: the rest go out on the next turn of the loop (after reads).
             self.schedule_flush()
-        deadline = endpoint.get_timer()
-        if deadline != self._timer_deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._timer_deadline = deadline
-            if deadline is not None:
-                # loop.time() is time.monotonic() on every stock loop.
-                self._timer = self._loop.call_at(deadline / 1e9, self._on_timer)
+        self._timer.arm(endpoint.get_timer())
 
     def _dispatch(self, event: Event) -> None:
         connection = self._connections.get(event.connection_id)
@@ -528,7 +498,7 @@ class QotpListener(_ClosesOnExit):
             connection._on_terminated(event.reason, event.detail, error=event.error)
 
 
-class QotpConnection(_ClosesOnExit):
+class QotpConnection(ClosesOnExit):
     """One peer: many streams, opened by either side with ids the opener picks."""
 
     def __init__(self, listener: QotpListener, engine: Connection) -> None:
@@ -763,7 +733,7 @@ class QotpConnection(_ClosesOnExit):
             stream._on_closed()
 
 
-class QotpStream(_ClosesOnExit):
+class QotpStream(ClosesOnExit):
     """Ordered reliable bytes in both directions, like an asyncio reader and writer in one."""
 
     def __init__(self, connection: QotpConnection, stream_id: int) -> None:

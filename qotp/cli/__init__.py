@@ -146,8 +146,3 @@ def _fail(prefix: str, error: CliError, json_mode: bool) -> int:
             print(json.dumps(error.report), flush=True)
         print(f"{error.program or prefix}: {error.message}", file=sys.stderr, flush=True)
     return error.exit_status
-
-
-def run_module() -> None:
-    """``python -m qotp``."""
-    sys.exit(main())

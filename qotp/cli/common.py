@@ -29,6 +29,7 @@ from typing import Any, NoReturn, TextIO, TypeVar
 from qotp.config import QotpConfiguration
 from qotp.errors import DecryptError
 from qotp.keys import KEY_SIZE, KeyPair
+from qotp.protection import Address
 
 __all__ = [
     "EXIT_FAILURE",
@@ -41,6 +42,8 @@ __all__ = [
     "Output",
     "Parser",
     "Progress",
+    "add_idle_timeout_option",
+    "configuration_from",
     "describe_socket_error",
     "format_bytes",
     "format_seconds",
@@ -51,6 +54,7 @@ __all__ = [
     "parse_positive_seconds",
     "parse_private_key",
     "parse_public_key",
+    "resolve_peer",
     "run_async",
 ]
 
@@ -255,7 +259,45 @@ def parse_private_key(text: str) -> KeyPair:
     return KeyPair.from_seed(raw)
 
 
-# -- socket errors --------------------------------------------------------------
+IDLE_TIMEOUT_HELP = (
+    "a connection that hears nothing for this long ends (a dead peer is noticed after this long)"
+)
+
+
+def add_idle_timeout_option(
+    parser: argparse.ArgumentParser, *, help_text: str = IDLE_TIMEOUT_HELP
+) -> None:
+    """``--idle-timeout SECONDS``, QOTP's idle timeout; :func:`configuration_from` reads it."""
+    parser.add_argument(
+        "--idle-timeout",
+        type=parse_positive_seconds,
+        default=QotpConfiguration().idle_timeout_ns / 1e9,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
+def configuration_from(arguments: argparse.Namespace) -> QotpConfiguration:
+    """The engine configuration a command's options ask for (``--idle-timeout``)."""
+    return QotpConfiguration(idle_timeout_ns=int(arguments.idle_timeout * 1e9))
+
+
+# -- sockets ----------------------------------------------------------------------
+
+
+async def resolve_peer(host: str, port: int) -> tuple[Address, str]:
+    """The peer's address, and the wildcard host of its family for our own socket.
+
+    A name that does not resolve is a one-line :class:`CliError`.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as error:
+        raise CliError(describe_socket_error(error, host, port, binding=False)) from None
+    family, _type, _proto, _name, address = infos[0]
+    local_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    return (str(address[0]), int(address[1])), local_host
 
 
 def describe_socket_error(error: OSError, host: str, port: int, *, binding: bool) -> str:

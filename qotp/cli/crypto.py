@@ -67,14 +67,6 @@ def add_crypto_options(parser: argparse.ArgumentParser, *, server: bool) -> None
     )
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as error:
-        raise CliError(f"cannot read the {what} {path}: {error.strerror}") from None
-
-
 def _psk(arguments: argparse.Namespace) -> tuple[bytes | None, bytes]:
     identity = (arguments.psk_identity or "").encode()
     if arguments.psk is None:
@@ -106,7 +98,10 @@ def crypto_layer(
         if given:
             raise CliError(f"{given[0]} needs --crypto dtls")
         return None
-    from dtls.config import DTLSConfiguration, load_certificate_chain, load_private_key
+    # dtls is imported only here: `qotp` without --crypto dtls never loads it.
+    from dtls.cli.common import CliError as DtlsCliError
+    from dtls.cli.common import load_chain_and_key, load_trust_anchors
+    from dtls.config import CertificatePrivateKey, DTLSConfiguration
     from dtls.errors import DTLSError
     from dtls.suites import CipherSuite
     from qotp.dtls_protection import DtlsCryptoLayer
@@ -119,15 +114,14 @@ def crypto_layer(
             if arguments.cert is None and psk is None:
                 raise CliError("--crypto dtls needs --cert FILE --key FILE, or --psk HEX")
             chain: tuple[x509.Certificate, ...] = ()
-            key = None
+            key: CertificatePrivateKey | None = None
             if arguments.cert is not None:
+                # The dtls command's loader: unreadable, encrypted or mismatched files
+                # are one line each, as with `dtls server`.
                 try:
-                    chain = load_certificate_chain(_read(arguments.cert, "certificate"))
-                    key = load_private_key(_read(arguments.key, "key"))
-                except ValueError as error:
-                    raise CliError(f"--cert/--key: {error}") from None
-                if not chain:
-                    raise CliError(f"--cert {arguments.cert}: no certificate in the file")
+                    chain, key = load_chain_and_key(arguments.cert, arguments.key)
+                except DtlsCliError as error:
+                    raise CliError(error.message) from None
             configuration = DTLSConfiguration(
                 is_client=False,
                 certificate_chain=chain,
@@ -144,11 +138,9 @@ def crypto_layer(
         anchors = None
         if arguments.cafile is not None:
             try:
-                anchors = load_certificate_chain(_read(arguments.cafile, "CA file"))
-            except ValueError as error:
-                raise CliError(f"--cafile {arguments.cafile}: {error}") from None
-            if not anchors:
-                raise CliError(f"--cafile {arguments.cafile}: no certificate in the file")
+                anchors = load_trust_anchors(arguments.cafile)
+            except DtlsCliError as error:
+                raise CliError(error.message) from None
         suites = DTLSConfiguration().cipher_suites
         if psk is not None and anchors is None and not arguments.insecure:
             suites = tuple(CipherSuite[name] for name in PSK_ONLY_SUITES_NAMES)

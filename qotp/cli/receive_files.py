@@ -11,16 +11,16 @@ from qotp.cli.common import (
     CliError,
     Command,
     Output,
+    add_idle_timeout_option,
+    configuration_from,
     describe_socket_error,
     format_bytes,
     parse_bind_address,
-    parse_positive_seconds,
     parse_private_key,
     parse_public_key,
     run_async,
 )
 from qotp.cli.files import FileProgressDisplay, file_record
-from qotp.config import QotpConfiguration
 from qotp.keys import KeyPair
 from qotp.tool import format_address
 from qotp.transfer import (
@@ -71,14 +71,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit after the first sender's session ends (exit status 1 if a file failed)",
     )
-    parser.add_argument(
-        "--idle-timeout",
-        type=parse_positive_seconds,
-        default=QotpConfiguration().idle_timeout_ns / 1e9,
-        metavar="SECONDS",
-        help="a connection that hears nothing for this long ends (a dead peer is noticed "
-        "after this long)",
-    )
+    add_idle_timeout_option(parser)
 
 
 def read_key_file(path: Path) -> set[bytes]:
@@ -164,7 +157,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 host,
                 port,
                 identity=identity,
-                configuration=QotpConfiguration(idle_timeout_ns=int(arguments.idle_timeout * 1e9)),
+                configuration=configuration_from(arguments),
             )
         except OSError as error:
             raise CliError(describe_socket_error(error, host, port, binding=True)) from None

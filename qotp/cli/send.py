@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 from typing import Any
 
 from qotp.cli.common import (
@@ -19,6 +18,7 @@ from qotp.cli.common import (
     parse_peer_address,
     parse_positive_seconds,
     parse_public_key,
+    resolve_peer,
     run_async,
 )
 from qotp.cli.crypto import add_crypto_options, crypto_layer
@@ -67,16 +67,6 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     add_crypto_options(parser, server=False)
 
 
-async def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except OSError as error:
-        raise CliError(describe_socket_error(error, host, port, binding=False)) from None
-    family, _type, _proto, _name, address = infos[0]
-    return family, (str(address[0]), int(address[1]))
-
-
 def _run(arguments: argparse.Namespace, output: Output) -> int:
     from qotp.asyncio import listen
 
@@ -95,8 +85,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             await asyncio.sleep(0.2)
 
     async def main() -> ClientResult:
-        family, address = await _resolve(host, port)
-        local_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        address, local_host = await resolve_peer(host, port)
         try:
             listener = await listen(
                 local_host, 0, key_log=key_log_writer(arguments.keylog), crypto=crypto

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from qotp.cli.common import (
     CliError,
     Command,
     Output,
+    add_idle_timeout_option,
+    configuration_from,
     describe_socket_error,
     format_bytes,
     parse_count,
@@ -20,10 +21,10 @@ from qotp.cli.common import (
     parse_positive_seconds,
     parse_private_key,
     parse_public_key,
+    resolve_peer,
     run_async,
 )
 from qotp.cli.files import FileProgressDisplay, summary_record
-from qotp.config import QotpConfiguration
 from qotp.keys import KeyPair
 from qotp.tool import format_address
 from qotp.transfer import (
@@ -77,14 +78,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="give up when the receiver does not answer the handshake within this long",
     )
-    parser.add_argument(
-        "--idle-timeout",
-        type=parse_positive_seconds,
-        default=QotpConfiguration().idle_timeout_ns / 1e9,
-        metavar="SECONDS",
-        help="a connection that hears nothing for this long ends (a dead peer is noticed "
-        "after this long)",
-    )
+    add_idle_timeout_option(parser)
 
 
 def _run(arguments: argparse.Namespace, output: Output) -> int:
@@ -102,20 +96,13 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
     started = time.monotonic()
 
     async def main() -> TransferSummary:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except OSError as error:
-            raise CliError(describe_socket_error(error, host, port, binding=False)) from None
-        family, _type, _proto, _name, resolved = infos[0]
-        address = (str(resolved[0]), int(resolved[1]))
-        local_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        address, local_host = await resolve_peer(host, port)
         try:
             listener = await listen(
                 local_host,
                 0,
                 identity=identity,
-                configuration=QotpConfiguration(idle_timeout_ns=int(arguments.idle_timeout * 1e9)),
+                configuration=configuration_from(arguments),
             )
         except OSError as error:
             raise CliError(describe_socket_error(error, local_host, 0, binding=True)) from None

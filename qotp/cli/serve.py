@@ -10,15 +10,15 @@ from qotp.cli.common import (
     CliError,
     Command,
     Output,
+    add_idle_timeout_option,
+    configuration_from,
     describe_socket_error,
     parse_bind_address,
-    parse_positive_seconds,
     parse_private_key,
     run_async,
 )
 from qotp.cli.crypto import add_crypto_options, crypto_layer
 from qotp.cli.keylog import add_key_log_option, key_log_writer
-from qotp.config import QotpConfiguration
 from qotp.events import TerminationReason
 from qotp.keys import KeyPair
 from qotp.tool import ConnectionReport, describe_close_reason, format_address, serve_connection
@@ -53,12 +53,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="digest: read a u64 length and that many bytes per stream, answer "
         "'sha256=HEX bytes=N'; echo: send every byte back",
     )
-    parser.add_argument(
-        "--idle-timeout",
-        type=parse_positive_seconds,
-        default=QotpConfiguration().idle_timeout_ns / 1e9,
-        metavar="SECONDS",
-        help="a connection that hears nothing for this long ends (QOTP has no connection "
+    add_idle_timeout_option(
+        parser,
+        help_text="a connection that hears nothing for this long ends (QOTP has no connection "
         "close: a client that finished is logged after this long)",
     )
     add_key_log_option(parser)
@@ -107,7 +104,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 host,
                 port,
                 identity=identity if crypto is None else None,
-                configuration=QotpConfiguration(idle_timeout_ns=int(arguments.idle_timeout * 1e9)),
+                configuration=configuration_from(arguments),
                 key_log=key_log_writer(arguments.keylog),
                 crypto=crypto,
             )

@@ -39,9 +39,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection as PipeConnection
-from types import TracebackType
-from typing import Self
 
+from qotp.asyncio.driver import ClosesOnExit
 from qotp.asyncio.transport import SOL_UDP, UDP_GRO, UDP_SEGMENT, UdpSocket
 from qotp.compare.impairment import Direction, DropReason, ImpairedPath, Impairment
 from qotp.protection import Address
@@ -177,7 +176,7 @@ def _bound_socket(host: str, port: int = 0) -> socket.socket:
     return sock
 
 
-class UdpRelay:
+class UdpRelay(ClosesOnExit):
     """Forwards UDP between clients and one server through an impairment model.
 
     Start it with :meth:`start`; close it with :meth:`close` or ``async with``.
@@ -328,17 +327,6 @@ class UdpRelay:
         self._upstreams.clear()
         if self._injector is not None:
             self._injector.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- clients and upstream sockets -----------------------------------------
 

@@ -32,6 +32,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from qotp.errors import DecodeError
 from qotp.protection import Address
 
 __all__ = [
@@ -72,8 +73,8 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
 
-class RendezvousDecodeError(ValueError):
-    """Bytes that are not a well-formed rendezvous message."""
+class RendezvousDecodeError(DecodeError, ValueError):
+    """Bytes that are not a well-formed rendezvous message (a :class:`qotp.errors.DecodeError`)."""
 
 
 class Kind(IntEnum):

@@ -28,11 +28,10 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from qotp.asyncio import QotpConnection, QotpListener, listen
-from qotp.asyncio.api import AddressChange
+from qotp.asyncio import AddressChange, QotpConnection, QotpListener, listen
+from qotp.asyncio.driver import ClosesOnExit, DeadlineTimer
 from qotp.config import QotpConfiguration
 from qotp.events import TerminationReason
 from qotp.identity_proof import NONCE_BYTES, PROOF_BYTES, new_nonce, prove, verify
@@ -156,7 +155,7 @@ class _Pending:
     link: PeerLink | None = None
 
 
-class Peer:
+class Peer(ClosesOnExit):
     """A named peer on one socket; :meth:`connect` to others, :meth:`accept` those who connect."""
 
     def __init__(
@@ -188,8 +187,7 @@ class Peer:
         self.keepalive_s = keepalive_s
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: int | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._registered = asyncio.Event()
         self._registration_error: str | None = None
         self._pending: dict[bytes, _Pending] = {}
@@ -322,21 +320,9 @@ class Peer:
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         self.listener.divert(MAGIC, None)
         self.listener.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- driving the rendezvous client --------------------------------------------
 
@@ -357,8 +343,6 @@ class Peer:
         self._flush()
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline = None
         if not self._closed:
             self.client.handle_timer(time.monotonic_ns())
             self._flush()
@@ -371,14 +355,7 @@ class Peer:
             self.listener.send_datagrams(output)
         while (event := self.client.next_event()) is not None:
             self._handle(event)
-        deadline = self.client.get_timer()
-        if deadline != self._timer_deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._timer_deadline = deadline
-            if deadline is not None:
-                self._timer = self._loop.call_at(deadline / 1e9, self._on_timer)
+        self._timer.arm(self.client.get_timer())
 
     def _handle(
         self,

@@ -6,9 +6,8 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
+from qotp.asyncio.driver import ClosesOnExit, DeadlineTimer
 from qotp.asyncio.transport import UdpSocket
 from qotp.keys import KeyPair
 from qotp.protection import Address
@@ -41,7 +40,7 @@ async def serve_rendezvous(
     return RendezvousService(server, sock, loop, on_event)
 
 
-class RendezvousService:
+class RendezvousService(ClosesOnExit):
     """A :class:`RendezvousServer` driven by a socket and the event loop."""
 
     def __init__(
@@ -54,8 +53,7 @@ class RendezvousService:
         self.server = server
         self._loop = loop
         self._on_event = on_event
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: int | None = None
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._closed = asyncio.Event()
         self.socket = UdpSocket(sock, loop, self._on_datagrams)
         self._flush(time.monotonic_ns())
@@ -80,8 +78,6 @@ class RendezvousService:
         self._flush(now)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline = None
         if self._closed.is_set():
             return
         now = time.monotonic_ns()
@@ -95,35 +91,16 @@ class RendezvousService:
         while (event := self.server.next_event()) is not None:
             if self._on_event is not None:
                 self._on_event(event)
-        deadline = self.server.get_timer()
-        if deadline != self._timer_deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._timer_deadline = deadline
-            if deadline is not None:
-                self._timer = self._loop.call_at(deadline / 1e9, self._on_timer)
+        self._timer.arm(self.server.get_timer())
 
     def close(self) -> None:
         """Stop serving and close the socket."""
         if self._closed.is_set():
             return
         self._closed.set()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         self.socket.close()
 
     async def wait_closed(self) -> None:
         """Wait until :meth:`close` ran."""
         await self._closed.wait()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -29,6 +29,8 @@ import struct
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from qotp.errors import RemoteProtocolError
+
 __all__ = [
     "Data",
     "End",
@@ -65,7 +67,7 @@ MAX_TEXT_CHARS = 1024
 DIGEST_BYTES = 32
 
 
-class TransferProtocolError(Exception):
+class TransferProtocolError(RemoteProtocolError):
     """The peer sent something the file-transfer protocol does not allow."""
 
 

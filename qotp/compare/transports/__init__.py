@@ -35,33 +35,27 @@ def transport_missing(name: str) -> str | None:
     return None
 
 
-def client_transport(name: str, settings: TransportSettings) -> ClientTransport:
-    """The client side of ``name``."""
+def _sides(name: str) -> tuple[type[ClientTransport], type[ServerTransport]]:
+    """The client and server classes of ``name`` (imported on demand: quic needs aioquic)."""
     from qotp.compare.transports import qotp, quic, tcp
 
-    classes: dict[str, type[ClientTransport]] = {
-        "qotp": qotp.QotpClient,
-        "qotp-dtls": qotp.QotpDtlsClient,
-        "tcp": tcp.TcpClient,
-        "tls": tcp.TlsClient,
-        "quic": quic.QuicClient,
+    sides: dict[str, tuple[type[ClientTransport], type[ServerTransport]]] = {
+        "qotp": (qotp.QotpClient, qotp.QotpServer),
+        "qotp-dtls": (qotp.QotpDtlsClient, qotp.QotpDtlsServer),
+        "tcp": (tcp.TcpClient, tcp.TcpServer),
+        "tls": (tcp.TlsClient, tcp.TlsServer),
+        "quic": (quic.QuicClient, quic.QuicServer),
     }
-    if name not in classes:
+    if name not in sides:
         raise TransportUnavailable(f"unknown transport {name!r}")
-    return classes[name](settings)
+    return sides[name]
+
+
+def client_transport(name: str, settings: TransportSettings) -> ClientTransport:
+    """The client side of ``name``."""
+    return _sides(name)[0](settings)
 
 
 def server_transport(name: str, settings: TransportSettings) -> ServerTransport:
     """The server side of ``name``."""
-    from qotp.compare.transports import qotp, quic, tcp
-
-    classes: dict[str, type[ServerTransport]] = {
-        "qotp": qotp.QotpServer,
-        "qotp-dtls": qotp.QotpDtlsServer,
-        "tcp": tcp.TcpServer,
-        "tls": tcp.TlsServer,
-        "quic": quic.QuicServer,
-    }
-    if name not in classes:
-        raise TransportUnavailable(f"unknown transport {name!r}")
-    return classes[name](settings)
+    return _sides(name)[1](settings)
