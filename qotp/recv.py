@@ -459,10 +459,15 @@ class ReceiveBuffer:
         return ack
 
     def return_ack(self, ack: PacketKey) -> None:
-        """Put back an ACK :meth:`pop_ack` gave out that found no datagram: it goes first."""
+        """Put back an ACK :meth:`pop_ack` gave out that found no datagram: it goes first,
+        and the stream's previous ACK is again the one its repeat names."""
         if ack not in self._ack_keys:
             self._acks.appendleft(ack)
             self._ack_keys.add(ack)
+            stream = self._streams.get(ack[0])
+            if stream is not None and stream.acked_offset == ack[1]:
+                stream.acked_offset = self.repeat_offset
+                stream.acked_length = self.repeat_length
 
     def _queue_ack(self, stream_id: int, offset: int, length: int) -> None:
         ack = (stream_id, offset, length)
