@@ -471,7 +471,7 @@ class CaptureDecryptor:
             result.update(
                 sn=opened.sequence_number,
                 epoch=opened.epoch,
-                header=describe_payload(payload),
+                header=describe_payload(payload, bytes(opened.payload)),
                 data=None if payload.kind.value == "ack_only" else payload.data.hex(),
             )
             return done(result, direction, bytes(opened.payload), drops)

@@ -60,6 +60,10 @@ class QotpConfiguration:
     A class is called as ``cls(rtt, max_datagram_bytes=mtu)`` once per
     connection and must implement :class:`qotp.congestion.CongestionController`
     (see :mod:`qotp.congestion.base` for the calling contract)."""
+    ack_repeats: bool = True
+    """Repeat the previous ACK of a stream in each ACK-only payload, in three bytes the
+    reference ignores (:mod:`qotp.payload`, "ACK repeats"): a lost ACK-only datagram then
+    no longer costs the peer a retransmission. ``False`` sends what the reference sends."""
     max_datagrams_per_call: int = 64
     """Upper bound on datagrams one ``datagrams_to_send`` call returns per connection."""
     max_connections: int = 100_000

@@ -19,7 +19,9 @@ Sending (:meth:`Connection.datagrams_to_send`) fills one batch:
    received packet gets its own ACK) rides along with the next packet that the
    send buffer chooses: a due retransmission first, else new data round-robin
    over streams.  Data waits for the congestion window and the pacer; an ACK
-   never does -- it goes out alone (ACK-only) when no data may leave.
+   never does -- it goes out alone (ACK-only) when no data may leave, and then
+   repeats the stream's previous ACK in bytes the reference ignores
+   (:mod:`qotp.payload`, "ACK repeats").
 
 Until the protection reports the handshake complete, at most one packet of
 new data is sent (the reference's rule); the rest waits.
@@ -79,7 +81,16 @@ from qotp.events import (
     TerminationReason,
 )
 from qotp.path import PATH_PROBE_STREAM_ID, PathValidator
-from qotp.payload import Ack, Payload, PayloadKind, decode_payload, encode_payload
+from qotp.payload import (
+    ACK_ONLY_SIZE_24,
+    Ack,
+    Payload,
+    PayloadKind,
+    decode_ack_repeat,
+    decode_payload,
+    encode_ack_repeat,
+    encode_payload,
+)
 from qotp.protection import Address, Protection
 from qotp.recovery import PacketRecovery, RetryLimitExceeded
 from qotp.recv import STREAM_TOMBSTONE_LIFETIME_NS, InsertResult, ReceiveBuffer
@@ -145,6 +156,11 @@ class ConnectionStatistics:
     sending then follows :mod:`qotp.congestion.ack_starvation` until it stops."""
     ack_starvation_holes: int = 0
     """Holes its receive window reported meanwhile (each resent a span of packets)."""
+    tail_probes: int = 0
+    """Retransmissions that were tail-loss probes (counted in ``retransmitted_packets``)."""
+    acks_repeated: int = 0
+    """Packets only the peer's ACK repeat acknowledged: their own ACK was lost, and
+    without the repeat they would have been retransmitted (qotp.payload)."""
 
 
 class Connection:
@@ -215,6 +231,8 @@ class Connection:
         """Authentic copies of packets already accepted (network duplicates or replays)."""
         self.refused_stream_packets = 0
         """Packets refused because they would open a stream beyond the limits."""
+        self.acks_repeated = 0
+        """Packets acknowledged by the peer's ACK repeat only (their own ACK was lost)."""
 
     # -- state ----------------------------------------------------------------
 
@@ -257,6 +275,8 @@ class Connection:
             peer_receive_window=self.send_buffer.peer_window,
             ack_starvation_episodes=self.ack_starvation.episodes,
             ack_starvation_holes=self.ack_starvation.holes,
+            tail_probes=recovery.probes_sent,
+            acks_repeated=self.acks_repeated,
         )
 
     def next_event(self) -> Event | None:
@@ -417,7 +437,7 @@ class Connection:
                 logger.debug("connection %016x: undecodable payload: %s", self.connection_id, error)
                 return
             try:
-                self._process_payload(payload, now)
+                self._process_payload(payload, now, raw)
             except RemoteProtocolError as error:
                 self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
             return
@@ -458,7 +478,7 @@ class Connection:
                 self._on_path_validated(address)
         self._settled = self._established and self._handshake_confirmed and not path.has_candidates
         try:
-            self._process_payload(payload, now)
+            self._process_payload(payload, now, raw)
         except RemoteProtocolError as error:
             self._terminate(TerminationReason.PROTOCOL_VIOLATION, str(error), error=True)
 
@@ -530,7 +550,8 @@ class Connection:
             )
         )
 
-    def _process_payload(self, payload: Payload, now: int) -> None:
+    def _process_payload(self, payload: Payload, now: int, raw: bytes = b"") -> None:
+        """Apply one decoded payload; ``raw`` is its encoding, for an ACK repeat."""
         ack = payload.ack
         if ack is not None:
             self._on_ack(ack, now)
@@ -552,6 +573,8 @@ class Connection:
         elif had_hole and not starvation.hole:
             recovery.clear_suspects()
         if payload.kind is _ACK_ONLY:
+            if len(raw) > ACK_ONLY_SIZE_24 and ack is not None:
+                self._on_ack_repeat(raw, ack, now)
             return
         stream_id = payload.stream_id
         data = payload.data
@@ -600,6 +623,18 @@ class Connection:
                 )
         if state.recv_close_offset is not None:
             self._maybe_finish_receive(stream_id, now)
+
+    def _on_ack_repeat(self, raw: bytes, ack: Ack, now: int) -> None:
+        """The peer acknowledged once more the packet before ``ack`` (qotp.payload): it
+        matters only when that packet's own ACK was lost."""
+        repeat = decode_ack_repeat(raw, ack[1])
+        if repeat is None:
+            return
+        stream_id = ack[0]
+        offset, length = repeat
+        if (stream_id, offset, length) in self.recovery.in_flight:
+            self.acks_repeated += 1
+            self._on_ack(_tuple_new(Ack, (stream_id, offset, length, ack[3])), now)
 
     def _on_starvation_change(self) -> None:
         """The peer started or stopped pacing its ACKs to 10 ms (see ack_starvation).
@@ -725,6 +760,7 @@ class Connection:
         config = self.configuration
         mtu = config.mtu
         limit = config.max_datagrams_per_call
+        repeats = config.ack_repeats
         send = self.send_buffer
         recovery = self.recovery
         in_flight = recovery.in_flight
@@ -748,8 +784,13 @@ class Connection:
         self._pacing_deadline = None
         data_allowed = True
         sent = 0
+        # An ACK a retransmission had no room for (PacketRecovery.ack_displaced).
+        held_ack = None
         while sent < limit:
-            ack = receive.pop_ack()
+            if held_ack is None:
+                ack = receive.pop_ack()
+            else:
+                ack, held_ack = held_ack, None
             packet = None
             if data_allowed:
                 send_time = (
@@ -774,11 +815,15 @@ class Connection:
                         packet = next_retransmission(now, budget, rto, ack_offset)
                     except RetryLimitExceeded as error:
                         if self._give_up_on(error, now):
+                            held_ack = ack  # still owed to the peer
                             continue
                         self._terminate(TerminationReason.RETRY_LIMIT, str(error), error=True)
                         return
-                    if packet is None and allow_new:
-                        packet = next_new_packet(now, budget, rto, ack_offset, in_flight)
+                    if packet is None:
+                        if allow_new:
+                            packet = next_new_packet(now, budget, rto, ack_offset, in_flight)
+                    elif recovery.ack_displaced:
+                        held_ack, ack = ack, None
                     if packet is None:
                         data_allowed = False
                         if allow_new and not send.has_new_work():
@@ -789,17 +834,14 @@ class Connection:
                 None if ack is None else _tuple_new(Ack, (ack[0], ack[1], ack[2], receive.window))
             )
             if packet is None:
-                datagrams.append(
-                    (
-                        seal(
-                            encode_payload(
-                                _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
-                            ),
-                            now,
-                        ),
-                        address,
-                    )
+                ack_only = encode_payload(
+                    _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
                 )
+                if repeats and receive.repeat_offset >= 0 and ack is not None:
+                    ack_only += encode_ack_repeat(
+                        ack[1], receive.repeat_offset, receive.repeat_length
+                    )
+                datagrams.append((seal(ack_only, now), address))
                 sent += 1
                 continue
             stream_id, offset, data, is_close, is_ping, attempt = packet
@@ -821,6 +863,8 @@ class Connection:
             on_packet_sent(packet, len(datagram), now)
             if starved:
                 starvation.on_sent(now, len(datagram))
+        if held_ack is not None:
+            receive.return_ack(held_ack)
         self.datagrams_sent += sent
         if not path.validated:
             for datagram, _address in datagrams[first:]:
@@ -923,10 +967,13 @@ class Connection:
         receive = self.receive_buffer
         address = self.path.address
         datagrams = []
+        repeats = self.configuration.ack_repeats
         while (ack := receive.pop_ack()) is not None:
             wire_ack = _tuple_new(Ack, (ack[0], ack[1], ack[2], receive.window))
-            payload = _tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False))
-            datagrams.append((self.protection.seal(encode_payload(payload), now), address))
+            ack_only = encode_payload(_tuple_new(Payload, (_ACK_ONLY, 0, 0, b"", wire_ack, False)))
+            if repeats and receive.repeat_offset >= 0:
+                ack_only += encode_ack_repeat(ack[1], receive.repeat_offset, receive.repeat_length)
+            datagrams.append((self.protection.seal(ack_only, now), address))
         return datagrams
 
     def _terminate(self, reason: TerminationReason, detail: str, *, error: bool) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from qotp.envelope import MAX_EPOCH, MessageType, PacketCipher, decode_envelope_header, open_packet
 from qotp.errors import QotpError
-from qotp.payload import Payload, decode_payload
+from qotp.payload import Payload, PayloadKind, decode_ack_repeat, decode_payload
 
 __all__ = ["MESSAGE_TYPE_NAMES", "decrypt_packet", "describe_payload", "describe_result"]
 
@@ -26,10 +26,14 @@ MESSAGE_TYPE_NAMES = {
 }
 
 
-def describe_payload(payload: Payload) -> dict[str, Any]:
-    """The decoded payload header as plain JSON types."""
+def describe_payload(payload: Payload, raw: bytes = b"") -> dict[str, Any]:
+    """The decoded payload header as plain JSON types.
+
+    With the payload's bytes (``raw``), an ACK-only payload's ACK repeat (our
+    extension, SPEC.md 10.13) is described too, as ``ack_repeat``.
+    """
     ack = payload.ack
-    return {
+    described = {
         "kind": payload.kind.value,
         "is_close": payload.is_close,
         "stream_id": payload.stream_id,
@@ -44,6 +48,15 @@ def describe_payload(payload: Payload) -> dict[str, Any]:
             "receive_window": ack.receive_window,
         },
     }
+    if ack is not None and payload.kind is PayloadKind.ACK_ONLY and raw:
+        repeat = decode_ack_repeat(raw, ack.offset)
+        if repeat is not None:
+            described["ack_repeat"] = {
+                "stream_id": ack.stream_id,
+                "offset": repeat[0],
+                "length": repeat[1],
+            }
+    return described
 
 
 def _hex_secret(value: str | bytes | None, name: str) -> bytes | None:
@@ -110,7 +123,7 @@ def decrypt_packet(
         result.update(
             sn=opened.sequence_number,
             epoch=opened.epoch,
-            header=describe_payload(payload),
+            header=describe_payload(payload, opened.payload),
             data=None if payload.kind.value == "ack_only" else payload.data.hex(),
         )
         return result

@@ -18,6 +18,27 @@ user data on the sending side, and on the receiving side by length alone: a
 payload whose type carries an ACK and whose total length is below 18 bytes
 has no stream section.  Our API names the three shapes with
 :class:`PayloadKind`; the ``nil``/empty distinction lives only in this codec.
+
+Beyond the reference: ACK repeats
+=================================
+
+The reference's decoder ignores whatever follows the ACK section of an
+ACK-only payload (it is shorter than 18 bytes, so there is no stream section;
+vector ``payload_decode_edges[ackonly_with_6_trailing_bytes_17_total_trailing_ignored]``).
+Our ACK-only payloads use those bytes to acknowledge once more the packet
+whose ACK went out last on the same stream (:func:`encode_ack_repeat`):
+
+* ``0xA7, u16 length`` (3 bytes): the packet ``(ack stream, ack offset - length,
+  length)``, the one just before the acknowledged packet -- the usual case, and
+  the only one that fits after a 48-bit ACK section (14 + 3 = 17 bytes);
+* ``0xA8, u24 offset, u16 length`` (6 bytes, 24-bit payloads only): any packet
+  of the stream below 16 MiB, for a path that reorders.
+
+Each packet's ACK then travels in two datagrams, so a lost ACK-only datagram
+no longer costs the peer a retransmission (QOTP acknowledges every packet once,
+by its exact key: with loss both ways, half of all retransmissions were of
+packets that had arrived). A reference peer ignores the bytes, and so does our
+decoder from before this extension.
 """
 
 from __future__ import annotations
@@ -31,6 +52,8 @@ from qotp.errors import DecodeError, LocalProtocolError
 __all__ = [
     "ACK_ONLY_SIZE_24",
     "ACK_ONLY_SIZE_48",
+    "ACK_REPEAT_ADJACENT_TAG",
+    "ACK_REPEAT_TAG",
     "Ack",
     "MAX_OFFSET_24",
     "MAX_OFFSET_48",
@@ -45,8 +68,10 @@ __all__ = [
     "PacketKey",
     "Payload",
     "PayloadKind",
+    "decode_ack_repeat",
     "decode_payload",
     "decode_receive_window",
+    "encode_ack_repeat",
     "encode_payload",
     "encode_receive_window",
     "needs_extended_offsets",
@@ -91,6 +116,16 @@ with an ACK are rejected)."""
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+
+ACK_REPEAT_ADJACENT_TAG = 0xA7
+"""An ACK repeat naming the packet just before the acknowledged one (our extension)."""
+ACK_REPEAT_TAG = 0xA8
+"""An ACK repeat naming a packet by its 24-bit offset (our extension)."""
+_REPEAT_ADJACENT = struct.Struct("<BH")
+_REPEAT = struct.Struct("<BHBH")
+_REPEAT_ADJACENT_AFTER_24 = ACK_ONLY_SIZE_24 + _REPEAT_ADJACENT.size
+_REPEAT_ADJACENT_AFTER_48 = ACK_ONLY_SIZE_48 + _REPEAT_ADJACENT.size
+_REPEAT_AFTER_24 = ACK_ONLY_SIZE_24 + _REPEAT.size
 
 
 class PayloadKind(Enum):
@@ -441,6 +476,45 @@ def _encode_general(payload: Payload) -> bytes:
         parts.append(stream_offset.to_bytes(offset_size, "little"))
         parts.append(data)
     return b"".join(parts)
+
+
+def encode_ack_repeat(ack_offset: int, offset: int, length: int) -> bytes:
+    """The bytes an ACK-only payload acknowledging ``ack_offset`` appends to acknowledge
+    once more the packet ``(same stream, offset, length)``; empty when they cannot say it
+    (see the module docstring)."""
+    if not 0 <= length <= MAX_ACK_LENGTH:
+        raise LocalProtocolError(f"ACK length {length} out of range")
+    if offset + length == ack_offset:
+        return _REPEAT_ADJACENT.pack(ACK_REPEAT_ADJACENT_TAG, length)
+    if 0 <= offset <= MAX_OFFSET_24 and ack_offset <= MAX_OFFSET_24:
+        return _REPEAT.pack(ACK_REPEAT_TAG, offset & 0xFFFF, offset >> 16, length)
+    return b""
+
+
+def decode_ack_repeat(
+    buffer: bytes | bytearray | memoryview, ack_offset: int
+) -> tuple[int, int] | None:
+    """``(offset, length)`` of the packet an ACK-only payload's repeat names, or None.
+
+    Call for a payload that :func:`decode_payload` found to be ACK-only, with its ACK's
+    offset; never raises.
+    """
+    size = len(buffer)
+    header = buffer[0]
+    if size == _REPEAT_AFTER_24 and header == _HEADER_DATA_ACK:
+        tag, offset_low, offset_high, length = _REPEAT.unpack_from(buffer, ACK_ONLY_SIZE_24)
+        if tag == ACK_REPEAT_TAG:
+            return offset_high << 16 | offset_low, length
+        return None
+    if size == _REPEAT_ADJACENT_AFTER_24 and header == _HEADER_DATA_ACK:
+        tag, length = _REPEAT_ADJACENT.unpack_from(buffer, ACK_ONLY_SIZE_24)
+    elif size == _REPEAT_ADJACENT_AFTER_48 and header == _HEADER_DATA_ACK_48:
+        tag, length = _REPEAT_ADJACENT.unpack_from(buffer, ACK_ONLY_SIZE_48)
+    else:
+        return None
+    if tag != ACK_REPEAT_ADJACENT_TAG or length > ack_offset:
+        return None
+    return ack_offset - length, length
 
 
 # --------------------------------------------------------------------------

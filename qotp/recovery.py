@@ -54,11 +54,38 @@ Where we differ, on purpose
   longest backoff: with 20 % loss each way a round trip fails 36 % of the time,
   six in a row 0.2 % of the time, which would end a long transfer for nothing.
 * Losses are also found by later ACKs (RFC 9002 section 6.1.2's time threshold,
-  widened to the reordering seen so far), not only by the RTO.
+  widened to the reordering seen so far), not only by the RTO; and, as that
+  section asks, by a timer once the threshold has passed for a packet sent
+  before an acknowledged one when no further ACK comes (the last packets before
+  a pause or the end of a transfer: with the 100 ms minimum RTO, five round
+  trips of a 20 ms path).
+* A silent tail is probed (RFC 8985 section 7, RFC 9002 section 6.2): when the
+  newest packet has had no ACK for ``srtt + 4 rttvar`` (at least
+  :data:`MIN_PROBE_TIMEOUT_NS`) since it left or since the latest ACK, it is
+  resent once, so that its ACK lets the loss detection find the others.  The
+  probe neither backs off nor counts towards the retry limit, and is not a
+  loss to the congestion controller; the next goes out only after another
+  ACK.  Without it, a lost request or its lost ACK waits for the RTO (at least
+  100 ms).  None while the peer paces its ACKs (``estimates_frozen``).
+* A retransmission keeps the boundaries of its first send.  When an ACK now
+  rides along and leaves too little room (the first send carried none, or a
+  24-bit one), the packet goes without the ACK, which waits for the next
+  datagram; the reference splits it.  Splitting is unsafe towards the
+  reference's receive buffer (rcv.go ``Insert``/``RemoveOldestInOrder``): if
+  the first copy was only late, not lost, and arrives after the shorter head,
+  it starts below the next expected offset and ends above it; the reference
+  stores it, never hands it to the application, and the stream stalls for
+  good while every packet is acknowledged (the interop flake of the
+  impairment relay, reproduced in tests/test_recovery.py).
 * Retransmissions are already counted in flight and are never held back by the
   flow-control window, but one larger than the peer's whole window is split to
-  fit it, since the peer would drop it on every attempt.
-* RTT samples follow Karn's rule: only packets sent once give a sample.
+  fit it, since the peer would drop it on every attempt (the one split left).
+* RTT samples follow Karn's rule: only packets sent once give a sample.  And an
+  ACK sooner than the minimum RTT after a retransmission is taken for the first
+  copy's (RFC 8985 section 6.2): it does not move the newest acknowledged send
+  time that loss detection measures from, nor give the congestion controller a
+  delivery-rate sample (the send it would measure from is not the one that
+  arrived).
 * Acknowledgements that arrive together (one socket read, one ``now``) form one
   event, as a stretch ACK does in TCP: one RTT sample, one delivery-rate sample,
   one pass of loss detection (:meth:`PacketRecovery.flush_ack_event`).
@@ -78,6 +105,7 @@ from qotp.congestion import (
     SendSample,
     make_congestion_controller,
 )
+from qotp.congestion.rtt import LOSS_DELAY_GRANULARITY_NS
 from qotp.errors import LocalProtocolError, QotpError
 from qotp.payload import (
     MAX_OFFSET_24,
@@ -95,6 +123,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_SEND_ATTEMPTS",
+    "MIN_PROBE_TIMEOUT_NS",
     "InFlightPacket",
     "PacketRecovery",
     "RetryLimitExceeded",
@@ -102,6 +131,9 @@ __all__ = [
 
 #: A packet is sent at most this often (Go: maxRetry = 5 retries after the first send).
 MAX_SEND_ATTEMPTS = 6
+#: Floor of the tail-loss probe's timeout: an event loop's scheduling delays (a few ms
+#: on a busy machine) must not read as a lost tail on a sub-millisecond path.
+MIN_PROBE_TIMEOUT_NS = 10_000_000
 
 _tuple_new = tuple.__new__
 
@@ -176,6 +208,7 @@ class PacketRecovery:
         "_ack_event_sent_ns",
         "_last_record",
         "_latest_ack_ns",
+        "_probe_armed",
         "_latest_acked_sent_ns",
         "_lost",
         "_max_attempts",
@@ -185,11 +218,13 @@ class PacketRecovery:
         "_send",
         "_suspects",
         "_timers",
+        "ack_displaced",
         "congestion",
         "datagram_bytes_in_flight",
         "estimates_frozen",
         "in_flight",
         "lost_pings",
+        "probes_sent",
         "reordered_acks",
         "retransmitted_bytes",
         "retransmitted_packets",
@@ -234,6 +269,8 @@ class PacketRecovery:
         self._quiet_rto_ns = -1
         #: When an ACK last matched a packet in flight (0: never).
         self._latest_ack_ns = 0
+        #: A tail-loss probe may go out: an ACK matched since the last one.
+        self._probe_armed = False
         #: Send time of the newest packet acknowledged so far.
         self._latest_acked_sent_ns = 0
         #: How far out of send order ACKs have been seen to arrive (RACK's reordering
@@ -241,6 +278,10 @@ class PacketRecovery:
         #: peer that reorders (the reference acknowledges bursts very unevenly) does
         #: not turn every late ACK into a spurious retransmission.
         self._reorder_window_ns = 0
+        #: Set by :meth:`next_retransmission` when the packet it returned must go without
+        #: the ACK it was offered (it fits only without it); the caller keeps that ACK for
+        #: the next datagram.
+        self.ack_displaced = False
         #: The record :meth:`next_retransmission` returned last (its new datagram's
         #: congestion sample is attached in :meth:`on_packet_sent`).
         self._last_record: InFlightPacket | None = None
@@ -259,6 +300,8 @@ class PacketRecovery:
         self.retransmitted_bytes = 0
         self.split_packets = 0
         self.lost_pings = 0
+        #: Tail-loss probes sent (counted in ``retransmitted_packets`` too).
+        self.probes_sent = 0
         #: While set, ACKs and losses no longer reach the RTT estimator and the
         #: congestion controller: they would measure the peer's ACK queue, not the
         #: path (see :mod:`qotp.congestion.ack_starvation`). Loss detection goes on.
@@ -302,8 +345,39 @@ class PacketRecovery:
 
     # -- retransmission ---------------------------------------------------------------
 
-    def _earliest_due(self, rto_ns: int) -> tuple[int, InFlightPacket] | None:
-        best: tuple[int, InFlightPacket] | None = None
+    def _loss_delay_ns(self) -> int:
+        """How long a packet older than an acknowledged one may still be reordered."""
+        delay = self.rtt.loss_delay_ns()
+        window = self._reorder_window_ns
+        return delay if delay > window else window
+
+    def _probe_timeout_ns(self) -> int:
+        """RFC 9002 6.2.1's PTO, for a peer that acknowledges at once (no ACK delay)."""
+        rtt = self.rtt
+        variation = 4 * rtt.rttvar_ns
+        if variation < LOSS_DELAY_GRANULARITY_NS:
+            variation = LOSS_DELAY_GRANULARITY_NS
+        timeout = rtt.srtt_ns + variation
+        return timeout if timeout > MIN_PROBE_TIMEOUT_NS else MIN_PROBE_TIMEOUT_NS
+
+    def _newest_probe_candidate(self) -> InFlightPacket | None:
+        """The packet in flight sent last (PINGs aside): what a tail-loss probe resends."""
+        newest: InFlightPacket | None = None
+        for timers in self._timers:
+            if timers:
+                record = next(reversed(timers.values()))
+                if not record.is_ping and (newest is None or record.sent_ns > newest.sent_ns):
+                    newest = record
+        return newest
+
+    def _earliest_due(self, rto_ns: int) -> tuple[int, InFlightPacket | None, bool] | None:
+        """The earliest deadline and what is due then: a packet's retransmission timer
+        (the record), the loss-detection timer of a packet sent before one already
+        acknowledged (None), or the tail-loss probe (the record, and True)."""
+        best: tuple[int, InFlightPacket | None, bool] | None = None
+        latest_ack = self._latest_ack_ns
+        acked_sent = self._latest_acked_sent_ns
+        loss_delay = -1
         for index, timers in enumerate(self._timers):
             if not timers:
                 continue
@@ -313,10 +387,35 @@ class PacketRecovery:
             # (losses then are found by ACKs, see detect_losses).  For a silent peer
             # the latest ACK is older than the sends: the reference's schedule.
             sent = record.sent_ns
-            latest_ack = self._latest_ack_ns
             deadline = (sent if sent > latest_ack else latest_ack) + (rto_ns << index)
+            if sent < acked_sent:
+                # RFC 9002 6.1.2: a packet sent before an acknowledged one is lost once
+                # the loss delay has passed, ACK or no ACK (the last packets before a
+                # pause or the end of a transfer have no later ACK to find them).
+                if loss_delay < 0:
+                    loss_delay = self._loss_delay_ns() + 1  # detect_losses: strictly older
+                if sent + loss_delay < deadline:
+                    if best is None or sent + loss_delay < best[0]:
+                        best = (sent + loss_delay, None, False)
+                    continue
             if best is None or deadline < best[0]:
-                best = (deadline, record)
+                best = (deadline, record, False)
+        if (
+            self._probe_armed
+            and best is not None
+            and best[1] is not None
+            and not self.estimates_frozen
+            and self.rtt.sample_count
+        ):
+            # RFC 8985 7 / RFC 9002 6.2: when the newest packets get no ACK for a PTO
+            # (srtt + 4 rttvar, without the RTO's 100 ms floor), resend the newest once;
+            # its ACK lets the loss detection find the others.
+            newest = self._newest_probe_candidate()
+            if newest is not None:
+                sent = newest.sent_ns
+                deadline = (sent if sent > latest_ack else latest_ack) + self._probe_timeout_ns()
+                if deadline < best[0]:
+                    best = (deadline, newest, True)
         return best
 
     def next_deadline(self, rto_ns: int) -> int | None:
@@ -345,7 +444,9 @@ class PacketRecovery:
             return None
         send = self._send
         suspects = self._suspects
+        self.ack_displaced = False
         while True:
+            probe = False
             if self._lost:
                 record = next(iter(self._lost.values()))
             elif suspects:
@@ -361,7 +462,12 @@ class PacketRecovery:
                         self._quiet_at_ns = now
                         self._quiet_rto_ns = rto_ns
                     return None
-                record = due[1]
+                found = due[1]
+                if found is None:  # the loss-detection timer
+                    self.detect_losses(self._latest_acked_sent_ns, now, self._loss_delay_ns())
+                    continue
+                record = found
+                probe = due[2]
             key = record.key
             if record.is_ping:
                 # Go: a PING is removed, never resent.
@@ -371,7 +477,11 @@ class PacketRecovery:
                 self._release(record.sample, now, lost=True)
                 continue
             silent = self._latest_ack_ns <= record.sent_ns
-            if silent and record.backoff >= self._max_attempts:
+            if probe:
+                # A probe is not a timeout: it neither backs off nor counts to the limit,
+                # and the datagram it repeats is not taken for lost.
+                backoff = record.backoff
+            elif silent and record.backoff >= self._max_attempts:
                 # Sent the reference's six times in a row without the peer answering
                 # anything, through the longest backoff: the peer or the path is gone.
                 # Sends that an ACK for other data followed do not count: a peer that
@@ -379,20 +489,30 @@ class PacketRecovery:
                 # each way a packet fails six round trips in a row 0.2 % of the time,
                 # which a transfer of thousands of packets meets every time).
                 raise RetryLimitExceeded(key, record.attempts)
-            backoff = record.backoff + 1 if silent else 1
-            if backoff > self._max_attempts:
-                backoff = self._max_attempts
-            stream_id, offset, length = key
-            if ack_offset is None:
-                overhead = (
-                    STREAM_HEADER_SIZE_48 if offset > MAX_OFFSET_24 else STREAM_HEADER_SIZE_24
-                )
-            elif offset > MAX_OFFSET_24 or ack_offset > MAX_OFFSET_24:
-                overhead = STREAM_HEADER_WITH_ACK_SIZE_48
             else:
-                overhead = STREAM_HEADER_WITH_ACK_SIZE_24
+                backoff = record.backoff + 1 if silent else 1
+                if backoff > self._max_attempts:
+                    backoff = self._max_attempts
+            stream_id, offset, length = key
+            overhead = STREAM_HEADER_SIZE_48 if offset > MAX_OFFSET_24 else STREAM_HEADER_SIZE_24
+            if ack_offset is not None:
+                with_ack = (
+                    STREAM_HEADER_WITH_ACK_SIZE_48
+                    if offset > MAX_OFFSET_24 or ack_offset > MAX_OFFSET_24
+                    else STREAM_HEADER_WITH_ACK_SIZE_24
+                )
+                if length <= budget - with_ack:
+                    overhead = with_ack
+                else:
+                    # The packet went out with a smaller header (no ACK, or a 24-bit one):
+                    # it goes again without the ACK rather than split, which waits for the
+                    # next datagram.  New boundaries would stall a reference receiver for
+                    # good when the first copy turns up after the head (see the module
+                    # docstring).
+                    self.ack_displaced = True
             max_data = min(budget - overhead, MAX_PACKET_DATA_BYTES)
             if max_data < 0 or (length and max_data == 0):
+                self.ack_displaced = False
                 return None
             peer_window = send.peer_window
             if 0 < peer_window < max_data:
@@ -400,10 +520,13 @@ class PacketRecovery:
                 # than that would be dropped on every attempt (a smaller buffer than
                 # our first packets assumed, or an application that stopped reading).
                 max_data = peer_window
+            if probe:
+                self._probe_armed = False
+                self.probes_sent += 1
             self._unschedule(record)
             timers = self._timers[record.backoff - 1]
             # The datagram that carried it last is lost; the new one gets its own sample.
-            self._release(record.sample, now, lost=True)
+            self._release(record.sample, now, lost=not probe)
             record.sample = None
             if length <= max_data:
                 if record.attempts < self._max_attempts:
@@ -491,16 +614,20 @@ class PacketRecovery:
         if record is None:
             return
         self._ack_event_now = now
+        sent = record.sent_ns
+        # An ACK sooner than the minimum RTT after a retransmission is the first copy's,
+        # sent an unknown time before (see acknowledge): it says nothing of this send's
+        # delivery rate or round, nor of what it overtook.
+        first_copy = record.attempts > 1 and now - sent < self.rtt.min_rtt_ns
         sample = record.sample
         if sample is not None:
             size = sample.size_bytes
             self.datagram_bytes_in_flight -= size
             self._ack_event_bytes += size
             newest = self._ack_event_newest
-            if newest is None or sample.sent_time_ns >= newest.sent_time_ns:
+            if not first_copy and (newest is None or sample.sent_time_ns >= newest.sent_time_ns):
                 self._ack_event_newest = sample
-        sent = record.sent_ns
-        if sent > self._ack_event_sent_ns:
+        if sent > self._ack_event_sent_ns and not first_copy:
             self._ack_event_sent_ns = sent
             if record.attempts == 1:
                 # All of the batch was acknowledged at ``now``: the newest packet's RTT
@@ -531,7 +658,14 @@ class PacketRecovery:
         else:
             del self._timers[record.backoff - 1][key]
         sent = record.sent_ns
-        if sent >= self._latest_acked_sent_ns:
+        if record.attempts > 1 and now - sent < self.rtt.min_rtt_ns:
+            # RFC 8985 6.2: an ACK sooner than the minimum RTT after a retransmission is
+            # the first copy's (its ACK was late, or lost and repeated), and that copy
+            # left an unknown time earlier.  Taking the retransmission's send time for
+            # the newest acknowledged one would make every packet sent before it look
+            # overtaken: the loss detection would declare a whole round trip lost.
+            pass
+        elif sent >= self._latest_acked_sent_ns:
             self._latest_acked_sent_ns = sent
         elif record.attempts == 1:
             self.reordered_acks += 1
@@ -540,6 +674,7 @@ class PacketRecovery:
             if window > self._reorder_window_ns:
                 self._reorder_window_ns = window
         self._latest_ack_ns = now
+        self._probe_armed = True
         send.on_packet_acked(stream_id, len(record.data))
         return record
 

@@ -53,6 +53,9 @@ Where we differ, on purpose
   is then 0 until the application reads.
 * Identical ACKs waiting in the queue are sent once: the reference counts a
   repeated ACK as a duplicate ACK and its BBR then cuts its bandwidth estimate.
+  An ACK-only payload does repeat the stream's previous ACK, in bytes the
+  reference ignores (:mod:`qotp.payload`, "ACK repeats"): :meth:`ReceiveBuffer.pop_ack`
+  keeps, per stream, the key it gave out last.
 * Contradictions about the end of a stream (two different close offsets, data
   past the close offset, a close offset below data already received) raise
   :class:`CloseOffsetError`; no correct peer produces them.
@@ -207,6 +210,8 @@ class _RecvStream:
     """Reassembly state of one stream."""
 
     __slots__ = (
+        "acked_length",
+        "acked_offset",
         "close_offset",
         "head",
         "highest_end",
@@ -233,6 +238,10 @@ class _RecvStream:
         #: End of the highest byte received (for close-offset checks).
         self.highest_end = 0
         self.last_receive_ns = 0
+        #: The packet whose ACK went out last on this stream (offset -1: none yet), for
+        #: the ACK repeat of the next one (qotp.payload).
+        self.acked_offset = -1
+        self.acked_length = 0
 
     def ready_equal(self, start: int, data: memoryview) -> bool:
         """Whether the readable bytes from ``start`` equal ``data`` (all inside the region)."""
@@ -391,6 +400,8 @@ class ReceiveBuffer:
         "dropped_full",
         "duplicate_packets",
         "max_pending_acks",
+        "repeat_length",
+        "repeat_offset",
     )
 
     def __init__(
@@ -409,6 +420,11 @@ class ReceiveBuffer:
         self.duplicate_packets = 0
         self.dropped_full = 0
         self.dropped_acks = 0
+        #: For the ACK :meth:`pop_ack` returned last: the packet whose ACK went out
+        #: before it on its stream (offset -1: none), which an ACK-only payload
+        #: acknowledges once more (qotp.payload, "ACK repeats").
+        self.repeat_offset = -1
+        self.repeat_length = 0
 
     # -- ACK queue --------------------------------------------------------------------
 
@@ -425,13 +441,33 @@ class ReceiveBuffer:
     def pop_ack(self) -> PacketKey | None:
         """The key of the oldest packet to acknowledge, or None (Go: GetSndAck).
 
-        The caller adds the receive window (:attr:`window`) when it encodes the ACK.
+        The caller adds the receive window (:attr:`window`) when it encodes the ACK,
+        and may repeat the ACK :attr:`repeat_offset` names in an ACK-only payload.
         """
         if not self._acks:
             return None
         ack = self._acks.popleft()
         self._ack_keys.discard(ack)
+        stream = self._streams.get(ack[0])
+        if stream is None:
+            self.repeat_offset = -1
+        else:
+            self.repeat_offset = stream.acked_offset
+            self.repeat_length = stream.acked_length
+            stream.acked_offset = ack[1]
+            stream.acked_length = ack[2]
         return ack
+
+    def return_ack(self, ack: PacketKey) -> None:
+        """Put back an ACK :meth:`pop_ack` gave out that found no datagram: it goes first,
+        and the stream's previous ACK is again the one its repeat names."""
+        if ack not in self._ack_keys:
+            self._acks.appendleft(ack)
+            self._ack_keys.add(ack)
+            stream = self._streams.get(ack[0])
+            if stream is not None and stream.acked_offset == ack[1]:
+                stream.acked_offset = self.repeat_offset
+                stream.acked_length = self.repeat_length
 
     def _queue_ack(self, stream_id: int, offset: int, length: int) -> None:
         ack = (stream_id, offset, length)

@@ -21,6 +21,11 @@ not ``alive`` has vanished: it is no longer polled, and what reaches it is lost.
 ``Network(a, b)`` joins two endpoints named "a" and "b" (their conditions default
 to each other's); :meth:`Network.add` puts more on the same network.
 
+A test scripts its own faults with hooks that draw nothing: ``drop`` loses chosen
+datagrams, ``hold`` delays chosen ones, ``tap`` sees every datagram sent and
+``on_deliver`` every datagram handed to an endpoint (``tests/wiretap.py`` opens
+them with the endpoints' key log).
+
 Endpoints need the sans-IO surface only: ``receive_datagram(data, addr, now)``,
 ``datagrams_to_send(now) -> [(data, addr)]``, ``get_timer()``,
 ``handle_timer(now)``.
@@ -134,6 +139,12 @@ class Network:
         """A test's own loss pattern: ``drop(sender, datagram)`` returns True to lose it."""
         self.tap: Callable[[str, bytes, Address], None] | None = None
         """Sees every datagram sent, ``tap(sender, datagram, destination)`` (an eavesdropper)."""
+        self.hold: Callable[[str, bytes], int] | None = None
+        """A test's own reordering: ``hold(sender, datagram)`` returns extra delay (ns) for
+        it, on top of the link's, so that later datagrams overtake it."""
+        self.on_deliver: Callable[[str, bytes], None] | None = None
+        """Sees every datagram handed to an endpoint, ``on_deliver(sender, datagram)``, in
+        arrival order (a duplicate once per copy)."""
         if a is not None and b is not None:
             forward = a_to_b or LinkConditions()
             self.add("a", a, a_address, forward)
@@ -289,6 +300,11 @@ class Network:
                 if conditions.reorder_spread_ns:
                     arrival += rng.randrange(conditions.reorder_spread_ns)
                 stats.reordered += 1
+            if self.hold is not None:
+                extra = self.hold(sender, data)
+                if extra > 0:
+                    arrival += extra
+                    stats.reordered += 1
             self._sequence += 1
             heapq.heappush(
                 self._queue, (arrival, self._sequence, sender, data, node.address, destination)
@@ -375,6 +391,8 @@ class Network:
                     stats.undelivered += 1
                     continue
                 stats.delivered += 1
+                if self.on_deliver is not None:
+                    self.on_deliver(sender, data)
                 target.endpoint.receive_datagram(data, source, self.now)
             for node in nodes.values():
                 if node.alive:

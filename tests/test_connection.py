@@ -13,12 +13,15 @@ import tracemalloc
 import pytest
 from enginepair import SERVER_ADDRESS, EnginePair
 from netsim import MS, SECOND, LinkConditions, Network
+from wiretap import KeyLogDecryptor
 
 from qotp.config import QotpConfiguration
 from qotp.connection import Connection
 from qotp.endpoint import QotpEndpoint
+from qotp.envelope import MessageType, sealed_overhead
 from qotp.errors import LocalProtocolError
 from qotp.events import StreamClosed, StreamOpened
+from qotp.payload import ACK_ONLY_SIZE_24, Payload, PayloadKind
 from qotp.recv import STREAM_TOMBSTONE_LIFETIME_NS
 
 
@@ -305,3 +308,93 @@ def test_finished_streams_cost_little_memory() -> None:
     # arrays). Before the bound: ~250 (two sets of ints per side, kept forever);
     # an open stream costs ~2 KB.
     assert growth < 3000 * 20, growth
+
+
+def test_an_ack_a_retransmission_has_no_room_for_goes_in_the_next_datagram() -> None:
+    """A packet first sent without an ACK is resent whole, without one (qotp.recovery);
+    the ACK it displaced is not lost: it leaves in the next datagram of the same flush."""
+    decryptor = KeyLogDecryptor()
+    pair = EnginePair(server=QotpEndpoint(key_log=decryptor.add_line))
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    client.send_stream_data(0, b"hello", now=0)
+    pair.client.mark_ready(client)
+
+    received = bytearray()
+
+    def quiet() -> bool:
+        server = server_connection(pair.server)
+        if server is None:
+            return False
+        received.extend(server.read(0, now=pair.now))
+        return (
+            received == b"hello"
+            and not client.recovery.in_flight
+            and not server.receive_buffer.pending_acks
+        )
+
+    pair.run_until(quiet)
+    server = server_connection(pair.server)
+    assert server is not None
+
+    def sent_by_server(now: int) -> list[Payload]:
+        datagrams = pair.server.datagrams_to_send(now)
+        payloads = [decryptor.payload(d, from_initiator=False) for d, _address in datagrams]
+        assert all(payload is not None for payload in payloads)
+        return payloads  # type: ignore[return-value]
+
+    # A full packet with nothing to acknowledge: lost.
+    server.send_stream_data(1, bytes(range(256)) * 6, now=pair.now)
+    pair.server.mark_ready(server)
+    (lost, rest) = sent_by_server(pair.now)
+    assert lost.ack is None and len(lost.data) == 1361 and rest.stream_offset == 1361
+    # The client sends data: the server owes it an ACK when the lost packet's timer expires.
+    client.send_stream_data(0, b"more", now=pair.now)
+    pair.client.mark_ready(client)
+    for datagram, _address in pair.client.datagrams_to_send(pair.now):
+        pair.server.receive_datagram(datagram, pair.client_address, pair.now)
+    due = server.get_timer()
+    assert due is not None
+    pair.server.handle_timer(due)
+    resent, then = sent_by_server(due)[:2]
+    assert (resent.stream_offset, len(resent.data), resent.ack) == (0, 1361, None)
+    assert then.ack is not None and then.ack[:3] == (0, 5, 4)
+
+
+@pytest.mark.parametrize("repeats", [True, False])
+def test_a_lost_ack_only_datagram_costs_no_retransmission_with_ack_repeats(repeats: bool) -> None:
+    """The next ACK-only payload acknowledges the lost one's packet again (qotp.payload,
+    ACK repeats); without repeats the sender must resend a packet that had arrived."""
+    decryptor = KeyLogDecryptor()
+    configuration = QotpConfiguration(ack_repeats=repeats)
+    pair = EnginePair(server=QotpEndpoint(configuration=configuration, key_log=decryptor.add_line))
+    client = pair.client.connect(SERVER_ADDRESS, now=0)
+    client.send_stream_data(0, b"hello", now=0)
+    pair.client.mark_ready(client)
+    pair.run_until(
+        lambda: server_connection(pair.server) is not None and not client.recovery.in_flight
+    )
+    server = server_connection(pair.server)
+    assert server is not None
+    lost: list[bytes] = []
+    sizes: list[int] = []
+
+    def drop(side: str, datagram: bytes) -> bool:
+        payload = decryptor.payload(datagram, from_initiator=False) if side == "server" else None
+        if payload is None or payload.kind is not PayloadKind.ACK_ONLY:
+            return False
+        sizes.append(len(datagram))
+        if lost:
+            return False
+        lost.append(datagram)
+        return True
+
+    pair.drop = drop
+    client.send_stream_data(0, bytes(range(256)) * 16, now=pair.now)
+    pair.client.mark_ready(client)
+    pair.run_until(lambda: client.send_buffer.buffered_bytes == 0)
+    assert lost
+    assert client.statistics().retransmitted_packets == (0 if repeats else 1)
+    assert client.acks_repeated == (1 if repeats else 0)
+    # Three bytes more than the reference's ACK-only datagrams (the adjacent form), or none.
+    reference_size = sealed_overhead(MessageType.DATA) + ACK_ONLY_SIZE_24
+    assert set(sizes) == {reference_size + 3 if repeats else reference_size}

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from vectors import load
 
 from qotp.decrypt import decrypt_packet
+from qotp.envelope import PacketCipher, seal_data
 from qotp.keys import KeyPair
+from qotp.payload import Ack, Payload, PayloadKind, encode_ack_repeat, encode_payload
 
 VECTORS = load()
 SECRET = VECTORS["crypto"]["shared_secrets"]["ephemeral_ephemeral"]["value"]
@@ -179,3 +181,21 @@ def test_cli_keygen_and_demo() -> None:
     demo = run_cli("demo")
     assert demo.returncode == 0, demo.stderr
     assert demo.stdout.strip().endswith("ok")
+
+
+def test_an_ack_repeat_is_described() -> None:
+    """Our ACK-only payloads may carry an ACK repeat (SPEC.md 10.13); decrypt names it."""
+    ack_only = encode_payload(Payload(PayloadKind.ACK_ONLY, ack=Ack(3, 2722, 1361, 1 << 24)))
+    for trailer, repeat in ((b"", None), (encode_ack_repeat(2722, 1361, 1361), (1361, 1361))):
+        datagram = seal_data(
+            PacketCipher(bytes.fromhex(SECRET)),
+            connection_id=7,
+            sequence_number=1,
+            epoch=0,
+            sent_by_initiator=False,
+            payload=ack_only + trailer,
+        )
+        header = decrypt_packet(datagram, secret=SECRET)["header"]
+        assert header["kind"] == "ack_only" and header["ack"]["offset"] == 2722
+        expected = None if repeat is None else dict(stream_id=3, offset=repeat[0], length=1361)
+        assert header.get("ack_repeat") == expected

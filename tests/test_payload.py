@@ -11,12 +11,16 @@ from vectors import load, payload_from_decoded, payload_from_input
 
 from qotp.errors import DecodeError, LocalProtocolError
 from qotp.payload import (
+    ACK_ONLY_SIZE_24,
+    MAX_OFFSET_24,
     MAX_OFFSET_48,
     Ack,
     Payload,
     PayloadKind,
+    decode_ack_repeat,
     decode_payload,
     decode_receive_window,
+    encode_ack_repeat,
     encode_payload,
     encode_receive_window,
     needs_extended_offsets,
@@ -327,3 +331,64 @@ def test_stream_header_sizes_match_the_reference() -> None:
     assert needs_extended_offsets(0x1000000, None)
     assert needs_extended_offsets(0, 0x1000000)
     assert not needs_extended_offsets(0, None)
+
+
+# -- ACK repeats (our extension in the bytes the reference ignores) ---------------------
+
+REFERENCE_IGNORES_SIX_TRAILING_BYTES = next(
+    case
+    for case in VECTORS["payload_decode_edges"]
+    if case["name"] == "ackonly_with_6_trailing_bytes_17_total_trailing_ignored"
+)
+
+
+@pytest.mark.parametrize(
+    ("ack_offset", "offset", "length", "size"),
+    [
+        (2722, 1361, 1361, 3),  # the packet just before: 3 bytes
+        (2722, 0, 1361, 6),  # any packet below 16 MiB: 6 bytes
+        (MAX_OFFSET_24 + 10, MAX_OFFSET_24 + 10 - 1361, 1361, 3),  # 48-bit: adjacent only
+        (MAX_OFFSET_24 + 10, 0, 1361, 0),
+        (50, 50, 0, 3),  # a bare CLOSE or PING at the same offset
+    ],
+)
+def test_ack_repeat_round_trip(ack_offset: int, offset: int, length: int, size: int) -> None:
+    ack = Ack(7, ack_offset, 1361, 1 << 24)
+    ack_only = encode_payload(Payload(PayloadKind.ACK_ONLY, ack=ack))
+    trailer = encode_ack_repeat(ack_offset, offset, length)
+    assert len(trailer) == size
+    raw = ack_only + trailer
+    # What the reference (and our decoder) reads: the same ACK-only payload.
+    assert len(raw) < 18
+    assert decode_payload(raw) == decode_payload(ack_only)
+    assert decode_ack_repeat(raw, ack_offset) == ((offset, length) if size else None)
+    assert decode_ack_repeat(ack_only, ack_offset) is None
+
+
+def test_the_reference_ignores_what_an_ack_repeat_adds() -> None:
+    """The reference's own decoder (its vector) drops six trailing bytes of an ACK-only
+    payload: the most an ACK repeat adds."""
+    raw = bytes.fromhex(REFERENCE_IGNORES_SIX_TRAILING_BYTES["input"])
+    assert len(raw) == ACK_ONLY_SIZE_24 + 6
+    expected = payload_from_decoded(REFERENCE_IGNORES_SIX_TRAILING_BYTES["decoded"])
+    assert expected.kind is PayloadKind.ACK_ONLY
+    assert decode_payload(raw[:ACK_ONLY_SIZE_24] + encode_ack_repeat(4000, 0, 1361)) == (
+        decode_payload(raw)
+    )
+
+
+def test_ack_repeat_tags_and_lengths_must_match() -> None:
+    ack_only = encode_payload(Payload(PayloadKind.ACK_ONLY, ack=Ack(1, 3000, 100, 0)))
+    adjacent = encode_ack_repeat(3000, 2900, 100)
+    assert decode_ack_repeat(ack_only + bytes([adjacent[0] ^ 1]) + adjacent[1:], 3000) is None
+    assert decode_ack_repeat(ack_only + adjacent[:2], 3000) is None
+    # A repeat naming more bytes than lie before the ACK names nothing.
+    assert decode_ack_repeat(ack_only + encode_ack_repeat(3000, 2900, 100), 50) is None
+    with pytest.raises(LocalProtocolError):
+        encode_ack_repeat(3000, 0, 1 << 16)
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(0, MAX_OFFSET_48))
+def test_decode_ack_repeat_never_raises(raw: bytes, ack_offset: int) -> None:
+    result = decode_ack_repeat(raw, ack_offset)
+    assert result is None or (result[0] >= 0 and 0 <= result[1] < 1 << 16)

@@ -72,6 +72,28 @@ def test_writable_views_are_copied_so_the_caller_may_reuse_them() -> None:
     assert buffer.read(1) == DATA[:20] * 3
 
 
+def test_each_ack_names_the_streams_previous_ack_for_its_repeat() -> None:
+    buffer = ReceiveBuffer()
+    for offset in (0, 100, 200):
+        buffer.insert(3, offset, DATA[offset : offset + 100], now=0)
+    assert buffer.pop_ack() == (3, 0, 100)
+    assert buffer.repeat_offset == -1
+    assert buffer.pop_ack() == (3, 100, 100)
+    assert (buffer.repeat_offset, buffer.repeat_length) == (0, 100)
+
+
+def test_an_ack_put_back_repeats_what_it_repeated_before() -> None:
+    buffer = ReceiveBuffer()
+    for offset in (0, 100):
+        buffer.insert(3, offset, DATA[offset : offset + 100], now=0)
+    buffer.pop_ack()
+    ack = buffer.pop_ack()
+    assert ack == (3, 100, 100)
+    buffer.return_ack(ack)
+    assert buffer.pop_ack() == ack
+    assert (buffer.repeat_offset, buffer.repeat_length) == (0, 100)
+
+
 def test_out_of_order_segments_are_reassembled() -> None:
     buffer = ReceiveBuffer()
     assert buffer.insert(1, 200, DATA[200:300], now=0) is InsertResult.ACCEPTED
