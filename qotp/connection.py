@@ -418,7 +418,7 @@ class Connection:
                 self.replayed_datagrams += 1
                 self.last_drop_reason = "replayed"
             else:
-                self.last_drop_reason = "unauthenticated"
+                self.last_drop_reason = getattr(error, "drop_reason", "unauthenticated")
             logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
             return
         if raw is None:

@@ -247,16 +247,27 @@ class QotpEndpoint:
         known = self._known_backlog
         never_seen = self._fresh_backlog
         oldest = now - MAX_HANDSHAKE_WAIT_NS
-        for backlog in (retry, known, never_seen):
+        # Repeats are not shed for their age: their initiators have waited the longest,
+        # and answering late still answers them (they accept an InitRcv at any time
+        # before giving up); shedding them again would fail a burst of legitimate
+        # initiators whose repeats all arrive together.  Only their count is capped.
+        for backlog in (known, never_seen):
             while backlog and backlog[0][3] < oldest:
                 self._shed(backlog.popleft())
+        connections = self.connections
         while limit > 0 and (retry or known or (take_fresh and never_seen)):
             if retry:
-                data, address, _connection_id, _arrival = retry.popleft()
+                data, address, connection_id, _arrival = retry.popleft()
             elif known:
-                data, address, _connection_id, _arrival = known.popleft()
+                data, address, connection_id, _arrival = known.popleft()
             else:
-                data, address, _connection_id, _arrival = never_seen.pop()
+                data, address, connection_id, _arrival = never_seen.pop()
+            connection = connections.get(connection_id)
+            if connection is not None:
+                # Another copy completed the handshake while this one waited: the
+                # connection answers it (a fresh handshake would reply with other keys).
+                self._deliver(connection, data, address, now)
+                continue
             limit -= 1
             if not self._at_connection_limit():
                 self._accept(data, address, now)

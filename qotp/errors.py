@@ -14,6 +14,7 @@ __all__ = [
     "DecodeError",
     "DecryptError",
     "EarlyDataError",
+    "LateFirstPacketError",
     "LocalProtocolError",
     "QotpError",
     "RemoteProtocolError",
@@ -61,6 +62,15 @@ class ZeroRttReplayError(ReplayedPacketError):
     """A 0-RTT first packet whose initiator key the strike register has seen before."""
 
     drop_reason = "0-RTT replay"
+
+
+class LateFirstPacketError(DecodeError):
+    """A copy of an InitSnd whose handshake already completed (a late repeat, or a replay).
+
+    Unauthenticated and answered before: it changes nothing, not even the address.
+    """
+
+    drop_reason = "late first packet"
 
 
 class EarlyDataError(DecodeError):

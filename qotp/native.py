@@ -59,6 +59,7 @@ from qotp.errors import (
     DecodeError,
     DecryptError,
     EarlyDataError,
+    LateFirstPacketError,
     LocalProtocolError,
     ReplayedPacketError,
     ZeroRttReplayError,
@@ -436,7 +437,7 @@ class NativeProtection:
         if message_type is MessageType.INIT_SND:
             # Unauthenticated, and answered already: the handshake completed on the
             # initiator's Data packet (a late copy, or anyone's replay).
-            raise DecodeError("InitSnd for a connection whose handshake completed")
+            raise LateFirstPacketError("InitSnd for a connection whose handshake completed")
         if message_type is MessageType.INIT_CRYPTO_SND and self.zero_rtt:
             assert self._init_cipher is not None
             opened = open_packet(datagram, header, self._init_cipher)

@@ -146,6 +146,6 @@ def test_a_repeated_init_snd_from_elsewhere_changes_nothing() -> None:
     assert server_connection is not None
     for port in range(5):
         server.receive_datagram(init_snd, (ATTACKER[0], port), network.now)
-    assert server.drops["unauthenticated"] == 5
+    assert server.drops["late first packet"] == 5
     assert server_connection.address == OLD and not server_connection.path.has_candidates
     assert not [d for d, _a in server.datagrams_to_send(network.now)]
