@@ -171,6 +171,9 @@ ZERO_KEY = "00" * 32
         (["send", "127.0.0.1:0"], "port 0 is out of range"),
         (["send", "localhost"], "expected HOST:PORT"),
         (["decrypt", "--epoch", "-1", "00"], "at least 0"),
+        # An InitSnd needs no secret; a bad --secret is refused anyway (it passed).
+        (["decrypt", "00" * 1200, "--secret", "zz"], "secret 'zz' is not hex"),
+        (["decrypt", "00" * 1200, "--secret-id", "0011"], "secret has 4 hex digits"),
         (["nosuchcommand"], "invalid choice"),
     ],
 )

@@ -54,6 +54,7 @@ __all__ = [
     "parse_positive_seconds",
     "parse_private_key",
     "parse_public_key",
+    "parse_secret",
     "resolve_peer",
     "run_async",
 ]
@@ -247,6 +248,11 @@ def parse_public_key(text: str) -> bytes:
             "copy pubkey= from `qotp serve` or `qotp keygen`"
         ) from None
     return raw
+
+
+def parse_secret(text: str) -> bytes:
+    """A 32-byte key-log secret (``QOTP_SHARED_SECRET``...): 64 hex digits."""
+    return _hex_key(text, what="secret")
 
 
 def parse_private_key(text: str) -> KeyPair:
