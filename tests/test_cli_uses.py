@@ -51,6 +51,11 @@ def assert_one_line_failure(done: subprocess.CompletedProcess[str], status: int,
         (["peer", "--rendezvous", "127.0.0.1:1", "--name", "a", "--once"], 1, "--receive-dir"),
         (["peer", "--name", "a"], 2, "--rendezvous"),
         (
+            ["peer", "--rendezvous", "no-such-host.invalid:4244", "--name", "a", "--timeout", "5"],
+            1,
+            "cannot resolve host 'no-such-host.invalid'",
+        ),
+        (
             ["peer", "--rendezvous", "127.0.0.1:1", "--name", "a", "--allow-key", KEY],
             1,
             "goes with",

@@ -19,6 +19,7 @@ from qotp.cli.common import (
     parse_positive_seconds,
     parse_private_key,
     parse_public_key,
+    resolve_peer,
     run_async,
 )
 from qotp.cli.files import FileProgressDisplay, file_record
@@ -265,9 +266,12 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
 
     async def main() -> int:
         host, port = arguments.listen
+        # Resolved now: a name that does not resolve is one line at once, and the
+        # rendezvous's answers come from the address, which a host name never equals.
+        rendezvous, _ = await resolve_peer(*arguments.rendezvous)
         try:
             peer = await Peer.start(
-                arguments.rendezvous,
+                rendezvous,
                 arguments.name,
                 host=host,
                 port=port,
