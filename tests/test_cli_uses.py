@@ -43,6 +43,8 @@ def assert_one_line_failure(done: subprocess.CompletedProcess[str], status: int,
         (["send-files", "127.0.0.1:9", "x", "--pubkey", "00" * 32], 2, "not a usable"),
         (["send-files", "127.0.0.1:9", "x", "--parallel", "0"], 2, "at least 1"),
         (["receive-files", "--dir", "/proc/qotp-no"], 1, "cannot use /proc/qotp-no"),
+        # It exists but takes no files (not even root's): it started, then failed each file.
+        (["receive-files", "--dir", "/sys"], 1, "cannot use /sys as the receive directory"),
         (["receive-files", "--dir", "x", "--allow-key", "zz"], 2, "not hex"),
         (["receive-files", "--dir", "x", "--listen", "127.0.0.1:x"], 2, "not a number"),
         (["rendezvous", "--listen", "256.0.0.1:1"], 1, "cannot resolve"),
@@ -69,6 +71,7 @@ def test_bad_input_is_one_line(arguments: list[str], status: int, text: str) -> 
 def test_missing_key_file_is_one_line(tmp_path: Path) -> None:
     done = qotp("receive-files", "--dir", str(tmp_path), "--allowed-keys", str(tmp_path / "k"))
     assert_one_line_failure(done, 1, "cannot read the key file")
+    assert done.stderr.strip().endswith(": No such file or directory")  # not Python's repr
     (tmp_path / "k").write_text(f"# friends\n{KEY}\nnot-a-key\n")
     done = qotp("receive-files", "--dir", str(tmp_path), "--allowed-keys", str(tmp_path / "k"))
     assert_one_line_failure(done, 1, ":3:")

@@ -44,6 +44,7 @@ __all__ = [
     "Progress",
     "add_idle_timeout_option",
     "configuration_from",
+    "describe_file_error",
     "describe_socket_error",
     "format_bytes",
     "format_seconds",
@@ -304,6 +305,13 @@ async def resolve_peer(host: str, port: int) -> tuple[Address, str]:
     family, _type, _proto, _name, address = infos[0]
     local_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
     return (str(address[0]), int(address[1])), local_host
+
+
+def describe_file_error(error: OSError | UnicodeDecodeError) -> str:
+    """``No such file or directory``, not Python's ``[Errno 2] ...: 'name'`` repr."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"not {error.encoding} text (byte {error.start})"
+    return error.strerror or str(error)
 
 
 def describe_socket_error(error: OSError, host: str, port: int, *, binding: bool) -> str:

@@ -9,7 +9,15 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from qotp.cli.common import CliError, Command, Output, parse_count, parse_port, parse_secret
+from qotp.cli.common import (
+    CliError,
+    Command,
+    Output,
+    describe_file_error,
+    parse_count,
+    parse_port,
+    parse_secret,
+)
 from qotp.cli.keylog import KEY_LOG_ENVIRONMENT_VARIABLE
 from qotp.decrypt import decrypt_packet, describe_result
 from qotp.envelope import DEFAULT_MTU, MAX_EPOCH
@@ -198,7 +206,9 @@ def _check_writable(path: str) -> None:
         if not existed:
             os.unlink(path)
     except OSError as error:
-        raise CliError(f"cannot write {path}: {error.strerror or error}: check --write") from None
+        raise CliError(
+            f"cannot write {path}: {describe_file_error(error)}: check --write"
+        ) from None
 
 
 def _no_matching_secret(path: str, key_log: KeyLog, decryptor: CaptureDecryptor) -> str:

@@ -12,6 +12,7 @@ from qotp.cli.common import (
     CliError,
     Command,
     Output,
+    describe_file_error,
     describe_socket_error,
     format_bytes,
     parse_bind_address,
@@ -147,7 +148,8 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             ReceiveDirectory(arguments.receive_dir)
         except OSError as error:
             raise CliError(
-                f"cannot use {arguments.receive_dir} as the receive directory: {error.strerror}"
+                f"cannot use {arguments.receive_dir} as the receive directory: "
+                f"{describe_file_error(error)}: pick a directory we may write into"
             ) from None
     identity: KeyPair = arguments.seed_hex or KeyPair.generate()
     started = time.monotonic()
