@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from qotp.asyncio import QotpConnection, QotpListener, QotpStream
+from qotp.asyncio import PORT_UNREACHABLE, QotpConnection, QotpListener, QotpStream
 from qotp.errors import LocalProtocolError
 from qotp.events import TerminationReason
 from qotp.protection import Address
@@ -518,6 +518,12 @@ def _describe_failure(
         engine.datagrams_received > 0 or engine.handshake_datagrams_received > 0
     )
     if not established:
+        if reason is TerminationReason.ABORTED and detail == PORT_UNREACHABLE:
+            return (
+                ClientFailure.NO_ANSWER,
+                f"nothing answers at {where}: {PORT_UNREACHABLE}: is the server running, "
+                "on this port?",
+            )
         dtls = engine is not None and _is_dtls(engine.protection)
         if reason is TerminationReason.HANDSHAKE_FAILED and heard_back and dtls:
             cause = detail.removeprefix("DTLS: ").replace("--servername", "--server-name")

@@ -258,6 +258,17 @@ def test_no_answer(zero_rtt: bool) -> None:
     assert ("is --pubkey right?" in done.stderr) == zero_rtt
 
 
+@pytest.mark.parametrize("crypto", [[], ["--crypto", "dtls", "--insecure"]])
+def test_closed_port_fails_at_once(crypto: list[str]) -> None:
+    """The ICMP port unreachable ends the handshake; it waited the whole --timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    done = run("send", address, "--timeout", "60", *crypto)
+    expect = f"nothing answers at {address}: the port is closed (ICMP port unreachable)"
+    assert_clean_failure(done.stdout, done.stderr, done.returncode, expect=expect, json_line=True)
+
+
 def test_wrong_pubkey(servers: list[Server]) -> None:
     server = serve(servers, "digest")
     done = run("send", server.address, "--pubkey", OTHER_PUBLIC, "--timeout", "1")

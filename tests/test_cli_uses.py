@@ -6,6 +6,7 @@ import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,8 +80,14 @@ def test_missing_key_file_is_one_line(tmp_path: Path) -> None:
 
 def test_nobody_listening_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"a")
-    done = qotp("send-files", "127.0.0.1:9", str(tmp_path / "a"), "--timeout", "0.5")
-    assert_one_line_failure(done, 1, "no answer from 127.0.0.1:9")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # receives, never answers
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        done = qotp("send-files", address, str(tmp_path / "a"), "--timeout", "0.5")
+    assert_one_line_failure(done, 1, f"no answer from {address} within 0.5 s")
+    # Nothing bound there: the ICMP port unreachable ends it at once, not after --timeout.
+    done = qotp("send-files", address, str(tmp_path / "a"), "--timeout", "60")
+    assert_one_line_failure(done, 1, f"nothing answers at {address}: the port is closed")
     done = qotp("peer", "--rendezvous", "127.0.0.1:9", "--name", "a", "--timeout", "0.5")
     assert_one_line_failure(done, 1, "no answer from the rendezvous")
 

@@ -82,7 +82,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(arguments: argparse.Namespace, output: Output) -> int:
-    from qotp.asyncio import listen
+    from qotp.asyncio import PORT_UNREACHABLE, ConnectionClosedError, listen
 
     host, port = arguments.address
     try:
@@ -110,6 +110,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 0,
                 identity=identity,
                 configuration=configuration_from(arguments),
+                icmp_errors=True,  # a closed port fails at once, not after --timeout
             )
         except OSError as error:
             raise CliError(describe_socket_error(error, local_host, 0, binding=True)) from None
@@ -118,11 +119,19 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 connection = await listener.dial(
                     address, peer_public_key=arguments.pubkey, timeout=arguments.timeout
                 )
-            except (TimeoutError, ConnectionError):
-                raise CliError(
-                    f"no answer from {format_address(address)} within {arguments.timeout:g} s: "
-                    "is `qotp receive-files` running there (and the --pubkey right)?"
-                ) from None
+            except (TimeoutError, ConnectionError) as error:
+                where = format_address(address)
+                if isinstance(error, ConnectionClosedError) and error.detail == PORT_UNREACHABLE:
+                    message = (
+                        f"nothing answers at {where}: {PORT_UNREACHABLE}: "
+                        "is `qotp receive-files` running there, on this port?"
+                    )
+                else:
+                    message = (
+                        f"no answer from {where} within {arguments.timeout:g} s: "
+                        "is `qotp receive-files` running there (and the --pubkey right)?"
+                    )
+                raise CliError(message) from None
             if arguments.pubkey is None and connection.peer_public_key is not None:
                 key_note.append(
                     f"receiver key {connection.peer_public_key.hex()} "
