@@ -606,6 +606,11 @@ class ServerHandshake13(Handshake13):
             )
         else:
             records.local_connection_id = b""
+        certificate: tuple[tuple[x509.Certificate, ...], CertificatePrivateKey] | None = None
+        if psk is None:
+            # Chosen before ServerHello: without one, the alert goes in plaintext, which the
+            # client can read (after ServerHello it would need keys the client never gets).
+            certificate = self._choose_certificate(hello, negotiated.server_name)
         # key schedule
         schedule = KeySchedule(self._hash_name, psk[0] if psk is not None else None)
         if psk is not None:
@@ -666,8 +671,8 @@ class ServerHandshake13(Handshake13):
             HandshakeType13.encrypted_extensions, m13.encode_extension_block(encrypted_extensions)
         )
         next_state = ServerState13.WAIT_CLIENT_FINISHED
-        if psk is None:
-            chain, private_key = self._choose_certificate(hello, negotiated.server_name)
+        if certificate is not None:
+            chain, private_key = certificate
             if config.request_client_certificate or config.require_client_certificate:
                 self._client_auth = True
                 request_extensions: hs.Extensions = [

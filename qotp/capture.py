@@ -354,6 +354,10 @@ class CaptureDecryptor:
         self.mtu = mtu
         self._connections: dict[int, _Connection] = {}
         self._ciphers: dict[bytes, PacketCipher] = {}
+        self.connections_with_secret: set[int] = set()
+        """Connections whose datagrams needed a secret, and the key log had it."""
+        self.connections_without_secret: set[int] = set()
+        """Connections whose datagrams needed a secret the key log lacks."""
 
     def _cipher(self, key: bytes) -> PacketCipher:
         cipher = self._ciphers.get(key)
@@ -442,8 +446,10 @@ class CaptureDecryptor:
             "QOTP_SHARED_SECRET"
         )  # fmt: skip
         if key is None:
+            self.connections_without_secret.add(header.connection_id)
             missing = f"no {label} for connection {header.connection_id:x} in the key log"
             return done({**result, "ok": False, "error": missing}, None, None, drops)
+        self.connections_with_secret.add(header.connection_id)
         failure = "packet failed authentication"
         for direction in _directions(header, state, packet):
             try:

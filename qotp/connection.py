@@ -216,6 +216,7 @@ class Connection:
         self._closing = False
         self._terminated = False
         self._farewell_pending = False
+        self._failure_farewell = False
         self._last_receive_ns = now
         self._pacing_deadline: int | None = None
         self._max_streams = config.max_streams
@@ -224,6 +225,8 @@ class Connection:
         self.bytes_received = 0
         self.datagrams_sent = 0
         self.datagrams_received = 0
+        self.handshake_datagrams_received = 0
+        """Datagrams the protection took for itself (handshake, alerts): proof of an answer."""
         self.dropped_datagrams = 0
         self.replayed_datagrams = 0
         self.last_drop_reason = ""
@@ -422,6 +425,7 @@ class Connection:
             logger.debug("connection %016x: dropped datagram: %s", self.connection_id, error)
             return
         if raw is None:
+            self.handshake_datagrams_received += 1
             self._on_handshake_datagram(now)
             return
         # Authenticated (and not a replay) from here on.
@@ -529,6 +533,8 @@ class Connection:
             self._on_protection_failure(protection.failure)
 
     def _on_protection_failure(self, failure: str) -> None:
+        # The protection may owe the peer its reason (a DTLS alert): it leaves as a farewell.
+        self._failure_farewell = not self._terminated
         if not self._established:
             self._terminate(TerminationReason.HANDSHAKE_FAILED, failure, error=True)
         elif self.protection.closed_by_peer:
@@ -952,6 +958,8 @@ class Connection:
     @property
     def has_farewell(self) -> bool:
         """Whether the ended connection still owes the peer its last ACKs (see below)."""
+        if self._failure_farewell and self.protection.datagrams_pending:
+            return True
         return self._farewell_pending and bool(self.receive_buffer.pending_acks)
 
     def _farewell_datagrams(self, now: int) -> list[tuple[bytes, Address]]:
@@ -959,8 +967,14 @@ class Connection:
 
         The packet that ends a connection normally is often the peer's CLOSE: it
         must still be acknowledged, or the peer resends it until its retry limit
-        and reports a failure where both sides closed cleanly.
+        and reports a failure where both sides closed cleanly.  A connection
+        that ended because its protection failed sends what the protection
+        still holds instead (a DTLS alert), so the peer learns why at once.
         """
+        if self._failure_farewell:
+            self._failure_farewell = False
+            address = self.path.address
+            return [(datagram, address) for datagram in self.protection.datagrams_to_send(now)]
         if not self._farewell_pending:
             return []
         self._farewell_pending = False

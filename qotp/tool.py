@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from qotp.asyncio import QotpConnection, QotpListener, QotpStream
+from qotp.asyncio import PORT_UNREACHABLE, QotpConnection, QotpListener, QotpStream
 from qotp.errors import LocalProtocolError
 from qotp.events import TerminationReason
 from qotp.protection import Address
@@ -473,6 +473,27 @@ def _first_error(error: BaseException) -> BaseException:
     return error
 
 
+def _is_dtls(protection: object) -> bool:
+    """Whether the connection runs over DTLS (``--crypto dtls``), without importing dtls."""
+    return type(protection).__module__ == "qotp.dtls_protection"
+
+
+_DTLS_HINTS = {
+    "bad_certificate": "check --cafile and --server-name, or --insecure",
+    "unknown_ca": "the server does not trust the certificate we showed",
+    "handshake_failure": "the server holds no credentials or cipher suite we can use: "
+    "--psk on both sides, or --cert on the server and --cafile or --insecure here",
+    "decrypt_error": "the keys differ: check --psk on both sides",
+    "unknown_psk_identity": "check --psk-identity on both sides",
+    "protocol_version": "the server speaks another DTLS version",
+}
+"""What to try, by the DTLS alert that ended the handshake (qotp's option names)."""
+
+
+def _dtls_hint(cause: str) -> str:
+    return _DTLS_HINTS.get(cause.split(":", 1)[0].strip(), "")
+
+
 def _describe_failure(
     error: BaseException,
     *,
@@ -492,12 +513,36 @@ def _describe_failure(
     reason = connection.close_reason if connection is not None else None
     detail = connection.close_detail if connection is not None else ""
     key_hint = "is --pubkey right?" if zero_rtt else "is this its port?"
-    heard_back = connection is not None and connection.engine.datagrams_received > 0
+    engine = connection.engine if connection is not None else None
+    heard_back = engine is not None and (
+        engine.datagrams_received > 0 or engine.handshake_datagrams_received > 0
+    )
     if not established:
+        if reason is TerminationReason.ABORTED and detail == PORT_UNREACHABLE:
+            return (
+                ClientFailure.NO_ANSWER,
+                f"nothing answers at {where}: {PORT_UNREACHABLE}: is the server running, "
+                "on this port?",
+            )
+        dtls = engine is not None and _is_dtls(engine.protection)
+        if reason is TerminationReason.HANDSHAKE_FAILED and heard_back and dtls:
+            cause = detail.removeprefix("DTLS: ").replace("--servername", "--server-name")
+            hint = "" if "--" in cause else _dtls_hint(cause)  # the cause may name it
+            return (
+                ClientFailure.HANDSHAKE_FAILED,
+                f"handshake with {where} failed: {cause}" + (f" ({hint})" if hint else ""),
+            )
         if reason is TerminationReason.HANDSHAKE_FAILED and heard_back:
             return (
                 ClientFailure.HANDSHAKE_FAILED,
                 f"handshake with {where} failed after {elapsed} ({detail}): {key_hint}",
+            )
+        if heard_back and dtls:
+            return (
+                ClientFailure.HANDSHAKE_FAILED,
+                f"the DTLS handshake with {where} did not finish after {elapsed} although the "
+                "server answered: is --psk the same on both sides? (DTLS 1.2 drops records "
+                "under a wrong key without a word)",
             )
         return (
             ClientFailure.NO_ANSWER,

@@ -5,10 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import sys
 
 import pytest
 
-from qotp.asyncio import ConnectionClosedError, QotpConnection, QotpListener, listen
+from qotp.asyncio import (
+    PORT_UNREACHABLE,
+    ConnectionClosedError,
+    QotpConnection,
+    QotpListener,
+    listen,
+)
 from qotp.config import QotpConfiguration
 from qotp.errors import LocalProtocolError
 from qotp.events import TerminationReason
@@ -129,6 +137,39 @@ def test_dial_to_nobody_fails_with_timeout() -> None:
         async with await listen("127.0.0.1", 0) as client:
             with pytest.raises((TimeoutError, ConnectionClosedError)):
                 await client.dial(("127.0.0.1", 9), timeout=0.5)
+
+    run(main())
+
+
+def closed_port() -> int:
+    """A loopback UDP port nobody listens on (the kernel answers ICMP port unreachable)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="IP_RECVERR is Linux's")
+def test_icmp_errors_end_a_dial_to_a_closed_port_at_once() -> None:
+    """Only with icmp_errors=True, only dials still handshaking; the socket stays usable."""
+
+    async def main() -> None:
+        port = closed_port()
+        async with await listen("127.0.0.1", 0, icmp_errors=True) as client:
+            with pytest.raises(ConnectionClosedError) as ended:
+                await client.dial(("127.0.0.1", port), timeout=30)
+            assert ended.value.reason is TerminationReason.ABORTED
+            assert ended.value.detail == PORT_UNREACHABLE
+            async with await listen("127.0.0.1", 0) as server:
+                task = asyncio.create_task(echo_server(server))
+                connection = await client.dial(server.local_address, timeout=10)
+                stream = connection.stream(0)
+                stream.write(b"still fine")
+                stream.close()
+                assert await stream.read() == b"still fine"
+                task.cancel()
+        async with await listen("127.0.0.1", 0) as client:  # the default: ICMP is ignored
+            with pytest.raises(TimeoutError):
+                await client.dial(("127.0.0.1", port), timeout=0.3)
 
     run(main())
 

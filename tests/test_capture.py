@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from enginepair import CLIENT_ADDRESS, SERVER_ADDRESS, EnginePair
 from system_packages import require_command
 
@@ -277,3 +278,83 @@ def test_tshark_reads_a_decrypted_loopback_capture(tmp_path: Path) -> None:
                     break
                 covered = max(covered, end)
             assert covered == size, (direction, stream_id, covered)
+
+
+# -- qotp decrypt --pcap: failures ----------------------------------------------------------
+
+
+def write_pcap(path: Path, packets: list[CapturedPacket]) -> None:
+    """A classic pcap (Ethernet, IPv4, UDP) of the packets, as tcpdump would write it."""
+    import dpkt
+
+    with open(path, "wb") as handle:
+        writer = dpkt.pcap.Writer(handle, linktype=dpkt.pcap.DLT_EN10MB)
+        for packet in packets:
+            udp = dpkt.udp.UDP(
+                sport=packet.source[1], dport=packet.destination[1], data=packet.payload
+            )
+            udp.ulen = len(udp)
+            ip = dpkt.ip.IP(
+                src=socket.inet_aton(packet.source[0]),
+                dst=socket.inet_aton(packet.destination[0]),
+                p=dpkt.ip.IP_PROTO_UDP,
+                data=udp,
+            )
+            ip.len = len(ip)
+            frame = dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
+            writer.writepkt(bytes(frame), ts=packet.timestamp)
+
+
+def test_decrypt_a_capture_with_a_key_log_of_other_connections_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It exited 0 with a 'not decrypted' line per datagram (18 KB for 131 datagrams)."""
+    from qotp.cli import main
+
+    packets, key_log = record_conversation()
+    capture = tmp_path / "capture.pcap"
+    write_pcap(capture, packets)
+    other_log = tmp_path / "other.keylog"
+    other_log.write_text(record_conversation(streams=1, size=100)[1])
+    empty_log = tmp_path / "empty.keylog"
+    empty_log.write_text("garbage line\n")
+    for log, contents in ((other_log, "secret of other connections"), (empty_log, "no QOTP")):
+        status = main(["decrypt", "--pcap", str(capture), "--keylog", str(log)])
+        captured = capsys.readouterr()
+        assert status == 1 and captured.out == "", captured.out[:500]
+        (line,) = captured.err.splitlines()
+        assert "has no secret for the connection in the capture" in line and contents in line
+    # The right key log: every datagram decrypts, one line each, and a summary.
+    right_log = tmp_path / "right.keylog"
+    right_log.write_text(key_log)
+    status = main(["decrypt", "--pcap", str(capture), "--keylog", str(right_log)])
+    captured = capsys.readouterr()
+    assert status == 0 and len(captured.out.splitlines()) == len(packets)
+    assert f"{len(packets)} decrypted (100.0 %)" in captured.err
+
+
+def test_decrypt_checks_write_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unwritable --write failed only after every line was printed."""
+    from qotp.cli import main
+
+    packets, key_log = record_conversation()
+    capture = tmp_path / "capture.pcap"
+    write_pcap(capture, packets)
+    keys = tmp_path / "keys.log"
+    keys.write_text(key_log)
+    for out in (tmp_path / "missing" / "out.pcapng", tmp_path):
+        status = main(
+            ["decrypt", "--pcap", str(capture), "--keylog", str(keys), "--write", str(out)]
+        )
+        captured = capsys.readouterr()
+        assert status == 1 and captured.out == ""
+        (line,) = captured.err.splitlines()
+        assert line.startswith(f"qotp decrypt: cannot write {out}: ")
+    assert not (tmp_path / "missing").exists()
+    written = tmp_path / "out.pcapng"
+    status = main(
+        ["decrypt", "--pcap", str(capture), "--keylog", str(keys), "--write", str(written)]
+    )
+    assert status == 0 and written.stat().st_size > 0

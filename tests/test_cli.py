@@ -171,6 +171,9 @@ ZERO_KEY = "00" * 32
         (["send", "127.0.0.1:0"], "port 0 is out of range"),
         (["send", "localhost"], "expected HOST:PORT"),
         (["decrypt", "--epoch", "-1", "00"], "at least 0"),
+        # An InitSnd needs no secret; a bad --secret is refused anyway (it passed).
+        (["decrypt", "00" * 1200, "--secret", "zz"], "secret 'zz' is not hex"),
+        (["decrypt", "00" * 1200, "--secret-id", "0011"], "secret has 4 hex digits"),
         (["nosuchcommand"], "invalid choice"),
     ],
 )
@@ -253,6 +256,17 @@ def test_no_answer(zero_rtt: bool) -> None:
     expect = f"no answer from {address} after 1."
     assert_clean_failure(done.stdout, done.stderr, done.returncode, expect=expect, json_line=True)
     assert ("is --pubkey right?" in done.stderr) == zero_rtt
+
+
+@pytest.mark.parametrize("crypto", [[], ["--crypto", "dtls", "--insecure"]])
+def test_closed_port_fails_at_once(crypto: list[str]) -> None:
+    """The ICMP port unreachable ends the handshake; it waited the whole --timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    done = run("send", address, "--timeout", "60", *crypto)
+    expect = f"nothing answers at {address}: the port is closed (ICMP port unreachable)"
+    assert_clean_failure(done.stdout, done.stderr, done.returncode, expect=expect, json_line=True)
 
 
 def test_wrong_pubkey(servers: list[Server]) -> None:

@@ -151,3 +151,43 @@ def test_unusable_server_credentials_fail_in_one_line(
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
         assert message in lines[0] and "internal error" not in lines[0]
+
+
+def test_dtls_handshake_failures_name_their_cause(
+    start_server: object, credentials: Credentials, tmp_path: Path
+) -> None:
+    """Each wrong credential was 'no answer ... is the server running?' (some after --timeout)."""
+    certificate_server = start_server(  # type: ignore[operator]
+        "--crypto", "dtls",
+        "--cert", str(credentials.certificate_file), "--key", str(credentials.key_file),
+    )  # fmt: skip
+    psk_server = start_server("--crypto", "dtls", "--psk", PSK, "--psk-identity", "expected")  # type: ignore[operator]
+    other = make_credentials(tmp_path / "other")
+    wrong_psk = "ff" * 32
+    cases = [
+        (certificate_server, ["--cafile", str(other.ca_file)], "bad_certificate: "),
+        (
+            certificate_server,
+            ["--cafile", str(credentials.ca_file), "--server-name", "wrong.example"],
+            "not 'wrong.example'",
+        ),
+        (certificate_server, ["--psk", PSK], "handshake_failure: received from peer"),
+        (psk_server, ["--insecure"], "handshake_failure: received from peer"),
+        (psk_server, ["--psk", PSK, "--psk-identity", "other"], "check --psk-identity"),
+        (psk_server, ["--psk", wrong_psk, "--psk-identity", "expected"], "is --psk the same"),
+    ]
+    running = [
+        subprocess.Popen(
+            _qotp("send", address, "--crypto", "dtls", "--timeout", "2", *options),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for address, options, _ in cases
+    ]
+    for process, (_, options, message) in zip(running, cases, strict=True):
+        _out, err = process.communicate(timeout=60)
+        assert process.returncode == 1, (options, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (options, err)
+        assert "no answer" not in lines[0] and "Traceback" not in err

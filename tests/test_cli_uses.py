@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +44,8 @@ def assert_one_line_failure(done: subprocess.CompletedProcess[str], status: int,
         (["send-files", "127.0.0.1:9", "x", "--pubkey", "00" * 32], 2, "not a usable"),
         (["send-files", "127.0.0.1:9", "x", "--parallel", "0"], 2, "at least 1"),
         (["receive-files", "--dir", "/proc/qotp-no"], 1, "cannot use /proc/qotp-no"),
+        # It exists but takes no files (not even root's): it started, then failed each file.
+        (["receive-files", "--dir", "/sys"], 1, "cannot use /sys as the receive directory"),
         (["receive-files", "--dir", "x", "--allow-key", "zz"], 2, "not hex"),
         (["receive-files", "--dir", "x", "--listen", "127.0.0.1:x"], 2, "not a number"),
         (["rendezvous", "--listen", "256.0.0.1:1"], 1, "cannot resolve"),
@@ -49,6 +53,11 @@ def assert_one_line_failure(done: subprocess.CompletedProcess[str], status: int,
         (["peer", "--rendezvous", "127.0.0.1:1", "--name", " x"], 2, "spaces"),
         (["peer", "--rendezvous", "127.0.0.1:1", "--name", "a", "--once"], 1, "--receive-dir"),
         (["peer", "--name", "a"], 2, "--rendezvous"),
+        (
+            ["peer", "--rendezvous", "no-such-host.invalid:4244", "--name", "a", "--timeout", "5"],
+            1,
+            "cannot resolve host 'no-such-host.invalid'",
+        ),
         (
             ["peer", "--rendezvous", "127.0.0.1:1", "--name", "a", "--allow-key", KEY],
             1,
@@ -63,6 +72,7 @@ def test_bad_input_is_one_line(arguments: list[str], status: int, text: str) -> 
 def test_missing_key_file_is_one_line(tmp_path: Path) -> None:
     done = qotp("receive-files", "--dir", str(tmp_path), "--allowed-keys", str(tmp_path / "k"))
     assert_one_line_failure(done, 1, "cannot read the key file")
+    assert done.stderr.strip().endswith(": No such file or directory")  # not Python's repr
     (tmp_path / "k").write_text(f"# friends\n{KEY}\nnot-a-key\n")
     done = qotp("receive-files", "--dir", str(tmp_path), "--allowed-keys", str(tmp_path / "k"))
     assert_one_line_failure(done, 1, ":3:")
@@ -70,8 +80,14 @@ def test_missing_key_file_is_one_line(tmp_path: Path) -> None:
 
 def test_nobody_listening_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"a")
-    done = qotp("send-files", "127.0.0.1:9", str(tmp_path / "a"), "--timeout", "0.5")
-    assert_one_line_failure(done, 1, "no answer from 127.0.0.1:9")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # receives, never answers
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        done = qotp("send-files", address, str(tmp_path / "a"), "--timeout", "0.5")
+    assert_one_line_failure(done, 1, f"no answer from {address} within 0.5 s")
+    # Nothing bound there: the ICMP port unreachable ends it at once, not after --timeout.
+    done = qotp("send-files", address, str(tmp_path / "a"), "--timeout", "60")
+    assert_one_line_failure(done, 1, f"nothing answers at {address}: the port is closed")
     done = qotp("peer", "--rendezvous", "127.0.0.1:9", "--name", "a", "--timeout", "0.5")
     assert_one_line_failure(done, 1, "no answer from the rendezvous")
 
@@ -85,27 +101,73 @@ def start(*arguments: str) -> tuple[subprocess.Popen[str], str]:
     return process, first
 
 
-def test_a_receiver_that_dies_mid_transfer_is_one_line(tmp_path: Path) -> None:
+SENDER_PROGRESS = re.compile(r"^sent [0-9.]+ [kMG]?B of ")
+
+
+@pytest.mark.parametrize("ending", ["receiver killed, --json", "receiver killed", "sender Ctrl-C"])
+def test_a_transfer_cut_midway_is_one_line(tmp_path: Path, ending: str) -> None:
+    """Without --json, stdout stays empty (Ctrl-C printed a JSON object there) and stderr
+    is the one failure line (the 'receiver key' note and a FAILED line came first)."""
     (tmp_path / "big").write_bytes(bytes(60_000_000))
     receiver, first = start(
         "receive-files", "--listen", "127.0.0.1:0", "--dir", str(tmp_path / "in"), "--json"
     )
     listening = json.loads(first)
+    json_mode = "--json" in ending
+    options = ["--json", "--pubkey", listening["pubkey"]] if json_mode else []
     sender = subprocess.Popen(
-        [*QOTP, "send-files", listening["address"], str(tmp_path / "big"), "--pubkey",
-         listening["pubkey"], "--idle-timeout", "1.5", "--json"],
+        [*QOTP, "send-files", listening["address"], str(tmp_path / "big"),
+         "--idle-timeout", "1.5", *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     partial = tmp_path / "in" / ".big.qotp-partial"
-    while not partial.exists() or partial.stat().st_size < 1_000_000:
-        time.sleep(0.01)
-    receiver.kill()
-    receiver.communicate()
-    output, errors = sender.communicate(timeout=60)
-    assert sender.returncode == 1, output + errors
+    try:
+        while not partial.exists() or partial.stat().st_size < 1_000_000:
+            time.sleep(0.01)
+        if ending == "sender Ctrl-C":
+            sender.send_signal(signal.SIGINT)
+        else:
+            receiver.kill()
+        output, errors = sender.communicate(timeout=60)
+    finally:
+        receiver.kill()
+        receiver.communicate()
+    assert sender.returncode == (130 if ending == "sender Ctrl-C" else 1), output + errors
     assert "Traceback" not in errors
-    summary = json.loads(output.splitlines()[-1])
-    assert summary["ok"] is False and "run the same command again" in summary["error"]
+    if json_mode:
+        summary = json.loads(output.splitlines()[-1])
+        assert summary["ok"] is False and "run the same command again" in summary["error"]
+        return
+    assert output == ""
+    lines = [line for line in errors.splitlines() if not SENDER_PROGRESS.match(line)]
+    assert len(lines) == 1 and "run the same command again" in lines[0], errors
+    assert lines[0].startswith("qotp send-files: ")
+
+
+def test_failed_files_are_counted_in_one_line(tmp_path: Path) -> None:
+    """A FAILED line per file came before the summary; -v still lists them."""
+    for name in "abc":
+        (tmp_path / name).write_bytes(name.encode())
+        if name != "c":
+            (tmp_path / "in" / name).mkdir(parents=True)  # the receiver refuses to replace it
+    receiver, _ = start("receive-files", "--listen", "127.0.0.1:0", "--dir", str(tmp_path / "in"))
+    assert receiver.stdout is not None
+    address = receiver.stdout.readline().strip().removeprefix("listening=")
+    try:
+        several = qotp("send-files", address, *(str(tmp_path / name) for name in "abc"))
+        one = qotp("send-files", address, str(tmp_path / "a"))
+        listed = qotp("send-files", address, str(tmp_path / "a"), str(tmp_path / "b"), "-v")
+    finally:
+        receiver.kill()
+        receiver.communicate()
+    assert several.returncode == 1 and several.stdout == ""
+    failures = [line for line in several.stderr.splitlines() if not line.startswith("sent c ")]
+    assert failures == [
+        "qotp send-files: 2 of 3 files failed (the first: a: refused: a is a directory here; "
+        "-v lists each); run the same command again to resume"
+    ], several.stderr
+    assert_one_line_failure(one, 1, "1 of 1 files failed: a: refused: a is a directory here")
+    assert listed.stderr.count("FAILED ") == 2 and "receiver key" in listed.stderr
 
 
 @pytest.mark.parametrize(

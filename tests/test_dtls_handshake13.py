@@ -508,3 +508,16 @@ def test_endpoint_connect_sends_early_data() -> None:
         for datagram, _ in client.datagrams_to_send(now):
             server.receive_datagram(datagram, CLIENT_ADDRESS, now)
     assert connection.is_established and connection.early_data_accepted
+
+
+def test_a_psk_only_server_tells_a_certificate_client_why_in_plaintext() -> None:
+    """No certificate to offer: the alert goes before ServerHello, so the client can read it.
+
+    An alert after ServerHello would be under handshake keys the client never got (the
+    ServerHello is not sent with it): the client would only see silence.
+    """
+    client_config, _, _ = configs(versions=DTLS_1_3_ONLY)
+    server_config = DTLSConfiguration(is_client=False, versions=DTLS_1_3_ONLY, psk=bytes(16))
+    client, server, _ = _settled(client_config, server_config)
+    (ended,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
+    assert ended.alert is AlertDescription.handshake_failure and ended.alert_received

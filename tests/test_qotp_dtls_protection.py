@@ -513,3 +513,31 @@ def test_dial_nobody_answers_ends_on_the_dtls_handshake_timeout() -> None:
     assert [event.reason for event in ended] == [TerminationReason.HANDSHAKE_FAILED]
     assert ended[0].detail == "DTLS: handshake timeout"
     assert now == 5 * SECOND and not client.connections
+
+
+def test_a_failed_handshake_sends_its_alert_so_the_peer_learns_why_at_once() -> None:
+    """The connection ends on the failure, yet the protection's alert still leaves."""
+    client_config, _, _ = configs()
+    _, server_config, _ = configs()  # another CA: the client refuses the certificate
+    client = QotpEndpoint(crypto=DtlsCryptoLayer(client=client_config))
+    server = QotpEndpoint(crypto=DtlsCryptoLayer(server=server_config))
+    pair = EnginePair(client, server)
+    client.connect(SERVER_ADDRESS, now=0)
+    pair.run_until(lambda: any(isinstance(e, ConnectionTerminated) for e in pair.events["server"]))
+    (ended,) = [e for e in pair.events["server"] if isinstance(e, ConnectionTerminated)]
+    assert ended.reason is TerminationReason.HANDSHAKE_FAILED
+    assert "bad_certificate: received from peer" in ended.detail
+    assert pair.now < SECOND  # the alert, not a timeout
+
+    # A DTLS 1.3 server with only a PSK answers a certificate client with an alert.
+    client_config, _, _ = configs(versions=(DTLSVersion.DTLS_1_3,))
+    psk_only = DTLSConfiguration(is_client=False, psk=PSK, versions=(DTLSVersion.DTLS_1_3,))
+    client = QotpEndpoint(crypto=DtlsCryptoLayer(client=client_config))
+    server = QotpEndpoint(crypto=DtlsCryptoLayer(server=psk_only))
+    pair = EnginePair(client, server)
+    connection = client.connect(SERVER_ADDRESS, now=0)
+    pair.run_until(lambda: connection.is_terminated)
+    (ended,) = [e for e in pair.events["client"] if isinstance(e, ConnectionTerminated)]
+    assert "handshake_failure: received from peer" in ended.detail
+    assert connection.handshake_datagrams_received > 0
+    assert pair.now < SECOND

@@ -82,6 +82,14 @@ def test_receive_directory_creates_parents_inside(tmp_path: Path) -> None:
     assert (directory.root / "a" / "b").is_dir()
 
 
+def test_receive_directory_must_take_files(tmp_path: Path) -> None:
+    """A directory that exists but takes no files fails at once, and the probe leaves nothing."""
+    ReceiveDirectory(tmp_path / "in")
+    assert list((tmp_path / "in").iterdir()) == []
+    with pytest.raises(PermissionError):
+        ReceiveDirectory(Path("/sys"))  # no files there, not even root's
+
+
 def test_links_leading_outside_are_refused(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -18,6 +18,7 @@ retransmission and handshakes all live in the sans-IO engine.
 from __future__ import annotations
 
 from qotp.asyncio.api import (
+    PORT_UNREACHABLE,
     AddressChange,
     ConnectionClosedError,
     QotpConnection,
@@ -27,6 +28,7 @@ from qotp.asyncio.api import (
 )
 
 __all__ = [
+    "PORT_UNREACHABLE",
     "AddressChange",
     "ConnectionClosedError",
     "QotpConnection",

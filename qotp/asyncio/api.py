@@ -105,8 +105,16 @@ async def listen(
     key_log: Callable[[str], None] | None = None,
     crypto: CryptoLayer | None = None,
     sock: socket.socket | None = None,
+    icmp_errors: bool = False,
 ) -> QotpListener:
     """Bind a UDP socket and start the engine on it; the listener accepts and dials.
+
+    ``icmp_errors``: a dial whose handshake has not completed ends at once
+    (reason ABORTED, detail :data:`PORT_UNREACHABLE`) when the kernel reports
+    an ICMP port unreachable for its address (Linux, ``IP_RECVERR``), instead
+    of repeating its hello until a timeout.  ICMP is not authenticated, so
+    nothing else ends this way (established connections, accepted ones).  Off
+    by default: a dial may then wait for a server that is still starting.
 
     ``crypto`` picks the crypto layer (default: QOTP's native envelope with
     ``identity``); e.g. :class:`qotp.dtls_protection.DtlsCryptoLayer` runs
@@ -145,8 +153,11 @@ async def listen(
     endpoint = QotpEndpoint(
         identity=identity, configuration=configuration, key_log=key_log, crypto=crypto
     )
-    return QotpListener(endpoint, sock, loop)
+    return QotpListener(endpoint, sock, loop, icmp_errors=icmp_errors)
 
+
+PORT_UNREACHABLE = "the port is closed (ICMP port unreachable)"
+"""The detail of a dial ended by an ICMP port unreachable (``listen(icmp_errors=True)``)."""
 
 STREAM_LIMIT_BYTES = 64 * 1024
 """readuntil()/readline() give up when this many bytes came without a separator (asyncio's)."""
@@ -166,9 +177,15 @@ class QotpListener(ClosesOnExit):
     """One UDP socket with its QOTP engine: ``accept()`` incoming, ``dial()`` outgoing."""
 
     def __init__(
-        self, endpoint: QotpEndpoint, sock: socket.socket, loop: asyncio.AbstractEventLoop
+        self,
+        endpoint: QotpEndpoint,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        icmp_errors: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        self._icmp_errors = icmp_errors
         self._loop = loop
         self._connections: dict[int, QotpConnection] = {}
         self._accept_queue: asyncio.Queue[QotpConnection] = asyncio.Queue()
@@ -179,7 +196,7 @@ class QotpListener(ClosesOnExit):
         self._closed = False
         self._closed_event = asyncio.Event()
         self._diversion: tuple[bytes, DatagramHandler] | None = None
-        self.socket = UdpSocket(sock, loop, self._on_datagrams)
+        self.socket = self._udp_socket(sock)
 
     # -- public API -----------------------------------------------------------
 
@@ -315,7 +332,7 @@ class QotpListener(ClosesOnExit):
                 sock.close()
                 raise
         old_socket = self.socket
-        self.socket = UdpSocket(sock, self._loop, self._on_datagrams)
+        self.socket = self._udp_socket(sock)
         old_socket.close()
         new_address = self.local_address
         now = time.monotonic_ns()
@@ -384,6 +401,27 @@ class QotpListener(ClosesOnExit):
         self._flush_scheduled = False
         if not self._closed:
             self._flush(time.monotonic_ns())
+
+    def _udp_socket(self, sock: socket.socket) -> UdpSocket:
+        on_error = self._on_socket_error if self._icmp_errors else None
+        return UdpSocket(sock, self._loop, self._on_datagrams, on_error)
+
+    def _on_socket_error(self, error: OSError, destination: Address) -> None:
+        """An ICMP port unreachable ends our dials to that address that are still handshaking."""
+        if not isinstance(error, ConnectionRefusedError) or self._closed:
+            return
+        now = time.monotonic_ns()
+        for connection in list(self._connections.values()):
+            engine = connection.engine
+            if (
+                engine.is_initiator
+                and not engine.is_established
+                and not engine.is_terminated
+                and engine.path.address == destination
+            ):
+                engine.abort(now=now, detail=PORT_UNREACHABLE)
+                self.endpoint.mark_ready(engine)
+        self._flush(now)
 
     def _on_datagrams(self, datagrams: list[tuple[bytes, Address]]) -> None:
         now = time.monotonic_ns()

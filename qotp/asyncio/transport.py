@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import struct
 import sys
@@ -45,6 +46,13 @@ GRO_BUFFER_BYTES = 65_535
 
 _U16 = struct.Struct("=H")
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+_EXTENDED_ERROR = struct.Struct("=IBBBBII")  # struct sock_extended_err: errno, origin, ...
+MAX_ERRORS_PER_WAKEUP = 64
+
+ErrorHandler = Callable[[OSError, Address], None]
+"""Takes an ICMP error the kernel reported and the destination of the datagram it answers."""
 
 
 class UdpSocket:
@@ -55,9 +63,12 @@ class UdpSocket:
         sock: socket.socket,
         loop: asyncio.AbstractEventLoop,
         on_datagrams: Callable[[list[tuple[bytes, Address]]], None],
+        on_error: ErrorHandler | None = None,
     ) -> None:
+        """``on_error``: report ICMP errors (Linux ``IP_RECVERR``; elsewhere never called)."""
         self.sock = sock
         self._loop = loop
+        self._on_error = on_error
         self._on_datagrams = on_datagrams
         self._backlog: deque[tuple[bytes, Address]] = deque()
         self._writer_armed = False
@@ -86,6 +97,17 @@ class UdpSocket:
                 self._gro = True
             except OSError:
                 self._gro = False
+        if on_error is not None and sys.platform == "linux":
+            # An unconnected socket hears of ICMP errors only with IP_RECVERR (ip(7)); a
+            # v6 socket may carry v4-mapped traffic, so it asks for both.
+            levels = [(socket.IPPROTO_IP, _IP_RECVERR)]
+            if sock.family == socket.AF_INET6:
+                levels.append((socket.IPPROTO_IPV6, _IPV6_RECVERR))
+            for level, option in levels:
+                try:
+                    sock.setsockopt(level, option, 1)
+                except OSError as error:
+                    logger.debug("IP_RECVERR refused: %s", error)
         loop.add_reader(sock.fileno(), self._read_ready)
 
     @property
@@ -126,12 +148,41 @@ class UdpSocket:
             self.backlogged = False
         except OSError as error:
             self.backlogged = False
-            # ICMP errors (port unreachable) surface here on Linux; they say nothing
-            # the protocol does not learn by itself.
+            # ICMP errors (port unreachable) surface here on Linux, with IP_RECVERR.
             logger.debug("recv error: %s", error)
+            if self._on_error is not None:
+                self._read_errors()
         if datagrams:
             self.datagrams_received += len(datagrams)
             self._on_datagrams(datagrams)
+
+    def _read_errors(self) -> None:
+        """Empty the error queue (else the socket stays readable), reporting each error."""
+        assert self._on_error is not None
+        for _ in range(MAX_ERRORS_PER_WAKEUP):
+            try:
+                _, ancillary, _, address = self.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            except OSError:
+                return  # empty (or not Linux)
+            for level, kind, value in ancillary:
+                if (
+                    (level, kind)
+                    not in (
+                        (socket.IPPROTO_IP, _IP_RECVERR),
+                        (socket.IPPROTO_IPV6, _IPV6_RECVERR),
+                    )
+                    or len(value) < _EXTENDED_ERROR.size
+                    or not address
+                ):
+                    continue
+                number = _EXTENDED_ERROR.unpack_from(value)[0]
+                error = (
+                    ConnectionRefusedError(number, "Connection refused")
+                    if number == errno.ECONNREFUSED
+                    else OSError(number, os.strerror(number))
+                )
+                # msg_name is the destination of the datagram the error answers (ip(7)).
+                self._on_error(error, (str(address[0]), int(address[1])))
 
     # -- sending --------------------------------------------------------------
 

@@ -44,6 +44,7 @@ __all__ = [
     "Progress",
     "add_idle_timeout_option",
     "configuration_from",
+    "describe_file_error",
     "describe_socket_error",
     "format_bytes",
     "format_seconds",
@@ -54,6 +55,7 @@ __all__ = [
     "parse_positive_seconds",
     "parse_private_key",
     "parse_public_key",
+    "parse_secret",
     "resolve_peer",
     "run_async",
 ]
@@ -249,6 +251,11 @@ def parse_public_key(text: str) -> bytes:
     return raw
 
 
+def parse_secret(text: str) -> bytes:
+    """A 32-byte key-log secret (``QOTP_SHARED_SECRET``...): 64 hex digits."""
+    return _hex_key(text, what="secret")
+
+
 def parse_private_key(text: str) -> KeyPair:
     """An identity private key (the X25519 seed): 64 hex digits, not all zeros."""
     raw = _hex_key(text, what="private key")
@@ -298,6 +305,13 @@ async def resolve_peer(host: str, port: int) -> tuple[Address, str]:
     family, _type, _proto, _name, address = infos[0]
     local_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
     return (str(address[0]), int(address[1])), local_host
+
+
+def describe_file_error(error: OSError | UnicodeDecodeError) -> str:
+    """``No such file or directory``, not Python's ``[Errno 2] ...: 'name'`` repr."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"not {error.encoding} text (byte {error.start})"
+    return error.strerror or str(error)
 
 
 def describe_socket_error(error: OSError, host: str, port: int, *, binding: bool) -> str:

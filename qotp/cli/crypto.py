@@ -63,7 +63,9 @@ def add_crypto_options(parser: argparse.ArgumentParser, *, server: bool) -> None
     group.add_argument(
         "--psk-identity",
         metavar="ID",
-        help="dtls: the PSK's identity (default: empty)",
+        help="dtls: the identity a client must send with the PSK (default: any)"
+        if server
+        else "dtls: the identity sent with the PSK (default: empty)",
     )
 
 
@@ -127,6 +129,7 @@ def crypto_layer(
                 certificate_chain=chain,
                 private_key=key,
                 psk=psk,
+                psk_identity=identity,  # empty: any identity is taken
                 psk_identity_hint=b"",
             )
             return DtlsCryptoLayer(server=configuration)

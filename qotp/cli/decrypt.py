@@ -9,25 +9,42 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from qotp.cli.common import CliError, Command, Output, parse_count, parse_port
+from qotp.cli.common import (
+    CliError,
+    Command,
+    Output,
+    describe_file_error,
+    parse_count,
+    parse_port,
+    parse_secret,
+)
 from qotp.cli.keylog import KEY_LOG_ENVIRONMENT_VARIABLE
 from qotp.decrypt import decrypt_packet, describe_result
 from qotp.envelope import DEFAULT_MTU, MAX_EPOCH
 from qotp.tool import format_address
 
 if TYPE_CHECKING:
-    from qotp.capture import DecryptedDatagram
+    from qotp.capture import CaptureDecryptor, DecryptedDatagram, KeyLog
 
 __all__ = ["COMMAND"]
+
+MAX_HELD_LINES = 10_000
+"""Lines held back while no key-log secret matched; past this they stream (memory)."""
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("packet", nargs="?", help="one datagram (the UDP payload) in hex")
     parser.add_argument(
-        "--secret", metavar="HEX", help="QOTP_SHARED_SECRET of the key log (InitRcv, Data, ...)"
+        "--secret",
+        type=parse_secret,
+        metavar="HEX",
+        help="QOTP_SHARED_SECRET of the key log (InitRcv, Data, ...)",
     )
     parser.add_argument(
-        "--secret-id", metavar="HEX", help="QOTP_SHARED_SECRET_ID of the key log (InitCryptoSnd)"
+        "--secret-id",
+        type=parse_secret,
+        metavar="HEX",
+        help="QOTP_SHARED_SECRET_ID of the key log (InitCryptoSnd)",
     )
     parser.add_argument(
         "--epoch",
@@ -105,12 +122,17 @@ def _decrypt_capture(arguments: argparse.Namespace, output: Output) -> int:
             f"--pcap needs --keylog FILE (or ${KEY_LOG_ENVIRONMENT_VARIABLE}): the key log "
             "that `qotp serve/send --keylog` wrote during the capture"
         )
+    if arguments.write:
+        _check_writable(arguments.write)  # before the work, not after it
     counts: Counter[str] = Counter()
     failures: Counter[str] = Counter()
     packets: set[int] = set()
     split_packets: set[int] = set()
     written: list[DecryptedDatagram] = []
     first_timestamp: list[float] = []
+    # Lines wait until a datagram needed a secret and the key log had it: a key log of
+    # other connections is then one line, not one per datagram.
+    held: list[tuple[dict[str, Any], str]] | None = []
     try:
         key_log = KeyLog.load(arguments.keylog)
         decryptor = CaptureDecryptor(key_log, mtu=arguments.mtu)
@@ -130,7 +152,19 @@ def _decrypt_capture(arguments: argparse.Namespace, output: Output) -> int:
                 written.append(datagram)
             if not first_timestamp:
                 first_timestamp.append(datagram.packet.timestamp)
-            output.result(datagram.as_json(), _capture_line(datagram, first_timestamp[0]))
+            line = (datagram.as_json(), _capture_line(datagram, first_timestamp[0]))
+            if held is None:
+                output.result(*line)
+                continue
+            held.append(line)
+            if decryptor.connections_with_secret or len(held) >= MAX_HELD_LINES:
+                for record, text in held:
+                    output.result(record, text)
+                held = None
+        if decryptor.connections_without_secret and not decryptor.connections_with_secret:
+            raise CliError(_no_matching_secret(arguments.keylog, key_log, decryptor))
+        for record, text in held or ():
+            output.result(record, text)
         if arguments.write:
             write_decrypted(arguments.write, written)
     except CaptureError as error:
@@ -161,6 +195,40 @@ def _decrypt_capture(arguments: argparse.Namespace, output: Output) -> int:
             "of this capture's connections?"
         )
     return 0
+
+
+def _check_writable(path: str) -> None:
+    """Fail now if ``--write`` cannot be written, leaving nothing behind."""
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "ab"):
+            pass
+        if not existed:
+            os.unlink(path)
+    except OSError as error:
+        raise CliError(
+            f"cannot write {path}: {describe_file_error(error)}: check --write"
+        ) from None
+
+
+def _no_matching_secret(path: str, key_log: KeyLog, decryptor: CaptureDecryptor) -> str:
+    """The one line for a key log that holds no secret of the capture's connections."""
+    missing = sorted(decryptor.connections_without_secret)
+    names = ", ".join(f"{connection_id:x}" for connection_id in missing[:3])
+    if len(missing) > 3:
+        names += ", ..."
+    held = len(key_log.shared_secrets) + len(key_log.shared_secret_ids)
+    contents = (
+        f"it holds {held} secret{'s' if held != 1 else ''} of other connections"
+        if held
+        else "it holds no QOTP secret lines at all"
+    )
+    many = "the connection" if len(missing) == 1 else f"any of the {len(missing)} connections"
+    return (
+        f"the key log {path} has no secret for {many} in the capture ({names}; {contents}): "
+        "give the key log written while this capture was taken (`qotp serve/send --keylog "
+        f"FILE` or ${KEY_LOG_ENVIRONMENT_VARIABLE})"
+    )
 
 
 def _capture_line(datagram: DecryptedDatagram, start: float) -> str:

@@ -67,12 +67,20 @@ class FileProgressDisplay:
     """A transfer observer that shows progress per file and in total (``verb``: sent/received)."""
 
     def __init__(
-        self, output: Output, *, verb: str, total_bytes: int = 0, file_lines: bool = True
+        self,
+        output: Output,
+        *,
+        verb: str,
+        total_bytes: int = 0,
+        file_lines: bool = True,
+        failure_lines: bool = True,
     ) -> None:
         self.output = output
         self.verb = verb
         self.file_lines = file_lines
         """Print a line per finished file (off where the caller prints its own)."""
+        self.failure_lines = failure_lines
+        """Print a line per failed file (off where the caller's summary names the failures)."""
         self.total_bytes = total_bytes
         self.done_bytes = 0
         """Bytes through so far (sent or skipped), over all files."""
@@ -154,7 +162,7 @@ class FileProgressDisplay:
         task = self._file_tasks.pop(event.path, None)
         if task is not None and self._rich is not None:
             self._rich.remove_task(task)
-        if self.output.json or not self.file_lines:
+        if self.output.json or not self.file_lines or not (event.ok or self.failure_lines):
             return
         if event.ok:
             how = f"{format_bytes(event.size)}"

@@ -12,6 +12,7 @@ from qotp.cli.common import (
     CliError,
     Command,
     Output,
+    describe_file_error,
     describe_socket_error,
     format_bytes,
     parse_bind_address,
@@ -19,6 +20,7 @@ from qotp.cli.common import (
     parse_positive_seconds,
     parse_private_key,
     parse_public_key,
+    resolve_peer,
     run_async,
 )
 from qotp.cli.files import FileProgressDisplay, file_record
@@ -146,7 +148,8 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             ReceiveDirectory(arguments.receive_dir)
         except OSError as error:
             raise CliError(
-                f"cannot use {arguments.receive_dir} as the receive directory: {error.strerror}"
+                f"cannot use {arguments.receive_dir} as the receive directory: "
+                f"{describe_file_error(error)}: pick a directory we may write into"
             ) from None
     identity: KeyPair = arguments.seed_hex or KeyPair.generate()
     started = time.monotonic()
@@ -265,9 +268,12 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
 
     async def main() -> int:
         host, port = arguments.listen
+        # Resolved now: a name that does not resolve is one line at once, and the
+        # rendezvous's answers come from the address, which a host name never equals.
+        rendezvous, _ = await resolve_peer(*arguments.rendezvous)
         try:
             peer = await Peer.start(
-                arguments.rendezvous,
+                rendezvous,
                 arguments.name,
                 host=host,
                 port=port,

@@ -13,6 +13,7 @@ from qotp.cli.common import (
     Output,
     add_idle_timeout_option,
     configuration_from,
+    describe_file_error,
     describe_socket_error,
     format_bytes,
     parse_bind_address,
@@ -79,7 +80,7 @@ def read_key_file(path: Path) -> set[bytes]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise CliError(f"cannot read the key file {path}: {error}") from None
+        raise CliError(f"cannot read the key file {path}: {describe_file_error(error)}") from None
     keys = set()
     for number, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
@@ -150,7 +151,8 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
             receiver = FileReceiver(arguments.dir, allowed_keys=allowed, on_event=observe)
         except OSError as error:
             raise CliError(
-                f"cannot use {arguments.dir} as the receive directory: {error.strerror}"
+                f"cannot use {arguments.dir} as the receive directory: "
+                f"{describe_file_error(error)}: pick a directory we may write into"
             ) from None
         try:
             listener = await listen(

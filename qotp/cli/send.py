@@ -88,7 +88,11 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
         address, local_host = await resolve_peer(host, port)
         try:
             listener = await listen(
-                local_host, 0, key_log=key_log_writer(arguments.keylog), crypto=crypto
+                local_host,
+                0,
+                key_log=key_log_writer(arguments.keylog),
+                crypto=crypto,
+                icmp_errors=True,  # a closed port fails at once, not after --timeout
             )
         except OSError as error:
             raise CliError(describe_socket_error(error, local_host, 0, binding=True)) from None

@@ -82,7 +82,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(arguments: argparse.Namespace, output: Output) -> int:
-    from qotp.asyncio import listen
+    from qotp.asyncio import PORT_UNREACHABLE, ConnectionClosedError, listen
 
     host, port = arguments.address
     try:
@@ -92,7 +92,14 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
     for skipped in manifest.skipped:
         output.note(f"skipping {skipped} (a link or a special file)")
     identity: KeyPair = arguments.seed_hex or KeyPair.generate()
-    display = FileProgressDisplay(output, verb="sent", total_bytes=manifest.total_bytes)
+    # Failed files: the failure line names the first; -v lists each as it fails.
+    display = FileProgressDisplay(
+        output,
+        verb="sent",
+        total_bytes=manifest.total_bytes,
+        failure_lines=output.verbosity > 0,
+    )
+    key_note: list[str] = []  # shown once the transfer succeeded (a failure is one line)
     started = time.monotonic()
 
     async def main() -> TransferSummary:
@@ -103,6 +110,7 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 0,
                 identity=identity,
                 configuration=configuration_from(arguments),
+                icmp_errors=True,  # a closed port fails at once, not after --timeout
             )
         except OSError as error:
             raise CliError(describe_socket_error(error, local_host, 0, binding=True)) from None
@@ -111,16 +119,25 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
                 connection = await listener.dial(
                     address, peer_public_key=arguments.pubkey, timeout=arguments.timeout
                 )
-            except (TimeoutError, ConnectionError):
-                raise CliError(
-                    f"no answer from {format_address(address)} within {arguments.timeout:g} s: "
-                    "is `qotp receive-files` running there (and the --pubkey right)?"
-                ) from None
+            except (TimeoutError, ConnectionError) as error:
+                where = format_address(address)
+                if isinstance(error, ConnectionClosedError) and error.detail == PORT_UNREACHABLE:
+                    message = (
+                        f"nothing answers at {where}: {PORT_UNREACHABLE}: "
+                        "is `qotp receive-files` running there, on this port?"
+                    )
+                else:
+                    message = (
+                        f"no answer from {where} within {arguments.timeout:g} s: "
+                        "is `qotp receive-files` running there (and the --pubkey right)?"
+                    )
+                raise CliError(message) from None
             if arguments.pubkey is None and connection.peer_public_key is not None:
-                output.note(
+                key_note.append(
                     f"receiver key {connection.peer_public_key.hex()} "
                     "(pin it next time with --pubkey)"
                 )
+                output.detail(key_note[0])
             try:
                 summary = await send_files(
                     connection, manifest, parallel=arguments.parallel, on_event=display
@@ -147,15 +164,24 @@ def _run(arguments: argparse.Namespace, output: Output) -> int:
     def partial_report() -> dict[str, Any]:
         return {"ok": False, "files": display.files_ok, "interrupted": True}
 
-    summary = run_async(main, interrupted=interrupted, report=partial_report)
+    summary = run_async(
+        main, interrupted=interrupted, report=partial_report if output.json else None
+    )
     record = summary_record(summary)
     if not summary.ok:
         first = summary.errors[0] if summary.errors else "failed"
+        failed = f"{summary.files_failed} of {len(manifest.files)} files failed"
+        if summary.files_failed == 1:
+            message = f"{failed}: {first}"
+        else:
+            listed = "" if output.verbosity > 0 else "; -v lists each"
+            message = f"{failed} (the first: {first}{listed})"
         raise CliError(
-            f"{summary.files_failed} of {len(manifest.files)} files failed (first: {first}); "
-            "run the same command again to resume",
+            f"{message}; run the same command again to resume",
             report=record if output.json else None,
         )
+    if key_note and output.verbosity <= 0:
+        output.note(key_note[0])
     if output.json:
         output.result(record)
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +198,10 @@ class ReceiveDirectory:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = Path(os.path.realpath(root))
+        # A directory we may not write into fails now (OSError), not once per file.
+        handle, probe = tempfile.mkstemp(dir=self.root, prefix=".qotp-write-probe-")
+        os.close(handle)
+        os.unlink(probe)
 
     def _inside(self, path: Path) -> bool:
         return path == self.root or self.root in path.parents
