@@ -97,7 +97,11 @@ def test_usage_errors(
     [
         ("missing", ["cannot read the certificate file", "No such file"]),
         ("garbage", ["holds no PEM certificate", "check --cert"]),
-        ("bad key", ["holds no usable PEM private key", "check --key"]),
+        (
+            "bad key",
+            ["cannot read the private key ", ": not a PEM or DER private key (check --key)"],
+        ),
+        ("certificate as key", ["it holds a certificate, not a key (check --key)"]),
         ("wrong key", ["does not belong to the certificate"]),
     ],
 )
@@ -108,11 +112,33 @@ def test_bad_certificate_and_key_files(
         "missing": ("/nonexistent/cert.pem", files["key"]),
         "garbage": (files["garbage"], files["key"]),
         "bad key": (files["cert"], files["garbage"]),
+        "certificate as key": (files["cert"], files["cert"]),
         "wrong key": (files["cert"], files["other.key"]),
     }[case]
     code = main(["server", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key])
     captured = capsys.readouterr()
     _one_line_failure(code, captured.out, captured.err, 1, *needles)
+    assert "http" not in captured.err  # not cryptography's text with its FAQ link
+
+
+def test_der_private_key_is_read_like_openssl_keyform_der(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from dtls.cli.common import load_chain_and_key
+
+    key = load_private_key(Path(files["key"]).read_bytes())
+    der = tmp_path / "key.der"
+    der.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    _, loaded = load_chain_and_key(files["cert"], str(der))
+    assert loaded.private_numbers() == key.private_numbers()
 
 
 def test_json_failures_are_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..config import (
@@ -71,7 +74,12 @@ logger = logging.getLogger("dtls.cli")
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-MAX_MESSAGE_CHARS = 600  # one line, well under the 4 KB a failure may print
+MAX_MESSAGE_CHARS = 600
+SIGNING_KEY_TYPES = (
+    ec.EllipticCurvePrivateKey,
+    rsa.RSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+)  # one line, well under the 4 KB a failure may print
 
 T = TypeVar("T")
 
@@ -274,21 +282,43 @@ def load_chain_and_key(
             "check --cert"
         ) from None
     key_file = key_path or certificate_path
-    try:
-        key = load_private_key(_read(key_file, "private key"))
-    except TypeError:
-        raise CliError(
-            f"the private key in {key_file!r} is encrypted: give an unencrypted one"
-        ) from None
-    except (ValueError, DTLSError) as error:
-        hint = "give --key" if key_path is None else "check --key"
-        raise CliError(f"{key_file!r} holds no usable PEM private key ({error}): {hint}") from None
+    key = _load_key(key_file, _read(key_file, "private key"), key_option_given=key_path is not None)
     if _public(chain[0]) != _public_of_key(key):
         raise CliError(
             f"the private key in {key_file!r} does not belong to the certificate in "
             f"{certificate_path!r}: check --cert and --key"
         )
     return chain, key
+
+
+def _load_key(path: str, data: bytes, *, key_option_given: bool) -> CertificatePrivateKey:
+    """A PEM (or, like ``openssl -keyform DER``, DER) private key, or one line saying why not.
+
+    cryptography's own messages (long, with a URL) are not shown: the cause is
+    almost always the wrong file, which the line names.
+    """
+    try:
+        if b"-----BEGIN" in data:
+            return load_private_key(data)
+        key = serialization.load_der_private_key(data, None)
+    except TypeError:
+        raise CliError(f"the private key in {path} is encrypted: give an unencrypted one") from None
+    except (ValueError, UnsupportedAlgorithm):
+        hint = "check --key" if key_option_given else "give --key"
+        if b"PRIVATE KEY-----" not in data and b"-----BEGIN CERTIFICATE" in data:
+            raise CliError(
+                f"cannot read the private key {path}: it holds a certificate, not a key ({hint})"
+            ) from None
+        raise CliError(
+            f"cannot read the private key {path}: not a PEM or DER private key ({hint})"
+        ) from None
+    except DTLSError:  # a PEM key of a type we cannot sign with
+        key = None
+    if not isinstance(key, SIGNING_KEY_TYPES):
+        raise CliError(
+            f"cannot use the private key {path}: DTLS signatures need an EC, RSA or Ed25519 key"
+        )
+    return key
 
 
 def _public(certificate: x509.Certificate) -> bytes:
