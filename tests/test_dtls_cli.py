@@ -81,6 +81,15 @@ def _one_line_failure(code: int, out: str, err: str, expected_code: int, *needle
             ["no cipher suite for the allowed versions", "DTLS 1.3 needs"],
         ),
         (["server", "--listen", "127.0.0.1:0"], ["a server needs --cert"]),
+        (
+            ["client", "127.0.0.1:1", "--insecure", "--sess-out", "/nonexistent/sess"],
+            ["argument --sess-out: cannot write the session to /nonexistent/sess: no directory"],
+        ),
+        (
+            ["client", "127.0.0.1:1", "--insecure", "--keylog", "/nonexistent/k.log"],
+            ["argument --keylog: cannot write the key log to /nonexistent/k.log: no directory"],
+        ),
+        (["client", "127.0.0.1:1", "--sess-out", "/"], ["/ is a directory"]),
         ([], ["name a command: server or client"]),
     ],
 )
@@ -277,17 +286,10 @@ def test_json_client_reports_and_resumption(files: dict[str, str], tmp_path: Pat
         private_key=load_private_key(Path(files["key"]).read_bytes()),
     )
 
-    async def answer_close(server: dtls_asyncio.DTLSServer) -> None:
-        while True:
-            connection = await server.accept()
-            while await connection.recv():
-                pass
-            connection.close()
-
     async def run() -> list[tuple[int, str, str]]:
         async with dtls_asyncio.serve("127.0.0.1", 0, chain_and_key) as server:
             _, port = server.local_address
-            closer = asyncio.create_task(answer_close(server))
+            closer = asyncio.create_task(_answer_close(server))
             results = []
             for option in ("--sess-out", "--sess-in"):
                 results.append(
@@ -316,6 +318,56 @@ def test_json_client_reports_and_resumption(files: dict[str, str], tmp_path: Pat
     assert connected[0]["version"] == "DTLSv1.3" and connected[0]["resumed"] is False
     assert connected[1]["resumed"] is True
     assert len(bytes.fromhex(connected[0]["keying_material"])) == 20
+
+
+def test_unusable_sess_in_is_a_warning_then_a_full_handshake(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    """openssl s_client carries on without the session; so do we, saying why in one line
+    ("path: strerror", not Python's errno repr), with exit 0 as the session succeeds."""
+    configuration = DTLSConfiguration(
+        is_client=False,
+        certificate_chain=load_certificate_chain(Path(files["cert"]).read_bytes()),
+        private_key=load_private_key(Path(files["key"]).read_bytes()),
+    )
+    missing = str(tmp_path / "missing.sess")
+
+    async def run() -> list[tuple[int, str, str]]:
+        async with dtls_asyncio.serve("127.0.0.1", 0, configuration) as server:
+            _, port = server.local_address
+            closer = asyncio.create_task(_answer_close(server))
+            results = [
+                await _run_cli(
+                    "client",
+                    f"127.0.0.1:{port}",
+                    "--cafile",
+                    files["ca"],
+                    "--sess-in",
+                    sess_in,
+                    stdin=b"hi\n",
+                )  # fmt: skip
+                for sess_in in (missing, files["garbage"])
+            ]
+            closer.cancel()
+            return results
+
+    (code, _, err), (garbage_code, _, garbage_err) = asyncio.run(run())
+    assert code == 0, err
+    assert f"not resuming: {missing}: No such file or directory; doing a full handshake" in err
+    assert "Errno" not in err and "Traceback" not in err
+    assert "new session" in err
+    assert garbage_code == 0, garbage_err
+    assert f"not resuming: {files['garbage']}: " in garbage_err
+    assert "new session" in garbage_err
+
+
+async def _answer_close(server: dtls_asyncio.DTLSServer) -> None:
+    """Serve peers one after another: read until close_notify, answer it."""
+    while True:
+        connection = await server.accept()
+        while await connection.recv():
+            pass
+        connection.close()
 
 
 def test_dtls_never_imports_qotp_nor_the_cli_extras() -> None:

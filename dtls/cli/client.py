@@ -30,6 +30,7 @@ from .common import (
     load_trust_anchors,
     parse_bind_address,
     parse_hex,
+    parse_output_file,
     parse_peer_address,
     run_async,
     versions_from,
@@ -71,9 +72,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bind", type=parse_bind_address, metavar="HOST:PORT", help="local address to send from"
     )
-    parser.add_argument("--sess-in", metavar="FILE", help="resume the session saved in FILE")
     parser.add_argument(
-        "--sess-out", metavar="FILE", help="save the session to FILE (it holds secrets)"
+        "--sess-in",
+        metavar="FILE",
+        help="resume the session saved in FILE; a missing or unusable FILE is a warning "
+        "and a full handshake (as with openssl), and the exit status is the session's",
+    )
+    parser.add_argument(
+        "--sess-out",
+        type=parse_output_file("session"),
+        metavar="FILE",
+        help="save the session to FILE at the end (it holds secrets); exit 1 when there "
+        "is none to save",
     )
     add_common_options(parser)
 
@@ -95,8 +105,13 @@ def _configuration(arguments: argparse.Namespace, output: Output) -> DTLSConfigu
         try:
             with open(arguments.sess_in, "rb") as saved:
                 options["session"] = load_saved_session(saved.read())
-        except (OSError, DTLSError) as error:
-            output.note(f"not resuming: {arguments.sess_in}: {error}")
+        except OSError as error:
+            output.note(
+                f"not resuming: {arguments.sess_in}: {error.strerror or error}; "
+                "doing a full handshake"
+            )
+        except DTLSError as error:
+            output.note(f"not resuming: {arguments.sess_in}: {error}; doing a full handshake")
     connection_id = None
     if arguments.own_cid is not None:
         connection_id = arguments.own_cid
@@ -159,15 +174,8 @@ async def _client(
     report_connected(output, connection, arguments, peer=peer, lead=f"connected to {peer}: ")
     clean = await _pipe(connection, output, counts)
     # Saved at the end: a DTLS 1.3 server sends its ticket after the handshake.
-    session = connection.connection.session
-    if arguments.sess_out and session is not None:
-        try:
-            with open(arguments.sess_out, "wb") as saved:
-                saved.write(session.to_bytes())
-        except OSError as error:
-            output.note(f"cannot save the session to {arguments.sess_out}: {error.strerror}")
-    elif arguments.sess_out:
-        output.note("no session to save: the server sent no ticket")
+    if arguments.sess_out:
+        _save_session(connection, arguments.sess_out)
     output.event(
         {
             "event": "closed",
@@ -178,6 +186,19 @@ async def _client(
         None if clean else "closed without the server's close_notify",
     )
     return 0
+
+
+def _save_session(connection: dtls_asyncio.AsyncDTLSConnection, path: str) -> None:
+    session = connection.connection.session
+    if session is None:
+        raise CliError(
+            f"no session to save to {path}: the server sent no ticket (it may not offer resumption)"
+        )
+    try:
+        with open(path, "wb") as saved:
+            saved.write(session.to_bytes())
+    except OSError as error:
+        raise CliError(f"cannot save the session to {path}: {error.strerror or error}") from None
 
 
 async def _pipe(

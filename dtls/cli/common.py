@@ -14,6 +14,7 @@ import asyncio
 import errno
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -63,6 +64,7 @@ __all__ = [
     "parse_ciphers",
     "parse_groups",
     "parse_hex",
+    "parse_output_file",
     "parse_peer_address",
     "parse_srtp_profiles",
     "run_async",
@@ -218,6 +220,33 @@ def parse_hex(what: str, *, minimum: int = 1, maximum: int = 255) -> Callable[[s
                 f"{what} must be {minimum} to {maximum} bytes, got {len(value)}"
             )
         return value
+
+    parse.__name__ = what
+    return parse
+
+
+def parse_output_file(what: str) -> Callable[[str], str]:
+    """An argparse type for a file we write at the end (``--sess-out``, ``--keylog``).
+
+    Checked up front, so that a typo in the directory is a usage error at once
+    rather than a failure after the whole session.
+    """
+
+    def parse(text: str) -> str:
+        path = Path(text)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory: name a file for the {what}")
+        directory = path.parent
+        if not directory.is_dir():
+            raise argparse.ArgumentTypeError(
+                f"cannot write the {what} to {text}: no directory {directory}"
+            )
+        writable = os.access(path, os.W_OK) if path.exists() else os.access(directory, os.W_OK)
+        if not writable:
+            raise argparse.ArgumentTypeError(
+                f"cannot write the {what} to {text}: permission denied"
+            )
+        return text
 
     parse.__name__ = what
     return parse
