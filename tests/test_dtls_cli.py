@@ -225,6 +225,66 @@ def test_handshake_failure_names_the_alert(files: dict[str, str]) -> None:
     _one_line_failure(code, out, err, 1, "failed: unknown_psk_identity", "check --psk-identity")
 
 
+def _certificate_server(files: dict[str, str]) -> DTLSConfiguration:
+    return DTLSConfiguration(
+        is_client=False,
+        certificate_chain=load_certificate_chain(Path(files["cert"]).read_bytes()),
+        private_key=load_private_key(Path(files["key"]).read_bytes()),
+    )
+
+
+def test_the_wrong_kind_of_credentials_is_named(files: dict[str, str]) -> None:
+    """A certificate client at a PSK-only server (which used to be silence, then "no
+    answer"), and a PSK client at a certificate server ("no trust anchors" before)."""
+    psk_server = DTLSConfiguration(
+        is_client=False, psk=bytes.fromhex("00112233"), psk_identity=b"expected"
+    )
+
+    async def run() -> list[tuple[int, str, str]]:
+        async with (
+            dtls_asyncio.serve("127.0.0.1", 0, psk_server) as with_psk,
+            dtls_asyncio.serve("127.0.0.1", 0, _certificate_server(files)) as with_certificate,
+        ):
+            psk_port, certificate_port = (
+                with_psk.local_address[1],
+                with_certificate.local_address[1],
+            )
+            return [
+                await _run_cli("client", f"127.0.0.1:{psk_port}", "--insecure", "--timeout", "10"),
+                await _run_cli(
+                    "client", f"127.0.0.1:{psk_port}", "--insecure", "--dtls1_2", "--timeout", "10"
+                ),
+                await _run_cli(
+                    "client",
+                    f"127.0.0.1:{certificate_port}",
+                    "--psk",
+                    "00112233",
+                    "--timeout",
+                    "10",
+                ),  # fmt: skip
+                await _run_cli(
+                    "client",
+                    f"127.0.0.1:{certificate_port}",
+                    "--psk",
+                    "00112233",
+                    "--dtls1_2",
+                    "--timeout",
+                    "10",
+                ),  # fmt: skip
+            ]
+
+    insecure13, insecure12, psk13, psk12 = asyncio.run(run())
+    for result in (insecure13, insecure12):
+        _one_line_failure(*result, 1, "failed: handshake_failure", "it may want a PSK (--psk)")
+    _one_line_failure(
+        *psk13, 1, "the server did not take our PSK: it wants certificate authentication",
+        "instead of --psk",
+    )  # fmt: skip
+    _one_line_failure(
+        *psk12, 1, "failed: handshake_failure", "it may want certificate authentication"
+    )
+
+
 def test_ctrl_c_is_one_line_and_130(files: dict[str, str]) -> None:
     async def run() -> tuple[int, str]:
         async with dtls_cli(

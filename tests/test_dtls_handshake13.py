@@ -17,7 +17,7 @@ from dtls_helpers import (
 )
 from netsim import LinkConditions
 
-from dtls.config import DEFAULT_VERSIONS, DTLSConfiguration
+from dtls.config import DEFAULT_VERSIONS, DTLSConfiguration, DTLSVersion
 from dtls.connection import DTLSConnection, HandshakeState, ServerContext
 from dtls.errors import AlertDescription, LocalProtocolError
 from dtls.events import ConnectionTerminated, Event, HandshakeCompleted, PeerClosedWrite
@@ -508,3 +508,35 @@ def test_endpoint_connect_sends_early_data() -> None:
         for datagram, _ in client.datagrams_to_send(now):
             server.receive_datagram(datagram, CLIENT_ADDRESS, now)
     assert connection.is_established and connection.early_data_accepted
+
+
+@pytest.mark.parametrize("versions", [DTLS_1_3_ONLY, DTLS_1_2_ONLY], ids=["1.3", "1.2"])
+def test_no_common_kind_of_authentication_is_a_handshake_failure_both_sides_read(
+    versions: tuple[DTLSVersion, ...],
+) -> None:
+    """RFC 8446 4.1.1 and RFC 5246 7.4.1.3: nothing to agree on is a handshake_failure alert.
+
+    A certificate client and a PSK-only server: the 1.3 server used to fail after its
+    ServerHello, so its alert went out under handshake keys the client did not have yet
+    (the client saw silence).  A PSK client and a certificate server: the 1.3 client says
+    the server did not take its PSK, rather than that the certificate is bad.
+    """
+    certificate_client, certificate_server, _ = configs(versions=versions)
+    psk_server = DTLSConfiguration(is_client=False, versions=versions, psk=bytes(16))
+    client, server, now = _settled(certificate_client, psk_server)
+    (ended,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
+    assert ended.alert is AlertDescription.handshake_failure and ended.alert_received
+    assert now < SECOND_NS  # an answer, not the handshake timeout
+    (failed,) = [e for e in _events(server) if isinstance(e, ConnectionTerminated)]
+    assert "we have no certificate" in failed.reason
+
+    psk_client = DTLSConfiguration(versions=versions, psk=bytes(16), psk_identity=b"me")
+    client, server, now = _settled(psk_client, certificate_server)
+    (ended,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
+    (failed,) = [e for e in _events(server) if isinstance(e, ConnectionTerminated)]
+    assert ended.alert is failed.alert is AlertDescription.handshake_failure
+    assert now < SECOND_NS
+    if versions == DTLS_1_3_ONLY:  # 1.3 lets the server choose a certificate instead
+        assert "the server did not take our PSK" in ended.reason and failed.alert_received
+    else:  # a 1.2 PSK client offers only PSK suites
+        assert "the client offers only PSK suites and we have no PSK" in failed.reason

@@ -165,9 +165,17 @@ async def _client(
                 raise CliError(
                     describe_socket_error(error, bind_host, bind_port, binding=True)
                 ) from None
-        raise CliError(describe_connect_failure(error, host, port, arguments.timeout)) from None
+        raise CliError(
+            describe_connect_failure(
+                error, host, port, arguments.timeout, psk=arguments.psk is not None
+            )
+        ) from None
     except (ConnectionError, DTLSError) as error:
-        raise CliError(describe_connect_failure(error, host, port, arguments.timeout)) from None
+        raise CliError(
+            describe_connect_failure(
+                error, host, port, arguments.timeout, psk=arguments.psk is not None
+            )
+        ) from None
     counts["connected"] = 1
     write_key_log(arguments.keylog, connection.connection.key_log_lines())
     peer = format_address(host, port)

@@ -396,8 +396,10 @@ def describe_socket_error(error: OSError, host: str, port: int, *, binding: bool
     return f"{where}: {error.strerror or error}"
 
 
-def describe_connect_failure(error: BaseException, host: str, port: int, timeout: float) -> str:
-    """One line for a client whose handshake did not complete."""
+def describe_connect_failure(
+    error: BaseException, host: str, port: int, timeout: float, *, psk: bool = False
+) -> str:
+    """One line for a client whose handshake did not complete (``psk``: we offered one)."""
     where = format_address(host, port)
     if isinstance(error, ConnectionRefusedError):
         return str(error) or f"nothing answers at {where}: is the server running?"
@@ -409,13 +411,27 @@ def describe_connect_failure(error: BaseException, host: str, port: int, timeout
     if isinstance(error, OSError) and not isinstance(error, ConnectionError):
         return describe_socket_error(error, host, port, binding=False)
     reason = str(error)
-    hint = _alert_hint(reason)
+    hint = _alert_hint(reason, psk=psk)
     return f"handshake with {where} failed: {reason}" + (f" ({hint})" if hint else "")
 
 
-def _alert_hint(reason: str) -> str:
+def _alert_hint(reason: str, *, psk: bool) -> str:
     """What to try for the alerts people meet most."""
     name = reason.split(":", 1)[0].strip()
+    if name == AlertDescription.handshake_failure.name:
+        if "did not take our PSK" in reason:
+            return "give --cafile, or --insecure, instead of --psk"
+        if "received from peer" in reason:
+            # The server found nothing to agree on; most often the kind of credentials.
+            wanted = (
+                "certificate authentication (--cafile or --insecure instead of --psk)"
+                if psk
+                else "a PSK (--psk)"
+            )
+            return (
+                f"the server accepts none of the cipher suites we offered: it may want {wanted}; "
+                "else compare --cipher/--groups on both sides"
+            )
     hints = {
         AlertDescription.bad_certificate.name: "check --cafile and --servername, or --insecure",
         AlertDescription.unknown_ca.name: "the peer does not trust our certificate",
