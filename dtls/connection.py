@@ -152,6 +152,9 @@ class DTLSConnection:
         )
         self._handshake: Handshake = self._choose_handshake()
         self._reassembler = HandshakeReassembler()
+        # DTLS 1.2: the peer's messages below this message_seq came before our current
+        # flight (they are what it answers); a repeat of one means ours was lost.
+        self._answered_below = 0
         self._handshake_deadline: int | None = None
         self._last_receive_ns = 0
         # application side
@@ -747,10 +750,14 @@ class DTLSConnection:
                 handshake13 = self._handshake13
                 if handshake13 is not None:
                     handshake13.handle_peer_repeat(self._now)
-                else:
+                elif fragment.message_seq < self._answered_below:
                     self._flights.resend_on_peer_repeat(
                         established=self._state is HandshakeState.ESTABLISHED
                     )
+                # else: a repeat of the flight the peer sent after ours, which therefore
+                # arrived: resending ours would only answer its retransmissions with ours,
+                # and two peers doing that ping-pong at wire speed (a 1.2 client with the
+                # wrong PSK, whose Finished we cannot decrypt, met a server doing so).
                 continue
             if self._state is HandshakeState.ESTABLISHED and self._handshake13 is None:
                 # A new handshake after ours finished: renegotiation, which we refuse.
@@ -784,7 +791,10 @@ class DTLSConnection:
             handshake13.handle_post_handshake(message, epoch, now)
             return
         self._log_message(message)
+        flights_begun = self._flights.begun
         self._handshake.handle_message(message, now)
+        if self._flights.begun != flights_begun:
+            self._answered_below = message.message_seq + 1
         replacement = getattr(self._handshake, "replacement", None)
         if replacement is not None:
             self._handshake = replacement  # the version was decided: 1.2 took over
