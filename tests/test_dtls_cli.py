@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,85 @@ def test_the_wrong_kind_of_credentials_is_named(files: dict[str, str]) -> None:
     _one_line_failure(
         *psk12, 1, "failed: handshake_failure", "it may want certificate authentication"
     )
+
+
+def test_server_logs_each_failed_handshake(files: dict[str, str]) -> None:
+    """One line per failed handshake: who, the alert, what to check (m6)."""
+    psk = bytes.fromhex("00112233")
+    clients = {
+        "wrong psk": DTLSConfiguration(psk=bytes.fromhex("ffeeddcc"), psk_identity=b"expected"),
+        "wrong identity": DTLSConfiguration(psk=psk, psk_identity=b"other"),
+        "certificate client": DTLSConfiguration(verify_peer=False),
+    }
+
+    async def run() -> bytes:
+        async with dtls_cli(
+            "server", "--listen", "127.0.0.1:0", "--psk", psk.hex(), "--psk-identity",
+            "expected", stdout=PIPE, stderr=PIPE,
+        ) as server:  # fmt: skip
+            assert server.stderr is not None
+            listening = await read_until(server.stderr, b"listening on")
+            port = int(listening.split(b":")[-1])
+            for configuration in clients.values():
+                with pytest.raises(ConnectionError):
+                    await dtls_asyncio.connect("127.0.0.1", port, configuration)
+            seen = b""
+            for _ in clients:
+                seen += await read_until(server.stderr, b"handshake failed")
+            return seen
+
+    lines = asyncio.run(run()).decode().splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.startswith("peer 127.0.0.1:") for line in lines), lines
+    assert "decrypt_error" in lines[0] and "PSK" in lines[0]
+    assert "unknown_psk_identity" in lines[1] and "--psk-identity" in lines[1]
+    assert "handshake_failure: the client offers no PSK and we have no certificate" in lines[2]
+
+
+def test_failed_handshake_lines_are_rate_limited() -> None:
+    """A flood of failures prints at most FAILURE_LINES_PER_WINDOW lines per window, then
+    one line with the count of the others when the window ends."""
+    import io
+
+    from dtls.cli.common import Output
+    from dtls.cli.server import FAILURE_LINES_PER_WINDOW, FAILURE_WINDOW_SECONDS, FailureLog
+    from dtls.errors import AlertDescription
+    from dtls.events import HandshakeFailed
+
+    stderr = io.StringIO()
+    clock = [100.0]
+    scheduled: list[tuple[float, Callable[[], None]]] = []
+    log = FailureLog(
+        Output(stderr=stderr),
+        clock=lambda: clock[0],
+        call_later=lambda delay, then: scheduled.append((delay, then)),
+    )
+
+    def fail(port: int) -> None:
+        log(
+            HandshakeFailed(
+                peer=port,
+                address=("10.0.0.1", port),
+                reason="decrypt_error: PSK binder does not verify",
+                alert=AlertDescription.decrypt_error,
+            )
+        )
+
+    for port in range(1000, 1100):
+        fail(port)
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == FAILURE_LINES_PER_WINDOW
+    assert lines[0].startswith("peer 10.0.0.1:1000: handshake failed: decrypt_error")
+    ((delay, then),) = scheduled
+    assert delay == FAILURE_WINDOW_SECONDS
+    clock[0] += delay
+    then()
+    lines = stderr.getvalue().splitlines()
+    assert lines[-1].startswith(f"{100 - FAILURE_LINES_PER_WINDOW} more failed handshake(s)")
+    fail(2000)  # a new window
+    assert stderr.getvalue().splitlines()[-1].startswith("peer 10.0.0.1:2000:")
+    log.flush()  # nothing left to count
+    assert len(stderr.getvalue().splitlines()) == FAILURE_LINES_PER_WINDOW + 2
 
 
 def test_ctrl_c_is_one_line_and_130(files: dict[str, str]) -> None:

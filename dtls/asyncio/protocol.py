@@ -8,7 +8,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..events import (
     ConnectionAccepted,
     ConnectionTerminated,
     HandshakeCompleted,
+    HandshakeFailed,
     PeerClosedWrite,
 )
 from ..info import ConnectionInfo
@@ -227,6 +228,8 @@ class EndpointProtocol:
         self._owner: AsyncDTLSConnection | None = None
         self.closed = self._loop.create_future()
         self.batches = 0
+        # Called with every server-side handshake that failed (for logs; keep it cheap).
+        self.on_handshake_failed: Callable[[HandshakeFailed], None] | None = None
 
     def attach(self, sock: socket.socket) -> None:
         """Start reading ``sock`` (made non-blocking; closed with this protocol)."""
@@ -345,6 +348,13 @@ class EndpointProtocol:
                     self._accepted.append(self.wrap(connection))
                     self._accept_ready.set()
                 continue
+            if isinstance(event, HandshakeFailed):
+                if self.on_handshake_failed is not None:
+                    try:
+                        self.on_handshake_failed(event)
+                    except Exception:  # noqa: BLE001  (a bad callback must not stop the loop)
+                        logger.exception("on_handshake_failed callback failed")
+                continue
             wrapper = self._wrappers.get(event.peer)
             if wrapper is None:
                 connection = self.endpoint.connection(event.peer)
@@ -393,6 +403,7 @@ class DTLSServer:
         *,
         sock: socket.socket | None = None,
         socket_options: SocketOptions | None = None,
+        on_handshake_failed: Callable[[HandshakeFailed], None] | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -400,6 +411,7 @@ class DTLSServer:
         self._connection_id_bytes = connection_id_bytes
         self._sock = sock
         self._socket_options = socket_options
+        self._on_handshake_failed = on_handshake_failed
         self.protocol: EndpointProtocol | None = None
 
     async def start(self) -> DTLSServer:
@@ -413,6 +425,7 @@ class DTLSServer:
             self._socket_options.apply(sock)
         endpoint = DTLSEndpoint(self._configuration, connection_id_bytes=self._connection_id_bytes)
         protocol = EndpointProtocol(endpoint)
+        protocol.on_handshake_failed = self._on_handshake_failed
         try:
             protocol.attach(sock)
         except BaseException:
@@ -484,9 +497,13 @@ def serve(
     connection_id_bytes: int = 0,
     sock: socket.socket | None = None,
     socket_options: SocketOptions | None = None,
+    on_handshake_failed: Callable[[HandshakeFailed], None] | None = None,
 ) -> DTLSServer:
     """A server on ``host:port``, or on an existing UDP socket ``sock`` (adopted: it is
-    closed with the server); use ``async with`` (or ``await serve(...).start()``)."""
+    closed with the server); use ``async with`` (or ``await serve(...).start()``).
+
+    ``on_handshake_failed`` is called with each :class:`~dtls.events.HandshakeFailed`
+    (peer address, reason, alert), for logs; failures never reach ``accept()``."""
     if configuration is None:
         raise LocalProtocolError("serve() needs a configuration")
     if sock is None and (host is None or port is None):
@@ -498,6 +515,7 @@ def serve(
         connection_id_bytes,
         sock=sock,
         socket_options=socket_options,
+        on_handshake_failed=on_handshake_failed,
     )
 
 
