@@ -365,6 +365,67 @@ def test_failed_handshake_lines_are_rate_limited() -> None:
     assert len(stderr.getvalue().splitlines()) == FAILURE_LINES_PER_WINDOW + 2
 
 
+def test_client_fails_when_the_server_is_killed_mid_session(files: dict[str, str]) -> None:
+    """P1: the server is SIGKILLed after echoing a line; the next line the client sends
+    draws an ICMP port unreachable, which ends the session with one line and exit 1
+    (it used to exit 0 without a word)."""
+
+    async def run() -> tuple[int, bytes, str]:
+        async with dtls_cli(
+            "server", "--listen", "127.0.0.1:0", "--cert", files["cert"], "--key", files["key"],
+            "--echo", "--json", stdout=PIPE, stderr=PIPE,
+        ) as server:  # fmt: skip
+            assert server.stdout is not None
+            listening = json.loads(await read_until(server.stdout, b"listening"))
+            port = listening["address"].rsplit(":", 1)[1]
+            async with dtls_cli(
+                "client", f"127.0.0.1:{port}", "--cafile", files["ca"], "--servername",
+                "localhost", stdin=PIPE, stdout=PIPE, stderr=PIPE,
+            ) as client:  # fmt: skip
+                assert client.stdin is not None and client.stdout is not None
+                client.stdin.write(b"one\n")
+                await client.stdin.drain()
+                echoed = await read_until(client.stdout, b"one")
+                server.kill()
+                await server.wait()
+                client.stdin.write(b"two\n")
+                await client.stdin.drain()
+                _, err = await asyncio.wait_for(client.communicate(), STEP_SECONDS)
+                assert client.returncode is not None
+                return client.returncode, echoed, err.decode()
+
+    code, echoed, err = asyncio.run(run())
+    assert echoed == b"one\n"
+    failure = err.splitlines()[-1]
+    _one_line_failure(code, "", failure, 1, "the server at 127.0.0.1:", "stopped answering")
+    assert "ICMP port unreachable" in failure and "is it still running?" in failure
+
+
+def test_client_fails_when_its_close_notify_gets_no_answer(files: dict[str, str]) -> None:
+    """P1: a server that never answers our close_notify (gone, or only unreachable)."""
+
+    async def never_close(server: dtls_asyncio.DTLSServer) -> None:
+        connection = await server.accept()
+        while await connection.recv():
+            pass
+        await asyncio.sleep(3600)  # read the close_notify, never answer it
+
+    async def run() -> tuple[int, str, str]:
+        async with dtls_asyncio.serve("127.0.0.1", 0, _certificate_server(files)) as server:
+            _, port = server.local_address
+            silent = asyncio.create_task(never_close(server))
+            result = await _run_cli(
+                "client", f"127.0.0.1:{port}", "--cafile", files["ca"], "--servername",
+                "localhost", stdin=b"hello\n",
+            )  # fmt: skip
+            silent.cancel()
+            return result
+
+    code, out, err = asyncio.run(run())
+    failure = err.splitlines()[-1]
+    _one_line_failure(code, out, failure, 1, "stopped answering: no close_notify back within 3 s")
+
+
 def test_ctrl_c_is_one_line_and_130(files: dict[str, str]) -> None:
     async def run() -> tuple[int, str]:
         async with dtls_cli(

@@ -1,8 +1,11 @@
 """``dtls client HOST:PORT``: like ``openssl s_client -dtls``.
 
 Sends stdin line by line (one datagram per line), writes what comes back to
-stdout, sends close_notify at the end of input and exits 0 after a clean
-close.  What was negotiated (version, suite, group, ALPN, SRTP profile,
+stdout, sends close_notify at the end of input and exits 0 once the server's
+close_notify comes back (or the server closed first).  A server that stopped
+answering is a failure (exit 1): no close_notify back within 3 s of ours, or
+an ICMP port unreachable for what we sent (its process is gone), as openssl
+s_client also ends on.  What was negotiated (version, suite, group, ALPN, SRTP profile,
 connection ids, resumption, exported keying material) goes to stderr, or as
 JSON lines to stdout with ``--json``.
 """
@@ -157,7 +160,9 @@ async def _client(
 ) -> int:
     host, port = arguments.address
     try:
-        connection = await dtls_asyncio.connect(host, port, configuration, local=arguments.bind)
+        connection = await dtls_asyncio.connect(
+            host, port, configuration, local=arguments.bind, abort_on_unreachable=True
+        )
     except OSError as error:
         if arguments.bind is not None and not isinstance(error, ConnectionError):
             bind_host, bind_port = arguments.bind
@@ -180,20 +185,44 @@ async def _client(
     write_key_log(arguments.keylog, connection.connection.key_log_lines())
     peer = format_address(host, port)
     report_connected(output, connection, arguments, peer=peer, lead=f"connected to {peer}: ")
-    clean = await _pipe(connection, output, counts)
+    problem = await _pipe(connection, output, counts)
     # Saved at the end: a DTLS 1.3 server sends its ticket after the handshake.
     if arguments.sess_out:
-        _save_session(connection, arguments.sess_out)
+        if problem is None:
+            _save_session(connection, arguments.sess_out)
+        elif connection.connection.session is not None:
+            try:
+                _save_session(connection, arguments.sess_out)
+            except CliError:
+                pass  # the session's own failure is the line to print
+    if problem is not None:
+        raise CliError(_describe_ending(problem, peer, counts))
     output.event(
         {
             "event": "closed",
-            "clean": clean,
+            "clean": True,
             "datagrams_sent": counts["sent"],
             "datagrams_received": counts["received"],
         },
-        None if clean else "closed without the server's close_notify",
+        None,
     )
     return 0
+
+
+def _describe_ending(problem: BaseException, peer: str, counts: dict[str, int]) -> str:
+    """One line for a session that did not end with a close_notify from the server."""
+    traffic = f"{counts['sent']} datagram(s) sent, {counts['received']} received"
+    if isinstance(problem, TimeoutError):
+        return (
+            f"the server at {peer} stopped answering: no close_notify back within "
+            f"{CLOSE_WAIT_SECONDS:g} s of ours ({traffic}); is it still running?"
+        )
+    if isinstance(problem, ConnectionRefusedError):
+        return (
+            f"the server at {peer} stopped answering: its port is closed now (ICMP port "
+            f"unreachable) ({traffic}); is it still running?"
+        )
+    return f"the connection with {peer} ended: {problem} ({traffic})"
 
 
 def _save_session(connection: dtls_asyncio.AsyncDTLSConnection, path: str) -> None:
@@ -211,19 +240,24 @@ def _save_session(connection: dtls_asyncio.AsyncDTLSConnection, path: str) -> No
 
 async def _pipe(
     connection: dtls_asyncio.AsyncDTLSConnection, output: Output, counts: dict[str, int]
-) -> bool:
-    """stdin -> server, server -> stdout, until either side ends; whether it closed cleanly."""
-    clean = asyncio.Event()
-    ended: list[str] = []
+) -> BaseException | None:
+    """stdin -> server, server -> stdout, until either side ends.
+
+    None after a clean end (the server's close_notify came, before or after
+    ours); otherwise why not: ``TimeoutError`` when ours got no answer within
+    ``CLOSE_WAIT_SECONDS``, else the error that ended the connection.
+    """
+    peer_closed = asyncio.Event()
+    ended: list[BaseException] = []
 
     async def printer() -> None:
         try:
             while data := await connection.recv():
                 counts["received"] += 1
                 output.data(data)
-            clean.set()
+            peer_closed.set()
         except ConnectionError as error:
-            ended.append(str(error))
+            ended.append(error)
 
     reader = asyncio.create_task(printer())
     lines = _stdin_lines(asyncio.get_running_loop())
@@ -232,7 +266,7 @@ async def _pipe(
             next_line = asyncio.ensure_future(lines.get())
             await asyncio.wait({next_line, reader}, return_when=asyncio.FIRST_COMPLETED)
             if not next_line.done():
-                next_line.cancel()  # the server closed first: stop reading input
+                next_line.cancel()  # the server closed (or went) first: stop reading input
                 break
             line = next_line.result()
             if not line:
@@ -241,22 +275,22 @@ async def _pipe(
                 await connection.send(line)
                 counts["sent"] += 1
             except (ConnectionError, DTLSError) as error:
-                ended.append(str(error))
+                ended.append(error)
                 break
-        if not reader.done():
+        if not reader.done() and not ended:
             connection.shutdown(read=False, write=True)
             try:
                 await asyncio.wait_for(asyncio.shield(reader), CLOSE_WAIT_SECONDS)
-            except TimeoutError:
-                pass  # no close_notify came back; ours went out, which is a clean close
+            except TimeoutError as error:
+                ended.append(error)  # ours went out, nothing came back
     finally:
         if connection.connection.state.value != "closed":
             connection.close()
         await connection.__aexit__(None, None, None)
         reader.cancel()
-    if ended and not clean.is_set():
-        output.note(f"connection ended: {ended[0]}")
-    return clean.is_set() or not ended
+    if peer_closed.is_set():
+        return None
+    return ended[0] if ended else None
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
