@@ -502,12 +502,26 @@ class DTLSConnection:
         if state is HandshakeState.CLOSED:
             return
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
-            self._terminate("handshake timeout")
+            self._terminate("handshake timeout" + self._timeout_detail())
             return
         if handshake is not None:
             handshake.flush_acknowledgements(now)
         if not self._flights.on_timer(now):
-            self._terminate("handshake timeout: retransmissions exhausted")
+            self._terminate("handshake timeout: retransmissions exhausted" + self._timeout_detail())
+
+    def _timeout_detail(self) -> str:
+        """Why a handshake may have stalled, when we know more than "no answer".
+
+        DTLS drops records that do not decrypt, without an alert (RFC 6347 4.1.2.7):
+        a 1.2 peer with another PSK sends a Finished that never opens here, and the
+        handshake just times out.  Say so.
+        """
+        if self._records.decrypt_failures:
+            return (
+                f" ({self._records.decrypt_failures} record(s) from the peer did not decrypt: "
+                "the keys differ, a wrong PSK?)"
+            )
+        return ""
 
     def next_event(self) -> Event | None:
         """Pop the next event, or None."""

@@ -365,6 +365,26 @@ def test_failed_handshake_lines_are_rate_limited() -> None:
     assert len(stderr.getvalue().splitlines()) == FAILURE_LINES_PER_WINDOW + 2
 
 
+def test_wrong_psk_in_dtls_1_2_is_not_called_no_answer() -> None:
+    """DTLS 1.2 has no alert for a Finished that does not decrypt: the handshake times
+    out after the server's hello, which is no reason to ask whether it is running."""
+    server_configuration = DTLSConfiguration(
+        is_client=False, psk=bytes.fromhex("00112233"), psk_identity=b"expected"
+    )
+
+    async def run() -> tuple[int, str, str]:
+        async with dtls_asyncio.serve("127.0.0.1", 0, server_configuration) as server:
+            _, port = server.local_address
+            return await _run_cli(
+                "client", f"127.0.0.1:{port}", "--psk", "ffeeddcc", "--psk-identity",
+                "expected", "--dtls1_2", "--timeout", "2",
+            )  # fmt: skip
+
+    _one_line_failure(
+        *asyncio.run(run()), 1, "stopped after the server's hello", "check --psk on both sides"
+    )
+
+
 def test_client_fails_when_the_server_is_killed_mid_session(files: dict[str, str]) -> None:
     """P1: the server is SIGKILLed after echoing a line; the next line the client sends
     draws an ICMP port unreachable, which ends the session with one line and exit 1

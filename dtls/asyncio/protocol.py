@@ -59,7 +59,11 @@ class AsyncDTLSConnection:
                 error: BaseException = (
                     self._failure
                     if self._failure is not None
-                    else HandshakeTimeout(event.reason)
+                    else HandshakeTimeout(
+                        event.reason,
+                        peer_answered=bool(self.connection.server_random),
+                        state=self.connection.handshake_state,
+                    )
                     if event.reason.startswith("handshake timeout")
                     else ConnectionError(event.reason)
                 )

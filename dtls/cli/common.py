@@ -403,6 +403,16 @@ def describe_connect_failure(
     where = format_address(host, port)
     if isinstance(error, ConnectionRefusedError):
         return str(error) or f"nothing answers at {where}: is the server running?"
+    if isinstance(error, HandshakeTimeout) and error.peer_answered:
+        hint = (
+            "the keys may differ: check --psk on both sides"
+            if psk
+            else "see the server's log, or try -v"
+        )
+        return (
+            f"the handshake with {where} stopped after the server's hello (in state "
+            f"'{error.state}', timeout {timeout:g} s): {hint}"
+        )
     if isinstance(error, HandshakeTimeout | TimeoutError):
         return (
             f"no answer from {where} after {timeout:g} s: is the server running, is the port "

@@ -221,6 +221,8 @@ def _failure_hint(event: HandshakeFailed) -> str:
     """What the server's operator might check, by alert."""
     alert = event.alert
     if event.reason.startswith("handshake timeout"):
+        if "did not decrypt" in event.reason:
+            return "check --psk on both sides"
         return "the client stopped answering mid-handshake"
     if alert is None:
         return ""
