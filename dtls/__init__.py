@@ -34,6 +34,7 @@ from .events import (
     ConnectionTerminated,
     Event,
     HandshakeCompleted,
+    HandshakeFailed,
     PeerClosedWrite,
 )
 from .info import ConnectionInfo
@@ -59,6 +60,7 @@ __all__ = [
     "DecryptError",
     "Event",
     "HandshakeCompleted",
+    "HandshakeFailed",
     "HandshakeState",
     "HandshakeTimeout",
     "LocalProtocolError",

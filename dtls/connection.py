@@ -152,6 +152,9 @@ class DTLSConnection:
         )
         self._handshake: Handshake = self._choose_handshake()
         self._reassembler = HandshakeReassembler()
+        # DTLS 1.2: the peer's messages below this message_seq came before our current
+        # flight (they are what it answers); a repeat of one means ours was lost.
+        self._answered_below = 0
         self._handshake_deadline: int | None = None
         self._last_receive_ns = 0
         # application side
@@ -499,12 +502,26 @@ class DTLSConnection:
         if state is HandshakeState.CLOSED:
             return
         if self._handshake_deadline is not None and now >= self._handshake_deadline:
-            self._terminate("handshake timeout")
+            self._terminate("handshake timeout" + self._timeout_detail())
             return
         if handshake is not None:
             handshake.flush_acknowledgements(now)
         if not self._flights.on_timer(now):
-            self._terminate("handshake timeout: retransmissions exhausted")
+            self._terminate("handshake timeout: retransmissions exhausted" + self._timeout_detail())
+
+    def _timeout_detail(self) -> str:
+        """Why a handshake may have stalled, when we know more than "no answer".
+
+        DTLS drops records that do not decrypt, without an alert (RFC 6347 4.1.2.7):
+        a 1.2 peer with another PSK sends a Finished that never opens here, and the
+        handshake just times out.  Say so.
+        """
+        if self._records.decrypt_failures:
+            return (
+                f" ({self._records.decrypt_failures} record(s) from the peer did not decrypt: "
+                "the keys differ, a wrong PSK?)"
+            )
+        return ""
 
     def next_event(self) -> Event | None:
         """Pop the next event, or None."""
@@ -747,10 +764,14 @@ class DTLSConnection:
                 handshake13 = self._handshake13
                 if handshake13 is not None:
                     handshake13.handle_peer_repeat(self._now)
-                else:
+                elif fragment.message_seq < self._answered_below:
                     self._flights.resend_on_peer_repeat(
                         established=self._state is HandshakeState.ESTABLISHED
                     )
+                # else: a repeat of the flight the peer sent after ours, which therefore
+                # arrived: resending ours would only answer its retransmissions with ours,
+                # and two peers doing that ping-pong at wire speed (a 1.2 client with the
+                # wrong PSK, whose Finished we cannot decrypt, met a server doing so).
                 continue
             if self._state is HandshakeState.ESTABLISHED and self._handshake13 is None:
                 # A new handshake after ours finished: renegotiation, which we refuse.
@@ -784,7 +805,10 @@ class DTLSConnection:
             handshake13.handle_post_handshake(message, epoch, now)
             return
         self._log_message(message)
+        flights_begun = self._flights.begun
         self._handshake.handle_message(message, now)
+        if self._flights.begun != flights_begun:
+            self._answered_below = message.message_seq + 1
         replacement = getattr(self._handshake, "replacement", None)
         if replacement is not None:
             self._handshake = replacement  # the version was decided: 1.2 took over

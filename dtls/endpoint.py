@@ -33,7 +33,13 @@ from .config import CertificatePrivateKey, DTLSConfiguration
 from .connection import Address, DTLSConnection, ServerContext, encode_hello_verify_datagram
 from .cookie import CookieGenerator
 from .errors import DTLSError, LocalProtocolError
-from .events import ConnectionAccepted, ConnectionTerminated, Event, HandshakeCompleted
+from .events import (
+    ConnectionAccepted,
+    ConnectionTerminated,
+    Event,
+    HandshakeCompleted,
+    HandshakeFailed,
+)
 from .handshake import HandshakeType
 from .messages13 import ExtensionType13, decode_cookie
 from .records import ContentType, decode_datagram
@@ -85,10 +91,12 @@ class DTLSEndpoint:
         self._next_peer_id = 1
         self._events: deque[Event] = deque()
         self._accept_queue: deque[DTLSConnection] = deque()
+        self._completed: set[int] = set()  # server connections whose handshake completed
         self._outgoing: list[tuple[bytes, Address]] = []
         self.hello_verify_requests_sent = 0
         self.dropped_datagrams = 0
         self.internal_errors = 0
+        self.failed_handshakes = 0
 
     # ------------------------------------------------------------------ commands
 
@@ -316,15 +324,28 @@ class DTLSEndpoint:
         while (event := connection.next_event()) is not None:
             self._events.append(event)
             if isinstance(event, HandshakeCompleted) and not connection.is_client:
+                self._completed.add(connection.peer_id)
                 self._accept_queue.append(connection)
                 self._events.append(ConnectionAccepted(peer=connection.peer_id))
             elif isinstance(event, ConnectionTerminated):
+                if not connection.is_client and connection.peer_id not in self._completed:
+                    self.failed_handshakes += 1
+                    self._events.append(
+                        HandshakeFailed(
+                            peer=connection.peer_id,
+                            address=connection.address,
+                            reason=event.reason,
+                            alert=event.alert,
+                            alert_received=event.alert_received,
+                        )
+                    )
                 self._forget(connection)
         self._schedule(connection)
 
     def _forget(self, connection: DTLSConnection) -> None:
         peer_id = connection.peer_id
         self.connections.pop(peer_id, None)
+        self._completed.discard(peer_id)
         self._scheduled.pop(peer_id, None)
         address = self._address_of.pop(peer_id, None)
         if address is not None and self._by_address.get(address) == peer_id:

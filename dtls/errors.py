@@ -103,4 +103,13 @@ class AlertError(RemoteProtocolError):
 
 
 class HandshakeTimeout(DTLSError):
-    """The handshake did not finish within the configured time or retransmissions."""
+    """The handshake did not finish within the configured time or retransmissions.
+
+    ``peer_answered``: the peer's hello had come (a client saw its ServerHello), so
+    the handshake stalled later, not for want of a server; ``state`` is where.
+    """
+
+    def __init__(self, message: str, *, peer_answered: bool = False, state: str = "") -> None:
+        super().__init__(message)
+        self.peer_answered = peer_answered
+        self.state = state

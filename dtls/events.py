@@ -6,6 +6,7 @@ Every event carries ``peer``: the number of the connection it concerns (see
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from .config import DTLSVersion
@@ -17,6 +18,7 @@ __all__ = [
     "ConnectionTerminated",
     "Event",
     "HandshakeCompleted",
+    "HandshakeFailed",
     "PeerClosedWrite",
 ]
 
@@ -68,10 +70,29 @@ class ConnectionAccepted:
     peer: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeFailed:
+    """An endpoint's server-side handshake with a peer ended before it completed.
+
+    The counterpart of :class:`ConnectionAccepted`, reported after that connection's
+    own ``ConnectionTerminated`` (whose fields it repeats) and carrying the peer's
+    address, which is gone from the endpoint by then: a server can log who failed
+    and why (a wrong PSK, a client refusing our certificate, a timeout).  Only
+    peers that passed the cookie exchange get this far.
+    """
+
+    peer: int
+    address: Hashable
+    reason: str
+    alert: AlertDescription | None = None
+    alert_received: bool = False
+
+
 Event = (
     HandshakeCompleted
     | ApplicationDataReceived
     | PeerClosedWrite
     | ConnectionTerminated
     | ConnectionAccepted
+    | HandshakeFailed
 )

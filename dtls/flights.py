@@ -76,6 +76,7 @@ class Flights:
         "_records",
         "_resent_this_datagram",
         "_sent",
+        "begun",
         "expects_reply",
         "mtu",
         "next_message_seq",
@@ -104,6 +105,7 @@ class Flights:
         self._entries: list[FlightEntry] = []
         self._sent: dict[tuple[int, int], SentFragment] = {}
         self._resent_this_datagram = False
+        self.begun = 0  # flights started so far (the connection notes which message began one)
         self.next_message_seq = 0
         self.expects_reply = False
         self.retransmit_deadline: int | None = None
@@ -114,6 +116,7 @@ class Flights:
 
     def begin(self) -> None:
         """Start a new flight (the previous one is answered, or replaced)."""
+        self.begun += 1
         self._entries = []
         self._sent = {}
 

@@ -417,7 +417,25 @@ class ServerHandshake12(Handshake12):
                 ):
                     self._selected_certificate = entry
                     return suite
-        raise AlertError(AlertDescription.handshake_failure, "no cipher suite in common")
+        # RFC 5246 7.4.1.3: no acceptable choice is a handshake_failure alert.  The reason
+        # (for our logs) says when the cause is the kind of credentials, not the list.
+        psk_kinds = (KeyExchange.PSK, KeyExchange.ECDHE_PSK)
+        offered = [
+            SUITE_PARAMETERS[CipherSuite(value)].key_exchange
+            for value in hello.cipher_suites
+            if value in SUITE_PARAMETERS and value not in TLS13_SUITES
+        ]
+        if offered and all(kind in psk_kinds for kind in offered) and not have_psk:
+            reason = "the client offers only PSK suites and we have no PSK"
+        elif (
+            offered
+            and not any(kind in psk_kinds for kind in offered)
+            and not certificates.all_entries()
+        ):
+            reason = "the client offers only certificate suites and we have no certificate"
+        else:
+            reason = "no cipher suite in common"
+        raise AlertError(AlertDescription.handshake_failure, reason)
 
     def _new_key_share(self, groups: list[int] | None) -> KeyShare:
         for group in self.configuration.groups:

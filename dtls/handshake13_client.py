@@ -601,6 +601,21 @@ class ClientHandshake13(Handshake13):
         if not certificate.entries:
             raise AlertError(AlertDescription.decode_error, "server sent no certificate")
         chain = load_peer_chain([entry.certificate for entry in certificate.entries])
+        config = self.configuration
+        if (
+            config.psk is not None
+            and config.verify_peer
+            and config.verify_callback is None
+            and not config.ca_certificates
+        ):
+            # We offered a PSK and can check no certificate: no authentication in common
+            # (RFC 8446 4.1.1), not a bad certificate.
+            self.negotiated.peer_certificates = chain
+            raise AlertError(
+                AlertDescription.handshake_failure,
+                "the server did not take our PSK: it wants certificate authentication, "
+                "and we have no trust anchors",
+            )
         self._check_peer_chain(chain, as_server=True)
         return ClientState13.WAIT_CERTIFICATE_VERIFY
 

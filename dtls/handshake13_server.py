@@ -458,11 +458,24 @@ class ServerHandshake13(Handshake13):
         client_public = dict(m13.decode_key_share_client(share_data))[int(group)]
         # PSK (checks binders against the transcript so far plus the truncated hello)
         psk = self._select_psk(hello, hello_message, now)
-        if psk is None and hs.find_extension(hello.extensions, ExtensionType13.pre_shared_key):
+        certificate = None
+        if psk is None:
             if not config.certificates().all_entries():
-                raise AlertError(AlertDescription.unknown_psk_identity, "no PSK we know")
+                if hs.find_extension(hello.extensions, ExtensionType13.pre_shared_key):
+                    raise AlertError(AlertDescription.unknown_psk_identity, "no PSK we know")
+                # RFC 8446 4.1.1: no common way to authenticate is a handshake_failure.
+                raise AlertError(
+                    AlertDescription.handshake_failure,
+                    "the client offers no PSK and we have no certificate",
+                )
+            # Chosen before the ServerHello, so that a failure is an alert in the clear,
+            # which the client can read (under our handshake keys it could not yet).
+            server_name = hs.find_extension(hello.extensions, ExtensionType.server_name)
+            certificate = self._choose_certificate(
+                hello, hs.decode_server_name(server_name) if server_name is not None else None
+            )
         self._transcript += hello_message
-        return self._send_server_flight(hello, message, group, client_public, psk, now)
+        return self._send_server_flight(hello, message, group, client_public, psk, certificate, now)
 
     def _stateful_retry(
         self,
@@ -548,6 +561,7 @@ class ServerHandshake13(Handshake13):
         group: NamedGroup,
         client_public: bytes,
         psk: tuple[bytes, int, TicketContents | None, bytes] | None,
+        certificate: tuple[tuple[x509.Certificate, ...], CertificatePrivateKey] | None,
         now: int,
     ) -> ServerState13:
         config = self.configuration
@@ -606,11 +620,6 @@ class ServerHandshake13(Handshake13):
             )
         else:
             records.local_connection_id = b""
-        certificate: tuple[tuple[x509.Certificate, ...], CertificatePrivateKey] | None = None
-        if psk is None:
-            # Chosen before ServerHello: without one, the alert goes in plaintext, which the
-            # client can read (after ServerHello it would need keys the client never gets).
-            certificate = self._choose_certificate(hello, negotiated.server_name)
         # key schedule
         schedule = KeySchedule(self._hash_name, psk[0] if psk is not None else None)
         if psk is not None:

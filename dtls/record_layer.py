@@ -137,6 +137,7 @@ class RecordLayer:
         "_write",
         "current_sequence_number",
         "decoder",
+        "decrypt_failures",
         "dropped_records",
         "local_connection_id",
         "peer_connection_id",
@@ -176,6 +177,7 @@ class RecordLayer:
         # keys installed by an earlier record of the same datagram already count.
         self.resolve_unified_epoch: Callable[[int, list[int]], int] | None = None
         self.dropped_records = 0
+        self.decrypt_failures = 0  # records that did not authenticate (also in dropped_records)
         # Number of the record opened last (a server continues the client's epoch-0 numbering).
         self.current_sequence_number = 0
 
@@ -278,6 +280,7 @@ class RecordLayer:
             content_type, payload = protection.open(record)
         except DecryptError:
             self.dropped_records += 1
+            self.decrypt_failures += 1
             return None
         self.current_sequence_number = sequence_number
         return OpenedRecord(content_type, payload, epoch, sequence_number, True)
@@ -341,6 +344,7 @@ class RecordLayer:
             )
         except DecryptError:
             self.dropped_records += 1
+            self.decrypt_failures += 1
             return None
         window.mark(sequence_number)
         return plaintext
@@ -378,6 +382,7 @@ class RecordLayer:
             content_type, content = protection.open(aad, sequence_number, data[header_length:])
         except DecryptError:
             self.dropped_records += 1
+            self.decrypt_failures += 1
             return None
         self.current_sequence_number = sequence_number
         return OpenedRecord(content_type, content, epoch, sequence_number, True)

@@ -164,6 +164,39 @@ def test_accept_after_close_raises() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("abort_on_unreachable", [False, True])
+def test_an_icmp_error_after_the_handshake_ends_the_session_only_when_asked(
+    abort_on_unreachable: bool,
+) -> None:
+    """The server's socket goes away without a close_notify (a killed process).  By
+    default an authenticated session outlives a (forgeable) ICMP error; with
+    ``abort_on_unreachable`` it ends, as openssl s_client's does."""
+    client_config, server_config, _ = configs()
+
+    async def main() -> None:
+        async with dtls_asyncio.serve("127.0.0.1", 0, server_config) as server:
+            host, port = server.local_address
+            accepted = asyncio.ensure_future(server.accept())
+            connection = await dtls_asyncio.connect(
+                host, port, client_config, abort_on_unreachable=abort_on_unreachable
+            )
+            await asyncio.wait_for(accepted, 5)
+            assert server.protocol is not None and server.protocol.udp is not None
+            server.protocol.udp.close()  # no close_notify: the port is simply closed
+            await connection.send(b"anyone?")  # draws an ICMP port unreachable
+            if abort_on_unreachable:
+                with pytest.raises(ConnectionRefusedError, match="stopped answering"):
+                    await asyncio.wait_for(connection.recv(), 5)
+                with pytest.raises(ConnectionRefusedError):
+                    await connection.send(b"still there?")
+            else:
+                await asyncio.sleep(0.2)
+                assert connection.connection.is_established
+            await connection.__aexit__(None, None, None)
+
+    asyncio.run(main())
+
+
 def test_client_aimed_at_a_closed_port_fails_at_once_from_the_icmp_error() -> None:
     # Issue 9: this used to wait for the 60 s handshake timeout.
     import socket

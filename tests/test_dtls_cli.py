@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,15 @@ def _one_line_failure(code: int, out: str, err: str, expected_code: int, *needle
             ["no cipher suite for the allowed versions", "DTLS 1.3 needs"],
         ),
         (["server", "--listen", "127.0.0.1:0"], ["a server needs --cert"]),
+        (
+            ["client", "127.0.0.1:1", "--insecure", "--sess-out", "/nonexistent/sess"],
+            ["argument --sess-out: cannot write the session to /nonexistent/sess: no directory"],
+        ),
+        (
+            ["client", "127.0.0.1:1", "--insecure", "--keylog", "/nonexistent/k.log"],
+            ["argument --keylog: cannot write the key log to /nonexistent/k.log: no directory"],
+        ),
+        (["client", "127.0.0.1:1", "--sess-out", "/"], ["/ is a directory"]),
         ([], ["name a command: server or client"]),
     ],
 )
@@ -97,7 +107,11 @@ def test_usage_errors(
     [
         ("missing", ["cannot read the certificate file", "No such file"]),
         ("garbage", ["holds no PEM certificate", "check --cert"]),
-        ("bad key", ["holds no usable PEM private key", "check --key"]),
+        (
+            "bad key",
+            ["cannot read the private key ", ": not a PEM or DER private key (check --key)"],
+        ),
+        ("certificate as key", ["it holds a certificate, not a key (check --key)"]),
         ("wrong key", ["does not belong to the certificate"]),
     ],
 )
@@ -108,11 +122,33 @@ def test_bad_certificate_and_key_files(
         "missing": ("/nonexistent/cert.pem", files["key"]),
         "garbage": (files["garbage"], files["key"]),
         "bad key": (files["cert"], files["garbage"]),
+        "certificate as key": (files["cert"], files["cert"]),
         "wrong key": (files["cert"], files["other.key"]),
     }[case]
     code = main(["server", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key])
     captured = capsys.readouterr()
     _one_line_failure(code, captured.out, captured.err, 1, *needles)
+    assert "http" not in captured.err  # not cryptography's text with its FAQ link
+
+
+def test_der_private_key_is_read_like_openssl_keyform_der(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from dtls.cli.common import load_chain_and_key
+
+    key = load_private_key(Path(files["key"]).read_bytes())
+    der = tmp_path / "key.der"
+    der.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    _, loaded = load_chain_and_key(files["cert"], str(der))
+    assert loaded.private_numbers() == key.private_numbers()
 
 
 def test_json_failures_are_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,6 +226,226 @@ def test_handshake_failure_names_the_alert(files: dict[str, str]) -> None:
     _one_line_failure(code, out, err, 1, "failed: unknown_psk_identity", "check --psk-identity")
 
 
+def _certificate_server(files: dict[str, str]) -> DTLSConfiguration:
+    return DTLSConfiguration(
+        is_client=False,
+        certificate_chain=load_certificate_chain(Path(files["cert"]).read_bytes()),
+        private_key=load_private_key(Path(files["key"]).read_bytes()),
+    )
+
+
+def test_the_wrong_kind_of_credentials_is_named(files: dict[str, str]) -> None:
+    """A certificate client at a PSK-only server (which used to be silence, then "no
+    answer"), and a PSK client at a certificate server ("no trust anchors" before)."""
+    psk_server = DTLSConfiguration(
+        is_client=False, psk=bytes.fromhex("00112233"), psk_identity=b"expected"
+    )
+
+    async def run() -> list[tuple[int, str, str]]:
+        async with (
+            dtls_asyncio.serve("127.0.0.1", 0, psk_server) as with_psk,
+            dtls_asyncio.serve("127.0.0.1", 0, _certificate_server(files)) as with_certificate,
+        ):
+            psk_port, certificate_port = (
+                with_psk.local_address[1],
+                with_certificate.local_address[1],
+            )
+            return [
+                await _run_cli("client", f"127.0.0.1:{psk_port}", "--insecure", "--timeout", "10"),
+                await _run_cli(
+                    "client", f"127.0.0.1:{psk_port}", "--insecure", "--dtls1_2", "--timeout", "10"
+                ),
+                await _run_cli(
+                    "client",
+                    f"127.0.0.1:{certificate_port}",
+                    "--psk",
+                    "00112233",
+                    "--timeout",
+                    "10",
+                ),  # fmt: skip
+                await _run_cli(
+                    "client",
+                    f"127.0.0.1:{certificate_port}",
+                    "--psk",
+                    "00112233",
+                    "--dtls1_2",
+                    "--timeout",
+                    "10",
+                ),  # fmt: skip
+            ]
+
+    insecure13, insecure12, psk13, psk12 = asyncio.run(run())
+    for result in (insecure13, insecure12):
+        _one_line_failure(*result, 1, "failed: handshake_failure", "it may want a PSK (--psk)")
+    _one_line_failure(
+        *psk13, 1, "the server did not take our PSK: it wants certificate authentication",
+        "instead of --psk",
+    )  # fmt: skip
+    _one_line_failure(
+        *psk12, 1, "failed: handshake_failure", "it may want certificate authentication"
+    )
+
+
+def test_server_logs_each_failed_handshake(files: dict[str, str]) -> None:
+    """One line per failed handshake: who, the alert, what to check (m6)."""
+    psk = bytes.fromhex("00112233")
+    clients = {
+        "wrong psk": DTLSConfiguration(psk=bytes.fromhex("ffeeddcc"), psk_identity=b"expected"),
+        "wrong identity": DTLSConfiguration(psk=psk, psk_identity=b"other"),
+        "certificate client": DTLSConfiguration(verify_peer=False),
+    }
+
+    async def run() -> bytes:
+        async with dtls_cli(
+            "server", "--listen", "127.0.0.1:0", "--psk", psk.hex(), "--psk-identity",
+            "expected", stdout=PIPE, stderr=PIPE,
+        ) as server:  # fmt: skip
+            assert server.stderr is not None
+            listening = await read_until(server.stderr, b"listening on")
+            port = int(listening.split(b":")[-1])
+            for configuration in clients.values():
+                with pytest.raises(ConnectionError):
+                    await dtls_asyncio.connect("127.0.0.1", port, configuration)
+            seen = b""
+            for _ in clients:
+                seen += await read_until(server.stderr, b"handshake failed")
+            return seen
+
+    lines = asyncio.run(run()).decode().splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.startswith("peer 127.0.0.1:") for line in lines), lines
+    assert "decrypt_error" in lines[0] and "PSK" in lines[0]
+    assert "unknown_psk_identity" in lines[1] and "--psk-identity" in lines[1]
+    assert "handshake_failure: the client offers no PSK and we have no certificate" in lines[2]
+
+
+def test_failed_handshake_lines_are_rate_limited() -> None:
+    """A flood of failures prints at most FAILURE_LINES_PER_WINDOW lines per window, then
+    one line with the count of the others when the window ends."""
+    import io
+
+    from dtls.cli.common import Output
+    from dtls.cli.server import FAILURE_LINES_PER_WINDOW, FAILURE_WINDOW_SECONDS, FailureLog
+    from dtls.errors import AlertDescription
+    from dtls.events import HandshakeFailed
+
+    stderr = io.StringIO()
+    clock = [100.0]
+    scheduled: list[tuple[float, Callable[[], None]]] = []
+    log = FailureLog(
+        Output(stderr=stderr),
+        clock=lambda: clock[0],
+        call_later=lambda delay, then: scheduled.append((delay, then)),
+    )
+
+    def fail(port: int) -> None:
+        log(
+            HandshakeFailed(
+                peer=port,
+                address=("10.0.0.1", port),
+                reason="decrypt_error: PSK binder does not verify",
+                alert=AlertDescription.decrypt_error,
+            )
+        )
+
+    for port in range(1000, 1100):
+        fail(port)
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == FAILURE_LINES_PER_WINDOW
+    assert lines[0].startswith("peer 10.0.0.1:1000: handshake failed: decrypt_error")
+    ((delay, then),) = scheduled
+    assert delay == FAILURE_WINDOW_SECONDS
+    clock[0] += delay
+    then()
+    lines = stderr.getvalue().splitlines()
+    assert lines[-1].startswith(f"{100 - FAILURE_LINES_PER_WINDOW} more failed handshake(s)")
+    fail(2000)  # a new window
+    assert stderr.getvalue().splitlines()[-1].startswith("peer 10.0.0.1:2000:")
+    log.flush()  # nothing left to count
+    assert len(stderr.getvalue().splitlines()) == FAILURE_LINES_PER_WINDOW + 2
+
+
+def test_wrong_psk_in_dtls_1_2_is_not_called_no_answer() -> None:
+    """DTLS 1.2 has no alert for a Finished that does not decrypt: the handshake times
+    out after the server's hello, which is no reason to ask whether it is running."""
+    server_configuration = DTLSConfiguration(
+        is_client=False, psk=bytes.fromhex("00112233"), psk_identity=b"expected"
+    )
+
+    async def run() -> tuple[int, str, str]:
+        async with dtls_asyncio.serve("127.0.0.1", 0, server_configuration) as server:
+            _, port = server.local_address
+            return await _run_cli(
+                "client", f"127.0.0.1:{port}", "--psk", "ffeeddcc", "--psk-identity",
+                "expected", "--dtls1_2", "--timeout", "2",
+            )  # fmt: skip
+
+    _one_line_failure(
+        *asyncio.run(run()), 1, "stopped after the server's hello", "check --psk on both sides"
+    )
+
+
+def test_client_fails_when_the_server_is_killed_mid_session(files: dict[str, str]) -> None:
+    """P1: the server is SIGKILLed after echoing a line; the next line the client sends
+    draws an ICMP port unreachable, which ends the session with one line and exit 1
+    (it used to exit 0 without a word)."""
+
+    async def run() -> tuple[int, bytes, str]:
+        async with dtls_cli(
+            "server", "--listen", "127.0.0.1:0", "--cert", files["cert"], "--key", files["key"],
+            "--echo", "--json", stdout=PIPE, stderr=PIPE,
+        ) as server:  # fmt: skip
+            assert server.stdout is not None
+            listening = json.loads(await read_until(server.stdout, b"listening"))
+            port = listening["address"].rsplit(":", 1)[1]
+            async with dtls_cli(
+                "client", f"127.0.0.1:{port}", "--cafile", files["ca"], "--servername",
+                "localhost", stdin=PIPE, stdout=PIPE, stderr=PIPE,
+            ) as client:  # fmt: skip
+                assert client.stdin is not None and client.stdout is not None
+                client.stdin.write(b"one\n")
+                await client.stdin.drain()
+                echoed = await read_until(client.stdout, b"one")
+                server.kill()
+                await server.wait()
+                client.stdin.write(b"two\n")
+                await client.stdin.drain()
+                _, err = await asyncio.wait_for(client.communicate(), STEP_SECONDS)
+                assert client.returncode is not None
+                return client.returncode, echoed, err.decode()
+
+    code, echoed, err = asyncio.run(run())
+    assert echoed == b"one\n"
+    failure = err.splitlines()[-1]
+    _one_line_failure(code, "", failure, 1, "the server at 127.0.0.1:", "stopped answering")
+    assert "ICMP port unreachable" in failure and "is it still running?" in failure
+
+
+def test_client_fails_when_its_close_notify_gets_no_answer(files: dict[str, str]) -> None:
+    """P1: a server that never answers our close_notify (gone, or only unreachable)."""
+
+    async def never_close(server: dtls_asyncio.DTLSServer) -> None:
+        connection = await server.accept()
+        while await connection.recv():
+            pass
+        await asyncio.sleep(3600)  # read the close_notify, never answer it
+
+    async def run() -> tuple[int, str, str]:
+        async with dtls_asyncio.serve("127.0.0.1", 0, _certificate_server(files)) as server:
+            _, port = server.local_address
+            silent = asyncio.create_task(never_close(server))
+            result = await _run_cli(
+                "client", f"127.0.0.1:{port}", "--cafile", files["ca"], "--servername",
+                "localhost", stdin=b"hello\n",
+            )  # fmt: skip
+            silent.cancel()
+            return result
+
+    code, out, err = asyncio.run(run())
+    failure = err.splitlines()[-1]
+    _one_line_failure(code, out, failure, 1, "stopped answering: no close_notify back within 3 s")
+
+
 def test_ctrl_c_is_one_line_and_130(files: dict[str, str]) -> None:
     async def run() -> tuple[int, str]:
         async with dtls_cli(
@@ -251,17 +507,10 @@ def test_json_client_reports_and_resumption(files: dict[str, str], tmp_path: Pat
         private_key=load_private_key(Path(files["key"]).read_bytes()),
     )
 
-    async def answer_close(server: dtls_asyncio.DTLSServer) -> None:
-        while True:
-            connection = await server.accept()
-            while await connection.recv():
-                pass
-            connection.close()
-
     async def run() -> list[tuple[int, str, str]]:
         async with dtls_asyncio.serve("127.0.0.1", 0, chain_and_key) as server:
             _, port = server.local_address
-            closer = asyncio.create_task(answer_close(server))
+            closer = asyncio.create_task(_answer_close(server))
             results = []
             for option in ("--sess-out", "--sess-in"):
                 results.append(
@@ -290,6 +539,56 @@ def test_json_client_reports_and_resumption(files: dict[str, str], tmp_path: Pat
     assert connected[0]["version"] == "DTLSv1.3" and connected[0]["resumed"] is False
     assert connected[1]["resumed"] is True
     assert len(bytes.fromhex(connected[0]["keying_material"])) == 20
+
+
+def test_unusable_sess_in_is_a_warning_then_a_full_handshake(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    """openssl s_client carries on without the session; so do we, saying why in one line
+    ("path: strerror", not Python's errno repr), with exit 0 as the session succeeds."""
+    configuration = DTLSConfiguration(
+        is_client=False,
+        certificate_chain=load_certificate_chain(Path(files["cert"]).read_bytes()),
+        private_key=load_private_key(Path(files["key"]).read_bytes()),
+    )
+    missing = str(tmp_path / "missing.sess")
+
+    async def run() -> list[tuple[int, str, str]]:
+        async with dtls_asyncio.serve("127.0.0.1", 0, configuration) as server:
+            _, port = server.local_address
+            closer = asyncio.create_task(_answer_close(server))
+            results = [
+                await _run_cli(
+                    "client",
+                    f"127.0.0.1:{port}",
+                    "--cafile",
+                    files["ca"],
+                    "--sess-in",
+                    sess_in,
+                    stdin=b"hi\n",
+                )  # fmt: skip
+                for sess_in in (missing, files["garbage"])
+            ]
+            closer.cancel()
+            return results
+
+    (code, _, err), (garbage_code, _, garbage_err) = asyncio.run(run())
+    assert code == 0, err
+    assert f"not resuming: {missing}: No such file or directory; doing a full handshake" in err
+    assert "Errno" not in err and "Traceback" not in err
+    assert "new session" in err
+    assert garbage_code == 0, garbage_err
+    assert f"not resuming: {files['garbage']}: " in garbage_err
+    assert "new session" in garbage_err
+
+
+async def _answer_close(server: dtls_asyncio.DTLSServer) -> None:
+    """Serve peers one after another: read until close_notify, answer it."""
+    while True:
+        connection = await server.accept()
+        while await connection.recv():
+            pass
+        connection.close()
 
 
 def test_dtls_never_imports_qotp_nor_the_cli_extras() -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from dtls_helpers import (
     CLIENT_ADDRESS,
+    DTLS_1_2_ONLY,
     SECOND_NS,
     SERVER_ADDRESS,
     configs,
@@ -124,6 +125,30 @@ def test_psk_unknown_identity_fails_with_alert() -> None:
     run_pair(client, server)
     (event,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
     assert event.alert is AlertDescription.unknown_psk_identity and event.alert_received
+
+
+def test_wrong_psk_is_no_retransmission_ping_pong() -> None:
+    """The server cannot decrypt the Finished of a client with the wrong PSK.  Its
+    retransmissions (flight 4) make the client repeat flight 5; the server used to
+    answer the repeated ClientKeyExchange with flight 4 again, and the two peers
+    ping-ponged at wire speed (thousands of datagrams a second) until a timeout.
+    Only timers drive the exchange now: a handful of datagrams per side."""
+    sent = {"a": 0, "b": 0}
+
+    def count(sender: str, datagram: bytes, destination: object) -> None:
+        sent[sender] += 1
+
+    common = {"versions": DTLS_1_2_ONLY, "handshake_timeout_ns": 10 * SECOND_NS}
+    client, server = _pair(
+        DTLSConfiguration(is_client=True, psk=b"k" * 16, psk_identity=b"who", **common),
+        DTLSConfiguration(is_client=False, psk=b"x" * 16, psk_identity=b"who", **common),
+    )
+    run_pair(client, server, until_ns=12 * SECOND_NS, tap=count)
+    assert not client.is_established and not server.is_established
+    assert sent["a"] + sent["b"] < 40, sent
+    # No alert says why (DTLS drops what does not decrypt); the timeout reason does.
+    assert server.terminated_reason is not None
+    assert "did not decrypt: the keys differ, a wrong PSK?" in server.terminated_reason
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -12,7 +12,8 @@ from dtls.config import DTLSConfiguration, ServerCertificates
 from dtls.connection import DTLSConnection
 from dtls.cookie import CookieGenerator
 from dtls.endpoint import DTLSEndpoint, HelloCheck, check_client_hello, starts_with_initial_hello
-from dtls.events import ConnectionAccepted, ConnectionTerminated
+from dtls.errors import AlertDescription
+from dtls.events import ConnectionAccepted, ConnectionTerminated, HandshakeFailed
 
 SERVER = ("192.0.2.1", 4433)
 
@@ -56,6 +57,25 @@ def _events(endpoint: DTLSEndpoint) -> list[object]:
     while (event := endpoint.next_event()) is not None:
         out.append(event)
     return out
+
+
+def test_failed_server_handshakes_are_reported_with_the_peer_address() -> None:
+    """HandshakeFailed: who failed and why, after the connection is gone (server logs);
+    a peer that completed its handshake and closed later is no failure."""
+    client_config, server_config, _ = configs()
+    endpoint = DTLSEndpoint(server_config)
+    network = ManyClients(endpoint)
+    good = network.add_client(("10.1.0.1", 1000), client_config)
+    untrusting = dataclasses.replace(client_config, ca_certificates=None)
+    network.add_client(("10.1.0.2", 2000), untrusting)
+    network.run()
+    assert good.is_established
+    good.close()
+    network.run()
+    (failed,) = [e for e in _events(endpoint) if isinstance(e, HandshakeFailed)]
+    assert failed.address == ("10.1.0.2", 2000)
+    assert failed.alert is AlertDescription.bad_certificate and failed.alert_received
+    assert endpoint.failed_handshakes == 1
 
 
 def test_many_peers_on_one_endpoint_over_lossy_link() -> None:

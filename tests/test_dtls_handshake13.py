@@ -17,7 +17,7 @@ from dtls_helpers import (
 )
 from netsim import LinkConditions
 
-from dtls.config import DEFAULT_VERSIONS, DTLSConfiguration
+from dtls.config import DEFAULT_VERSIONS, DTLSConfiguration, DTLSVersion
 from dtls.connection import DTLSConnection, HandshakeState, ServerContext
 from dtls.errors import AlertDescription, LocalProtocolError
 from dtls.events import ConnectionTerminated, Event, HandshakeCompleted, PeerClosedWrite
@@ -510,14 +510,33 @@ def test_endpoint_connect_sends_early_data() -> None:
     assert connection.is_established and connection.early_data_accepted
 
 
-def test_a_psk_only_server_tells_a_certificate_client_why_in_plaintext() -> None:
-    """No certificate to offer: the alert goes before ServerHello, so the client can read it.
+@pytest.mark.parametrize("versions", [DTLS_1_3_ONLY, DTLS_1_2_ONLY], ids=["1.3", "1.2"])
+def test_no_common_kind_of_authentication_is_a_handshake_failure_both_sides_read(
+    versions: tuple[DTLSVersion, ...],
+) -> None:
+    """RFC 8446 4.1.1 and RFC 5246 7.4.1.3: nothing to agree on is a handshake_failure alert.
 
-    An alert after ServerHello would be under handshake keys the client never got (the
-    ServerHello is not sent with it): the client would only see silence.
+    A certificate client and a PSK-only server: the 1.3 server used to fail after its
+    ServerHello, so its alert went out under handshake keys the client did not have yet
+    (the client saw silence).  A PSK client and a certificate server: the 1.3 client says
+    the server did not take its PSK, rather than that the certificate is bad.
     """
-    client_config, _, _ = configs(versions=DTLS_1_3_ONLY)
-    server_config = DTLSConfiguration(is_client=False, versions=DTLS_1_3_ONLY, psk=bytes(16))
-    client, server, _ = _settled(client_config, server_config)
+    certificate_client, certificate_server, _ = configs(versions=versions)
+    psk_server = DTLSConfiguration(is_client=False, versions=versions, psk=bytes(16))
+    client, server, now = _settled(certificate_client, psk_server)
     (ended,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
     assert ended.alert is AlertDescription.handshake_failure and ended.alert_received
+    assert now < SECOND_NS  # an answer, not the handshake timeout
+    (failed,) = [e for e in _events(server) if isinstance(e, ConnectionTerminated)]
+    assert "we have no certificate" in failed.reason
+
+    psk_client = DTLSConfiguration(versions=versions, psk=bytes(16), psk_identity=b"me")
+    client, server, now = _settled(psk_client, certificate_server)
+    (ended,) = [e for e in _events(client) if isinstance(e, ConnectionTerminated)]
+    (failed,) = [e for e in _events(server) if isinstance(e, ConnectionTerminated)]
+    assert ended.alert is failed.alert is AlertDescription.handshake_failure
+    assert now < SECOND_NS
+    if versions == DTLS_1_3_ONLY:  # 1.3 lets the server choose a certificate instead
+        assert "the server did not take our PSK" in ended.reason and failed.alert_received
+    else:  # a 1.2 PSK client offers only PSK suites
+        assert "the client offers only PSK suites and we have no PSK" in failed.reason

@@ -8,7 +8,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..events import (
     ConnectionAccepted,
     ConnectionTerminated,
     HandshakeCompleted,
+    HandshakeFailed,
     PeerClosedWrite,
 )
 from ..info import ConnectionInfo
@@ -43,6 +44,8 @@ class AsyncDTLSConnection:
         self._handshake_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._readable = asyncio.Event()
         self._failure: BaseException | None = None  # set by the socket (ICMP) before an abort
+        # After the handshake too, an ICMP port unreachable ends the connection (see connect()).
+        self.abort_on_unreachable = False
         if connection.is_established:
             self._handshake_done.set_result(None)
 
@@ -56,7 +59,11 @@ class AsyncDTLSConnection:
                 error: BaseException = (
                     self._failure
                     if self._failure is not None
-                    else HandshakeTimeout(event.reason)
+                    else HandshakeTimeout(
+                        event.reason,
+                        peer_answered=bool(self.connection.server_random),
+                        state=self.connection.handshake_state,
+                    )
                     if event.reason.startswith("handshake timeout")
                     else ConnectionError(event.reason)
                 )
@@ -76,8 +83,16 @@ class AsyncDTLSConnection:
         await asyncio.shield(self._handshake_done)
 
     async def send(self, data: bytes) -> None:
-        """Send one datagram (handshaking first if needed)."""
+        """Send one datagram (handshaking first if needed).
+
+        Raises ConnectionError once the connection ended other than by a close
+        (a fatal alert, a timeout; ``ConnectionRefusedError`` for an ICMP port
+        unreachable, see ``connect(abort_on_unreachable=)``).
+        """
         await self.handshake()
+        reason = self.connection.terminated_reason
+        if reason is not None and reason != "closed":
+            raise self._failure or ConnectionError(reason)
         self.connection.send(data)
         self._protocol.flush(self.connection)
 
@@ -85,7 +100,8 @@ class AsyncDTLSConnection:
         """Next datagram; ``b""`` after the peer's close_notify (end of data).
 
         Raises ConnectionError when the connection ended without close_notify
-        and ``require_close_notify`` is set.
+        and ``require_close_notify`` is set (``ConnectionRefusedError`` when an
+        ICMP port unreachable ended it, see ``connect(abort_on_unreachable=)``).
         """
         await self.handshake()
         while True:
@@ -96,6 +112,8 @@ class AsyncDTLSConnection:
                 return b""
             if self.connection.state.value == "closed":
                 if self.connection.configuration.require_close_notify:
+                    if self._failure is not None:
+                        raise self._failure
                     raise ConnectionError(self.connection.terminated_reason or "closed")
                 return b""
             self._readable.clear()
@@ -227,6 +245,8 @@ class EndpointProtocol:
         self._owner: AsyncDTLSConnection | None = None
         self.closed = self._loop.create_future()
         self.batches = 0
+        # Called with every server-side handshake that failed (for logs; keep it cheap).
+        self.on_handshake_failed: Callable[[HandshakeFailed], None] | None = None
 
     def attach(self, sock: socket.socket) -> None:
         """Start reading ``sock`` (made non-blocking; closed with this protocol)."""
@@ -249,20 +269,31 @@ class EndpointProtocol:
     def socket_error(self, error: OSError, destination: tuple[str, int] | None) -> None:
         """An ICMP error: a handshake to a closed port fails now, with a clear reason.
 
-        Only handshakes: once established, an ICMP error (which anyone on the path
-        can forge) is no reason to drop a session that the peer authenticated.
+        By default only handshakes: once established, an ICMP error (which anyone
+        on the path can forge) is no reason to drop a session that the peer
+        authenticated.  A connection opened with ``abort_on_unreachable`` (as
+        openssl s_client behaves, and the ``dtls client`` command) ends then too:
+        the peer process is most likely gone.
         """
         if not isinstance(error, ConnectionRefusedError) or destination is None:
             return
         connection = self.endpoint.connection_at(destination)
-        if connection is None or connection.is_established or not connection.is_client:
+        if connection is None or not connection.is_client:
             return
         wrapper = self.wrap(connection)
         host, port = _host_port(destination)
-        reason = (
-            f"nothing answers at {host}:{port}: the port is closed (ICMP port unreachable); "
-            "is the server running, and is the port right?"
-        )
+        if connection.is_established:
+            if not wrapper.abort_on_unreachable:
+                return
+            reason = (
+                f"{_address_text(host, port)} stopped answering: its port is closed now "
+                "(ICMP port unreachable)"
+            )
+        else:
+            reason = (
+                f"nothing answers at {_address_text(host, port)}: the port is closed "
+                "(ICMP port unreachable); is the server running, and is the port right?"
+            )
         wrapper._failure = ConnectionRefusedError(reason)
         connection.abort(reason)
         self.flush(connection)
@@ -345,6 +376,13 @@ class EndpointProtocol:
                     self._accepted.append(self.wrap(connection))
                     self._accept_ready.set()
                 continue
+            if isinstance(event, HandshakeFailed):
+                if self.on_handshake_failed is not None:
+                    try:
+                        self.on_handshake_failed(event)
+                    except Exception:  # noqa: BLE001  (a bad callback must not stop the loop)
+                        logger.exception("on_handshake_failed callback failed")
+                continue
             wrapper = self._wrappers.get(event.peer)
             if wrapper is None:
                 connection = self.endpoint.connection(event.peer)
@@ -381,6 +419,11 @@ def _host_port(address: object) -> tuple[str, int]:
     return str(address), 0
 
 
+def _address_text(host: str, port: int) -> str:
+    """``HOST:PORT``, with brackets for IPv6 (``[::1]:4433``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class DTLSServer:
     """A listening DTLS server: ``await accept()`` yields one connection per peer."""
 
@@ -393,6 +436,7 @@ class DTLSServer:
         *,
         sock: socket.socket | None = None,
         socket_options: SocketOptions | None = None,
+        on_handshake_failed: Callable[[HandshakeFailed], None] | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -400,6 +444,7 @@ class DTLSServer:
         self._connection_id_bytes = connection_id_bytes
         self._sock = sock
         self._socket_options = socket_options
+        self._on_handshake_failed = on_handshake_failed
         self.protocol: EndpointProtocol | None = None
 
     async def start(self) -> DTLSServer:
@@ -413,6 +458,7 @@ class DTLSServer:
             self._socket_options.apply(sock)
         endpoint = DTLSEndpoint(self._configuration, connection_id_bytes=self._connection_id_bytes)
         protocol = EndpointProtocol(endpoint)
+        protocol.on_handshake_failed = self._on_handshake_failed
         try:
             protocol.attach(sock)
         except BaseException:
@@ -484,9 +530,13 @@ def serve(
     connection_id_bytes: int = 0,
     sock: socket.socket | None = None,
     socket_options: SocketOptions | None = None,
+    on_handshake_failed: Callable[[HandshakeFailed], None] | None = None,
 ) -> DTLSServer:
     """A server on ``host:port``, or on an existing UDP socket ``sock`` (adopted: it is
-    closed with the server); use ``async with`` (or ``await serve(...).start()``)."""
+    closed with the server); use ``async with`` (or ``await serve(...).start()``).
+
+    ``on_handshake_failed`` is called with each :class:`~dtls.events.HandshakeFailed`
+    (peer address, reason, alert), for logs; failures never reach ``accept()``."""
     if configuration is None:
         raise LocalProtocolError("serve() needs a configuration")
     if sock is None and (host is None or port is None):
@@ -498,6 +548,7 @@ def serve(
         connection_id_bytes,
         sock=sock,
         socket_options=socket_options,
+        on_handshake_failed=on_handshake_failed,
     )
 
 
@@ -514,7 +565,9 @@ class _Connecting:
         sock: socket.socket | None,
         socket_options: SocketOptions | None,
         early_data: Sequence[bytes] = (),
+        abort_on_unreachable: bool = False,
     ) -> None:
+        self._abort_on_unreachable = abort_on_unreachable
         self._host = host
         self._port = port
         self._configuration = dataclasses.replace(configuration, is_client=True)
@@ -553,6 +606,7 @@ class _Connecting:
             peer = (str(infos[0][4][0]), int(infos[0][4][1]))
         connection = endpoint.connect(peer, time.monotonic_ns(), early_data=self._early_data)
         wrapper = protocol.wrap(connection)
+        wrapper.abort_on_unreachable = self._abort_on_unreachable
         protocol.set_owner(wrapper)
         protocol._process()
         try:
@@ -588,6 +642,7 @@ def connect(
     sock: socket.socket | None = None,
     socket_options: SocketOptions | None = None,
     early_data: Sequence[bytes] = (),
+    abort_on_unreachable: bool = False,
 ) -> _Connecting:
     """Connect to a DTLS server: ``conn = await connect(...)`` or ``async with connect(...)``.
 
@@ -597,7 +652,10 @@ def connect(
     unconnected, ``host``/``port`` say where to dial).  ``early_data``: datagrams
     that go out as DTLS 1.3 0-RTT data when the configuration resumes a session that
     allows it and sets ``early_data`` (``conn.connection.early_data_accepted`` tells),
-    else right after the handshake.
+    else right after the handshake.  ``abort_on_unreachable``: an ICMP port unreachable
+    after the handshake ends the connection too (``recv()``/``send()`` raise
+    ``ConnectionRefusedError``), as with openssl s_client; off by default, because
+    anyone on the path can forge one.
     """
     if configuration is None:
         raise LocalProtocolError("connect() needs a configuration")
@@ -611,4 +669,5 @@ def connect(
         sock=sock,
         socket_options=socket_options,
         early_data=early_data,
+        abort_on_unreachable=abort_on_unreachable,
     )

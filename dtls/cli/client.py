@@ -1,8 +1,11 @@
 """``dtls client HOST:PORT``: like ``openssl s_client -dtls``.
 
 Sends stdin line by line (one datagram per line), writes what comes back to
-stdout, sends close_notify at the end of input and exits 0 after a clean
-close.  What was negotiated (version, suite, group, ALPN, SRTP profile,
+stdout, sends close_notify at the end of input and exits 0 once the server's
+close_notify comes back (or the server closed first).  A server that stopped
+answering is a failure (exit 1): no close_notify back within 3 s of ours, or
+an ICMP port unreachable for what we sent (its process is gone), as openssl
+s_client also ends on.  What was negotiated (version, suite, group, ALPN, SRTP profile,
 connection ids, resumption, exported keying material) goes to stderr, or as
 JSON lines to stdout with ``--json``.
 """
@@ -30,6 +33,7 @@ from .common import (
     load_trust_anchors,
     parse_bind_address,
     parse_hex,
+    parse_output_file,
     parse_peer_address,
     run_async,
     versions_from,
@@ -71,9 +75,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bind", type=parse_bind_address, metavar="HOST:PORT", help="local address to send from"
     )
-    parser.add_argument("--sess-in", metavar="FILE", help="resume the session saved in FILE")
     parser.add_argument(
-        "--sess-out", metavar="FILE", help="save the session to FILE (it holds secrets)"
+        "--sess-in",
+        metavar="FILE",
+        help="resume the session saved in FILE; a missing or unusable FILE is a warning "
+        "and a full handshake (as with openssl), and the exit status is the session's",
+    )
+    parser.add_argument(
+        "--sess-out",
+        type=parse_output_file("session"),
+        metavar="FILE",
+        help="save the session to FILE at the end (it holds secrets); exit 1 when there "
+        "is none to save",
     )
     add_common_options(parser)
 
@@ -95,8 +108,13 @@ def _configuration(arguments: argparse.Namespace, output: Output) -> DTLSConfigu
         try:
             with open(arguments.sess_in, "rb") as saved:
                 options["session"] = load_saved_session(saved.read())
-        except (OSError, DTLSError) as error:
-            output.note(f"not resuming: {arguments.sess_in}: {error}")
+        except OSError as error:
+            output.note(
+                f"not resuming: {arguments.sess_in}: {error.strerror or error}; "
+                "doing a full handshake"
+            )
+        except DTLSError as error:
+            output.note(f"not resuming: {arguments.sess_in}: {error}; doing a full handshake")
     connection_id = None
     if arguments.own_cid is not None:
         connection_id = arguments.own_cid
@@ -142,7 +160,9 @@ async def _client(
 ) -> int:
     host, port = arguments.address
     try:
-        connection = await dtls_asyncio.connect(host, port, configuration, local=arguments.bind)
+        connection = await dtls_asyncio.connect(
+            host, port, configuration, local=arguments.bind, abort_on_unreachable=True
+        )
     except OSError as error:
         if arguments.bind is not None and not isinstance(error, ConnectionError):
             bind_host, bind_port = arguments.bind
@@ -150,51 +170,94 @@ async def _client(
                 raise CliError(
                     describe_socket_error(error, bind_host, bind_port, binding=True)
                 ) from None
-        raise CliError(describe_connect_failure(error, host, port, arguments.timeout)) from None
+        raise CliError(
+            describe_connect_failure(
+                error, host, port, arguments.timeout, psk=arguments.psk is not None
+            )
+        ) from None
     except (ConnectionError, DTLSError) as error:
-        raise CliError(describe_connect_failure(error, host, port, arguments.timeout)) from None
+        raise CliError(
+            describe_connect_failure(
+                error, host, port, arguments.timeout, psk=arguments.psk is not None
+            )
+        ) from None
     counts["connected"] = 1
     write_key_log(arguments.keylog, connection.connection.key_log_lines())
     peer = format_address(host, port)
     report_connected(output, connection, arguments, peer=peer, lead=f"connected to {peer}: ")
-    clean = await _pipe(connection, output, counts)
+    problem = await _pipe(connection, output, counts)
     # Saved at the end: a DTLS 1.3 server sends its ticket after the handshake.
-    session = connection.connection.session
-    if arguments.sess_out and session is not None:
-        try:
-            with open(arguments.sess_out, "wb") as saved:
-                saved.write(session.to_bytes())
-        except OSError as error:
-            output.note(f"cannot save the session to {arguments.sess_out}: {error.strerror}")
-    elif arguments.sess_out:
-        output.note("no session to save: the server sent no ticket")
+    if arguments.sess_out:
+        if problem is None:
+            _save_session(connection, arguments.sess_out)
+        elif connection.connection.session is not None:
+            try:
+                _save_session(connection, arguments.sess_out)
+            except CliError:
+                pass  # the session's own failure is the line to print
+    if problem is not None:
+        raise CliError(_describe_ending(problem, peer, counts))
     output.event(
         {
             "event": "closed",
-            "clean": clean,
+            "clean": True,
             "datagrams_sent": counts["sent"],
             "datagrams_received": counts["received"],
         },
-        None if clean else "closed without the server's close_notify",
+        None,
     )
     return 0
 
 
+def _describe_ending(problem: BaseException, peer: str, counts: dict[str, int]) -> str:
+    """One line for a session that did not end with a close_notify from the server."""
+    traffic = f"{counts['sent']} datagram(s) sent, {counts['received']} received"
+    if isinstance(problem, TimeoutError):
+        return (
+            f"the server at {peer} stopped answering: no close_notify back within "
+            f"{CLOSE_WAIT_SECONDS:g} s of ours ({traffic}); is it still running?"
+        )
+    if isinstance(problem, ConnectionRefusedError):
+        return (
+            f"the server at {peer} stopped answering: its port is closed now (ICMP port "
+            f"unreachable) ({traffic}); is it still running?"
+        )
+    return f"the connection with {peer} ended: {problem} ({traffic})"
+
+
+def _save_session(connection: dtls_asyncio.AsyncDTLSConnection, path: str) -> None:
+    session = connection.connection.session
+    if session is None:
+        raise CliError(
+            f"no session to save to {path}: the server sent no ticket (it may not offer resumption)"
+        )
+    try:
+        with open(path, "wb") as saved:
+            saved.write(session.to_bytes())
+    except OSError as error:
+        raise CliError(f"cannot save the session to {path}: {error.strerror or error}") from None
+
+
 async def _pipe(
     connection: dtls_asyncio.AsyncDTLSConnection, output: Output, counts: dict[str, int]
-) -> bool:
-    """stdin -> server, server -> stdout, until either side ends; whether it closed cleanly."""
-    clean = asyncio.Event()
-    ended: list[str] = []
+) -> BaseException | None:
+    """stdin -> server, server -> stdout, until either side ends.
+
+    None after a clean end (the server's close_notify came, before or after
+    ours); otherwise why not: ``TimeoutError`` when ours got no answer within
+    ``CLOSE_WAIT_SECONDS``, else the error that ended the connection.
+    """
+    peer_closed = asyncio.Event()
+    ended: list[BaseException] = []
 
     async def printer() -> None:
         try:
             while data := await connection.recv():
                 counts["received"] += 1
                 output.data(data)
-            clean.set()
+            peer_closed.set()
         except ConnectionError as error:
-            ended.append(str(error))
+            ended.append(error)
 
     reader = asyncio.create_task(printer())
     lines = _stdin_lines(asyncio.get_running_loop())
@@ -203,7 +266,7 @@ async def _pipe(
             next_line = asyncio.ensure_future(lines.get())
             await asyncio.wait({next_line, reader}, return_when=asyncio.FIRST_COMPLETED)
             if not next_line.done():
-                next_line.cancel()  # the server closed first: stop reading input
+                next_line.cancel()  # the server closed (or went) first: stop reading input
                 break
             line = next_line.result()
             if not line:
@@ -212,22 +275,22 @@ async def _pipe(
                 await connection.send(line)
                 counts["sent"] += 1
             except (ConnectionError, DTLSError) as error:
-                ended.append(str(error))
+                ended.append(error)
                 break
-        if not reader.done():
+        if not reader.done() and not ended:
             connection.shutdown(read=False, write=True)
             try:
                 await asyncio.wait_for(asyncio.shield(reader), CLOSE_WAIT_SECONDS)
-            except TimeoutError:
-                pass  # no close_notify came back; ours went out, which is a clean close
+            except TimeoutError as error:
+                ended.append(error)  # ours went out, nothing came back
     finally:
         if connection.connection.state.value != "closed":
             connection.close()
         await connection.__aexit__(None, None, None)
         reader.cancel()
-    if ended and not clean.is_set():
-        output.note(f"connection ended: {ended[0]}")
-    return clean.is_set() or not ended
+    if peer_closed.is_set():
+        return None
+    return ended[0] if ended else None
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:

@@ -14,6 +14,7 @@ import asyncio
 import errno
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..config import (
@@ -60,6 +64,7 @@ __all__ = [
     "parse_ciphers",
     "parse_groups",
     "parse_hex",
+    "parse_output_file",
     "parse_peer_address",
     "parse_srtp_profiles",
     "run_async",
@@ -71,7 +76,12 @@ logger = logging.getLogger("dtls.cli")
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-MAX_MESSAGE_CHARS = 600  # one line, well under the 4 KB a failure may print
+MAX_MESSAGE_CHARS = 600
+SIGNING_KEY_TYPES = (
+    ec.EllipticCurvePrivateKey,
+    rsa.RSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+)  # one line, well under the 4 KB a failure may print
 
 T = TypeVar("T")
 
@@ -215,6 +225,33 @@ def parse_hex(what: str, *, minimum: int = 1, maximum: int = 255) -> Callable[[s
     return parse
 
 
+def parse_output_file(what: str) -> Callable[[str], str]:
+    """An argparse type for a file we write at the end (``--sess-out``, ``--keylog``).
+
+    Checked up front, so that a typo in the directory is a usage error at once
+    rather than a failure after the whole session.
+    """
+
+    def parse(text: str) -> str:
+        path = Path(text)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory: name a file for the {what}")
+        directory = path.parent
+        if not directory.is_dir():
+            raise argparse.ArgumentTypeError(
+                f"cannot write the {what} to {text}: no directory {directory}"
+            )
+        writable = os.access(path, os.W_OK) if path.exists() else os.access(directory, os.W_OK)
+        if not writable:
+            raise argparse.ArgumentTypeError(
+                f"cannot write the {what} to {text}: permission denied"
+            )
+        return text
+
+    parse.__name__ = what
+    return parse
+
+
 def versions_from(arguments: argparse.Namespace) -> tuple[DTLSVersion, ...]:
     """The versions the ``--dtls1_2`` / ``--dtls1_3`` flags allow (none: all we implement)."""
     wanted = [
@@ -274,21 +311,43 @@ def load_chain_and_key(
             "check --cert"
         ) from None
     key_file = key_path or certificate_path
-    try:
-        key = load_private_key(_read(key_file, "private key"))
-    except TypeError:
-        raise CliError(
-            f"the private key in {key_file!r} is encrypted: give an unencrypted one"
-        ) from None
-    except (ValueError, DTLSError) as error:
-        hint = "give --key" if key_path is None else "check --key"
-        raise CliError(f"{key_file!r} holds no usable PEM private key ({error}): {hint}") from None
+    key = _load_key(key_file, _read(key_file, "private key"), key_option_given=key_path is not None)
     if _public(chain[0]) != _public_of_key(key):
         raise CliError(
             f"the private key in {key_file!r} does not belong to the certificate in "
             f"{certificate_path!r}: check --cert and --key"
         )
     return chain, key
+
+
+def _load_key(path: str, data: bytes, *, key_option_given: bool) -> CertificatePrivateKey:
+    """A PEM (or, like ``openssl -keyform DER``, DER) private key, or one line saying why not.
+
+    cryptography's own messages (long, with a URL) are not shown: the cause is
+    almost always the wrong file, which the line names.
+    """
+    try:
+        if b"-----BEGIN" in data:
+            return load_private_key(data)
+        key = serialization.load_der_private_key(data, None)
+    except TypeError:
+        raise CliError(f"the private key in {path} is encrypted: give an unencrypted one") from None
+    except (ValueError, UnsupportedAlgorithm):
+        hint = "check --key" if key_option_given else "give --key"
+        if b"PRIVATE KEY-----" not in data and b"-----BEGIN CERTIFICATE" in data:
+            raise CliError(
+                f"cannot read the private key {path}: it holds a certificate, not a key ({hint})"
+            ) from None
+        raise CliError(
+            f"cannot read the private key {path}: not a PEM or DER private key ({hint})"
+        ) from None
+    except DTLSError:  # a PEM key of a type we cannot sign with
+        key = None
+    if not isinstance(key, SIGNING_KEY_TYPES):
+        raise CliError(
+            f"cannot use the private key {path}: DTLS signatures need an EC, RSA or Ed25519 key"
+        )
+    return key
 
 
 def _public(certificate: x509.Certificate) -> bytes:
@@ -337,11 +396,23 @@ def describe_socket_error(error: OSError, host: str, port: int, *, binding: bool
     return f"{where}: {error.strerror or error}"
 
 
-def describe_connect_failure(error: BaseException, host: str, port: int, timeout: float) -> str:
-    """One line for a client whose handshake did not complete."""
+def describe_connect_failure(
+    error: BaseException, host: str, port: int, timeout: float, *, psk: bool = False
+) -> str:
+    """One line for a client whose handshake did not complete (``psk``: we offered one)."""
     where = format_address(host, port)
     if isinstance(error, ConnectionRefusedError):
         return str(error) or f"nothing answers at {where}: is the server running?"
+    if isinstance(error, HandshakeTimeout) and error.peer_answered:
+        hint = (
+            "the keys may differ: check --psk on both sides"
+            if psk
+            else "see the server's log, or try -v"
+        )
+        return (
+            f"the handshake with {where} stopped after the server's hello (in state "
+            f"'{error.state}', timeout {timeout:g} s): {hint}"
+        )
     if isinstance(error, HandshakeTimeout | TimeoutError):
         return (
             f"no answer from {where} after {timeout:g} s: is the server running, is the port "
@@ -350,13 +421,27 @@ def describe_connect_failure(error: BaseException, host: str, port: int, timeout
     if isinstance(error, OSError) and not isinstance(error, ConnectionError):
         return describe_socket_error(error, host, port, binding=False)
     reason = str(error)
-    hint = _alert_hint(reason)
+    hint = _alert_hint(reason, psk=psk)
     return f"handshake with {where} failed: {reason}" + (f" ({hint})" if hint else "")
 
 
-def _alert_hint(reason: str) -> str:
+def _alert_hint(reason: str, *, psk: bool) -> str:
     """What to try for the alerts people meet most."""
     name = reason.split(":", 1)[0].strip()
+    if name == AlertDescription.handshake_failure.name:
+        if "did not take our PSK" in reason:
+            return "give --cafile, or --insecure, instead of --psk"
+        if "received from peer" in reason:
+            # The server found nothing to agree on; most often the kind of credentials.
+            wanted = (
+                "certificate authentication (--cafile or --insecure instead of --psk)"
+                if psk
+                else "a PSK (--psk)"
+            )
+            return (
+                f"the server accepts none of the cipher suites we offered: it may want {wanted}; "
+                "else compare --cipher/--groups on both sides"
+            )
     hints = {
         AlertDescription.bad_certificate.name: "check --cafile and --servername, or --insecure",
         AlertDescription.unknown_ca.name: "the peer does not trust our certificate",

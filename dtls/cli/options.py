@@ -15,6 +15,7 @@ from .common import (
     parse_ciphers,
     parse_groups,
     parse_hex,
+    parse_output_file,
     parse_srtp_profiles,
 )
 
@@ -98,6 +99,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keylog",
+        type=parse_output_file("key log"),
         metavar="FILE",
         help="append NSS key-log lines (Wireshark, tshark -o tls.keylog_file:FILE); "
         "anyone with them can decrypt the session",

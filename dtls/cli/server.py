@@ -2,8 +2,10 @@
 
 Prints every datagram a peer sends to stdout (or sends it back with
 ``--echo``), answers a peer's close_notify with its own, and logs each peer
-on stderr: who, what was negotiated, datagrams each way, how it ended.
-Ctrl-C sends close_notify to every peer, then exits with status 130.
+on stderr: who, what was negotiated, datagrams each way, how it ended.  A
+failed handshake is one line too (who, the alert, what to check), at most 10
+per 10 s, then one line counting the others.  Ctrl-C sends close_notify to
+every peer, then exits with status 130.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import asyncio as dtls_asyncio
 from ..config import DTLSConfiguration, ServerCertificates
-from ..errors import DTLSError, LocalProtocolError
+from ..errors import AlertDescription, DTLSError, LocalProtocolError
+from ..events import HandshakeFailed
 from .common import (
     CliError,
     Output,
@@ -29,7 +33,12 @@ from .common import (
 )
 from .options import add_common_options, common_configuration, report_connected, write_key_log
 
-__all__ = ["configure", "run"]
+__all__ = ["FAILURE_LINES_PER_WINDOW", "FAILURE_WINDOW_SECONDS", "FailureLog", "configure", "run"]
+
+#: Failed handshakes get one line each, at most this many per window; the rest are counted
+#: and summed up in one line when the window ends, so a flood cannot fill the terminal.
+FAILURE_LINES_PER_WINDOW = 10
+FAILURE_WINDOW_SECONDS = 10.0
 
 
 def _cid_length(text: str) -> int:
@@ -142,6 +151,98 @@ def run(arguments: argparse.Namespace, output: Output) -> int:
     return run_async(main, interrupted=interrupted)
 
 
+class FailureLog:
+    """One line per failed handshake (who, which alert, what to check), rate-limited.
+
+    At most ``FAILURE_LINES_PER_WINDOW`` lines in each ``FAILURE_WINDOW_SECONDS``;
+    the failures beyond are counted, and one line says how many when the window
+    ends (or at exit).  A flood thus prints at most 11 lines per 10 s.
+    """
+
+    def __init__(
+        self,
+        output: Output,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        call_later: Callable[[float, Callable[[], None]], object] | None = None,
+    ) -> None:
+        self._output = output
+        self._clock = clock
+        self._call_later = call_later
+        self._window_start: float | None = None
+        self._shown = 0
+        self._not_shown = 0
+        self._flush_scheduled = False
+
+    def __call__(self, event: HandshakeFailed) -> None:
+        now = self._clock()
+        if self._window_start is None or now - self._window_start >= FAILURE_WINDOW_SECONDS:
+            self.flush()
+            self._window_start = now
+            self._shown = 0
+        if self._shown >= FAILURE_LINES_PER_WINDOW:
+            self._not_shown += 1
+            if not self._flush_scheduled and self._call_later is not None:
+                self._flush_scheduled = True
+                remaining = self._window_start + FAILURE_WINDOW_SECONDS - now
+                self._call_later(max(0.0, remaining), self._flush_at_window_end)
+            return
+        self._shown += 1
+        peer = _peer_text(event.address)
+        hint = _failure_hint(event)
+        self._output.event(
+            {
+                "event": "handshake_failed",
+                "peer": peer,
+                "reason": event.reason,
+                "alert": None if event.alert is None else event.alert.name,
+                "alert_received": event.alert_received,
+            },
+            f"peer {peer}: handshake failed: {event.reason}" + (f" ({hint})" if hint else ""),
+        )
+
+    def _flush_at_window_end(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Say how many failures were not shown (if any)."""
+        if not self._not_shown:
+            return
+        count, self._not_shown = self._not_shown, 0
+        self._output.event(
+            {"event": "handshake_failures_not_shown", "count": count},
+            f"{count} more failed handshake(s) not shown (at most "
+            f"{FAILURE_LINES_PER_WINDOW} lines per {FAILURE_WINDOW_SECONDS:g} s)",
+        )
+
+
+def _failure_hint(event: HandshakeFailed) -> str:
+    """What the server's operator might check, by alert."""
+    alert = event.alert
+    if event.reason.startswith("handshake timeout"):
+        if "did not decrypt" in event.reason:
+            return "check --psk on both sides"
+        return "the client stopped answering mid-handshake"
+    if alert is None:
+        return ""
+    if event.alert_received:
+        if alert in (
+            AlertDescription.bad_certificate,
+            AlertDescription.unknown_ca,
+            AlertDescription.certificate_unknown,
+        ):
+            return "the client does not accept our certificate: check its CA file and name"
+        if alert is AlertDescription.handshake_failure:
+            return "the client found nothing to agree on: compare credentials and --cipher"
+        return ""
+    return {
+        AlertDescription.decrypt_error: "the keys differ: the client's PSK is not ours?",
+        AlertDescription.unknown_psk_identity: "the client's PSK identity is not --psk-identity",
+        AlertDescription.certificate_required: "the client sent no certificate (--cafile)",
+    }.get(alert, "")
+
+
 async def _serve(
     arguments: argparse.Namespace,
     configuration: DTLSConfiguration,
@@ -149,7 +250,15 @@ async def _serve(
     served: dict[str, int],
 ) -> int:
     host, port = arguments.listen
-    server = dtls_asyncio.serve(host, port, configuration, connection_id_bytes=arguments.cid)
+    loop = asyncio.get_running_loop()
+    failures = FailureLog(output, call_later=lambda delay, then: loop.call_later(delay, then))
+    server = dtls_asyncio.serve(
+        host,
+        port,
+        configuration,
+        connection_id_bytes=arguments.cid,
+        on_handshake_failed=failures,
+    )
     try:
         await server.start()
     except OSError as error:
@@ -174,6 +283,7 @@ async def _serve(
         for task in tasks:
             task.cancel()
         server.close()
+        failures.flush()
     return 0
 
 
