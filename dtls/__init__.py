@@ -7,41 +7,83 @@ sockets or clocks: feed it datagrams and ``now`` (monotonic ns) and send what
 
 from __future__ import annotations
 
-from .config import (
-    DTLSConfiguration,
-    DTLSVersion,
-    ServerCertificates,
-    load_certificate_chain,
-    load_private_key,
-    system_ca_certificates,
-)
-from .connection import DTLSConnection, HandshakeState, ServerContext
-from .endpoint import DTLSEndpoint
-from .errors import (
-    AlertDescription,
-    AlertError,
-    AlertLevel,
-    DecodeError,
-    DecryptError,
-    DTLSError,
-    HandshakeTimeout,
-    LocalProtocolError,
-    RemoteProtocolError,
-)
-from .events import (
-    ApplicationDataReceived,
-    ConnectionAccepted,
-    ConnectionTerminated,
-    Event,
-    HandshakeCompleted,
-    HandshakeFailed,
-    PeerClosedWrite,
-)
-from .info import ConnectionInfo
-from .sessions import Session
-from .sessions13 import Session13
-from .suites import CipherSuite, NamedGroup, SrtpProfile
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .config import (
+        DTLSConfiguration,
+        DTLSVersion,
+        ServerCertificates,
+        load_certificate_chain,
+        load_private_key,
+        system_ca_certificates,
+    )
+    from .connection import DTLSConnection, HandshakeState, ServerContext
+    from .endpoint import DTLSEndpoint
+    from .errors import (
+        AlertDescription,
+        AlertError,
+        AlertLevel,
+        DecodeError,
+        DecryptError,
+        DTLSError,
+        HandshakeTimeout,
+        LocalProtocolError,
+        RemoteProtocolError,
+    )
+    from .events import (
+        ApplicationDataReceived,
+        ConnectionAccepted,
+        ConnectionTerminated,
+        Event,
+        HandshakeCompleted,
+        HandshakeFailed,
+        PeerClosedWrite,
+    )
+    from .info import ConnectionInfo
+    from .sessions import Session
+    from .sessions13 import Session13
+    from .suites import CipherSuite, NamedGroup, SrtpProfile
+
+# Where each public name lives; each is imported on first use (dtls._lazy).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "config": (
+        "DTLSConfiguration",
+        "DTLSVersion",
+        "ServerCertificates",
+        "load_certificate_chain",
+        "load_private_key",
+        "system_ca_certificates",
+    ),
+    "connection": ("DTLSConnection", "HandshakeState", "ServerContext"),
+    "endpoint": ("DTLSEndpoint",),
+    "errors": (
+        "AlertDescription",
+        "AlertError",
+        "AlertLevel",
+        "DecodeError",
+        "DecryptError",
+        "DTLSError",
+        "HandshakeTimeout",
+        "LocalProtocolError",
+        "RemoteProtocolError",
+    ),
+    "events": (
+        "ApplicationDataReceived",
+        "ConnectionAccepted",
+        "ConnectionTerminated",
+        "Event",
+        "HandshakeCompleted",
+        "HandshakeFailed",
+        "PeerClosedWrite",
+    ),
+    "info": ("ConnectionInfo",),
+    "sessions": ("Session",),
+    "sessions13": ("Session13",),
+    "suites": ("CipherSuite", "NamedGroup", "SrtpProfile"),
+}
 __all__ = [
     "AlertDescription",
     "AlertError",
@@ -76,3 +118,5 @@ __all__ = [
     "load_private_key",
     "system_ca_certificates",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _MODULES, __all__)

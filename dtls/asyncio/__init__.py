@@ -18,20 +18,37 @@ blocking forms (``blocking_serve(...).accept(timeout)``, ``blocking_connect``).
 
 from __future__ import annotations
 
-from .blocking import (
-    BlockingDTLSConnection,
-    BlockingDTLSServer,
-    blocking_connect,
-    blocking_serve,
-)
-from .protocol import (
-    AsyncDTLSConnection,
-    DTLSServer,
-    EndpointProtocol,
-    connect,
-    serve,
-)
-from .udp import SocketOptions
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .blocking import (
+        BlockingDTLSConnection,
+        BlockingDTLSServer,
+        blocking_connect,
+        blocking_serve,
+    )
+    from .protocol import (
+        AsyncDTLSConnection,
+        DTLSServer,
+        EndpointProtocol,
+        connect,
+        serve,
+    )
+    from .udp import SocketOptions
+
+# Where each public name lives; each is imported on first use (dtls._lazy).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "blocking": (
+        "BlockingDTLSConnection",
+        "BlockingDTLSServer",
+        "blocking_connect",
+        "blocking_serve",
+    ),
+    "protocol": ("AsyncDTLSConnection", "DTLSServer", "EndpointProtocol", "connect", "serve"),
+    "udp": ("SocketOptions",),
+}
 
 __all__ = [
     "AsyncDTLSConnection",
@@ -45,3 +62,5 @@ __all__ = [
     "connect",
     "serve",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, _MODULES, __all__)

@@ -28,7 +28,9 @@ connection; closing the DTLS side closes it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import socket
 import struct
 import sys
@@ -41,6 +43,7 @@ __all__ = [
     "DatagramSocket",
     "SocketOptions",
     "open_udp_socket",
+    "read_queued_icmp_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,36 @@ _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _SO_EE_ORIGIN_ICMP = 2
 _SO_EE_ORIGIN_ICMP6 = 3
 _EXTENDED_ERROR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad, info, data
+
+
+def read_queued_icmp_error(sock: socket.socket) -> tuple[OSError, Address | None] | None:
+    """The next ICMP error in the socket's error queue, and where the datagram it answers
+    went (``msg_name``, ip(7)); None when the queue is empty or the platform has none.
+
+    Linux queues ICMP errors for a socket with ``IP_RECVERR``; the queue must be read,
+    or the socket stays readable.  The QOTP socket layer reads it too (dtls must not
+    import qotp, so the one copy lives here).
+    """
+    if sys.platform != "linux":
+        return None
+    try:
+        _, ancillary, _, address = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+    except OSError:
+        return None  # empty: the connected-socket case reports the error on a read
+    for level, kind, value in ancillary:
+        if (level, kind) in (
+            (socket.IPPROTO_IP, _IP_RECVERR),
+            (socket.IPPROTO_IPV6, _IPV6_RECVERR),
+        ) and len(value) >= _EXTENDED_ERROR.size:
+            number = _EXTENDED_ERROR.unpack_from(value)[0]
+            if number:
+                error = (
+                    ConnectionRefusedError(number, os.strerror(number))
+                    if number == errno.ECONNREFUSED
+                    else OSError(number, os.strerror(number))
+                )
+                return error, (_address(address) if address else None)
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,23 +229,11 @@ class DatagramSocket:
     def _socket_error(self, error: OSError) -> None:
         """A read failed: an ICMP error; find out where the failed datagram went."""
         destination = self.peer
-        if sys.platform == "linux":
-            try:
-                _, ancillary, _, address = self.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
-                if address:
-                    destination = _address(address)
-                for level, kind, value in ancillary:
-                    if (level, kind) in (
-                        (socket.IPPROTO_IP, _IP_RECVERR),
-                        (socket.IPPROTO_IPV6, _IPV6_RECVERR),
-                    ) and len(value) >= _EXTENDED_ERROR.size:
-                        number = _EXTENDED_ERROR.unpack_from(value)[0]
-                        if number:
-                            error = OSError(number, error.strerror or "")
-                            if number == 111:  # ECONNREFUSED
-                                error = ConnectionRefusedError(number, "Connection refused")
-            except OSError:
-                pass  # no queued error: the connected-socket case
+        queued = read_queued_icmp_error(self.sock)
+        if queued is not None:
+            error, address = queued
+            if address is not None:
+                destination = address
         logger.debug("socket error for %s: %s", destination, error)
         self._on_error(error, destination)
 

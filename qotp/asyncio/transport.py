@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import socket
 import struct
 import sys
 from collections import deque
 from collections.abc import Callable
 
+from dtls.asyncio.udp import read_queued_icmp_error
 from qotp.protection import Address
 
 __all__ = ["UdpSocket"]
@@ -48,7 +48,6 @@ _U16 = struct.Struct("=H")
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
-_EXTENDED_ERROR = struct.Struct("=IBBBBII")  # struct sock_extended_err: errno, origin, ...
 MAX_ERRORS_PER_WAKEUP = 64
 
 ErrorHandler = Callable[[OSError, Address], None]
@@ -160,29 +159,12 @@ class UdpSocket:
         """Empty the error queue (else the socket stays readable), reporting each error."""
         assert self._on_error is not None
         for _ in range(MAX_ERRORS_PER_WAKEUP):
-            try:
-                _, ancillary, _, address = self.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
-            except OSError:
+            queued = read_queued_icmp_error(self.sock)
+            if queued is None:
                 return  # empty (or not Linux)
-            for level, kind, value in ancillary:
-                if (
-                    (level, kind)
-                    not in (
-                        (socket.IPPROTO_IP, _IP_RECVERR),
-                        (socket.IPPROTO_IPV6, _IPV6_RECVERR),
-                    )
-                    or len(value) < _EXTENDED_ERROR.size
-                    or not address
-                ):
-                    continue
-                number = _EXTENDED_ERROR.unpack_from(value)[0]
-                error = (
-                    ConnectionRefusedError(number, "Connection refused")
-                    if number == errno.ECONNREFUSED
-                    else OSError(number, os.strerror(number))
-                )
-                # msg_name is the destination of the datagram the error answers (ip(7)).
-                self._on_error(error, (str(address[0]), int(address[1])))
+            error, destination = queued
+            if destination is not None:  # where the datagram the error answers went
+                self._on_error(error, destination)
 
     # -- sending --------------------------------------------------------------
 
