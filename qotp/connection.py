@@ -430,6 +430,7 @@ class Connection:
             return
         # Authenticated (and not a replay) from here on.
         self._last_receive_ns = now
+        self.recovery.peer_heard_ns = now
         self.datagrams_received += 1
         if self._settled and address == self.path.address:
             # The per-packet path: handshake done, path validated, nothing to probe.

@@ -53,6 +53,9 @@ Where we differ, on purpose
   ACKed meanwhile, the peer is alive and the packet is sent again at the
   longest backoff: with 20 % loss each way a round trip fails 36 % of the time,
   six in a row 0.2 % of the time, which would end a long transfer for nothing.
+  The same when the peer sent anything authentic since that send: its ACKs may
+  lag behind (a reference peer that paces its ACKs to 10 ms answers the copies
+  it queued first), and a peer that vanished sends nothing.
 * Losses are also found by later ACKs (RFC 9002 section 6.1.2's time threshold,
   widened to the reordering seen so far), not only by the RTO; and, as that
   section asks, by a timer once the threshold has passed for a packet sent
@@ -208,6 +211,7 @@ class PacketRecovery:
         "_ack_event_sent_ns",
         "_last_record",
         "_latest_ack_ns",
+        "peer_heard_ns",
         "_probe_armed",
         "_latest_acked_sent_ns",
         "_lost",
@@ -269,6 +273,10 @@ class PacketRecovery:
         self._quiet_rto_ns = -1
         #: When an ACK last matched a packet in flight (0: never).
         self._latest_ack_ns = 0
+        #: When the peer last sent anything authentic (set by the connection): a peer
+        #: that speaks is alive even when its ACKs match nothing in flight (a reference
+        #: peer pacing its ACKs to 10 ms works through a queue of ACKs for copies).
+        self.peer_heard_ns = 0
         #: A tail-loss probe may go out: an ACK matched since the last one.
         self._probe_armed = False
         #: Send time of the newest packet acknowledged so far.
@@ -481,13 +489,20 @@ class PacketRecovery:
                 # A probe is not a timeout: it neither backs off nor counts to the limit,
                 # and the datagram it repeats is not taken for lost.
                 backoff = record.backoff
-            elif silent and record.backoff >= self._max_attempts:
+            elif (
+                silent
+                and record.backoff >= self._max_attempts
+                and self.peer_heard_ns <= record.sent_ns
+            ):
                 # Sent the reference's six times in a row without the peer answering
                 # anything, through the longest backoff: the peer or the path is gone.
                 # Sends that an ACK for other data followed do not count: a peer that
                 # keeps acknowledging is alive and the path only lossy (with 20 % loss
                 # each way a packet fails six round trips in a row 0.2 % of the time,
-                # which a transfer of thousands of packets meets every time).
+                # which a transfer of thousands of packets meets every time).  Nor do
+                # sends the peer said anything after: its ACKs may lag (a reference peer
+                # without an RTT sample acknowledges one packet per 10 ms, in arrival
+                # order, duplicates included).  It is resent at the longest backoff.
                 raise RetryLimitExceeded(key, record.attempts)
             else:
                 backoff = record.backoff + 1 if silent else 1

@@ -107,6 +107,33 @@ def test_unlucky_packet_is_not_fatal_while_the_peer_acks_others() -> None:
     assert deadline // MS == 25201
 
 
+def test_a_peer_that_keeps_talking_is_alive_even_when_its_acks_match_nothing() -> None:
+    # A reference peer pacing its ACKs to 10 ms works through a queue of ACKs for
+    # copies it already had: it speaks, but none of it matches what is in flight.
+    buffer = Sender()
+    buffer.write(1, DATA[:10])
+    send(buffer, 0)
+    now = 0
+    for _ in range(MAX_SEND_ATTEMPTS - 1):
+        deadline = buffer.next_deadline(RTO)
+        assert deadline is not None
+        now = deadline
+        send(buffer, now)
+    assert now == 6200 * MS
+    buffer.recovery.peer_heard_ns = now + MS
+    # All six sends went into silence as far as ACKs go, yet the peer spoke after the
+    # last one: the packet goes again at the longest backoff instead of ending it all.
+    deadline = buffer.next_deadline(RTO)
+    assert deadline == (6200 + 6400) * MS
+    again = send(buffer, deadline)
+    assert (again.stream_id, again.attempt) == (1, MAX_SEND_ATTEMPTS)
+    # Silence after that send (nothing heard at all) is the end.
+    deadline = buffer.next_deadline(RTO)
+    assert deadline == (12600 + 6400) * MS
+    with pytest.raises(RetryLimitExceeded):
+        send(buffer, deadline)
+
+
 def test_retransmitted_packets_give_no_rtt_sample_and_the_rto_is_the_callers() -> None:
     buffer = Sender()
     buffer.write(1, DATA[:10])
