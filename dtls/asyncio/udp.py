@@ -65,8 +65,8 @@ def read_queued_icmp_error(sock: socket.socket) -> tuple[OSError, Address | None
     went (``msg_name``, ip(7)); None when the queue is empty or the platform has none.
 
     Linux queues ICMP errors for a socket with ``IP_RECVERR``; the queue must be read,
-    or the socket stays readable.  The QOTP socket layer reads it too (dtls must not
-    import qotp, so the one copy lives here).
+    or the socket stays readable.  The QOTP socket layer reads it too: the one copy
+    lives here, since this package never depends on the QOTP one.
     """
     if sys.platform != "linux":
         return None
