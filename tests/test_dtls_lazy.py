@@ -31,6 +31,13 @@ def test_the_shared_socket_module_does_not_load_the_engine() -> None:
         "dtls.asyncio.udp",
     }
     assert "dtls.connection" not in _modules_after("import qotp.asyncio")
+    # Nor the one the qotp command line shares (dtls.cli.addresses).
+    assert _modules_after("import qotp.cli.common") == {
+        "dtls",
+        "dtls._lazy",
+        "dtls.cli",
+        "dtls.cli.addresses",
+    }
 
 
 def test_every_exported_name_resolves_to_its_object() -> None:

@@ -23,6 +23,7 @@ from .. import asyncio as dtls_asyncio
 from ..config import DTLSConfiguration, system_ca_certificates
 from ..errors import DTLSError, LocalProtocolError
 from ..sessions13 import load_saved_session
+from .addresses import parse_bind_address, parse_peer_address
 from .common import (
     CliError,
     Output,
@@ -31,10 +32,8 @@ from .common import (
     format_address,
     load_chain_and_key,
     load_trust_anchors,
-    parse_bind_address,
     parse_hex,
     parse_output_file,
-    parse_peer_address,
     run_async,
     versions_from,
 )

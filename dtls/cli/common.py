@@ -60,12 +60,10 @@ __all__ = [
     "info_record",
     "load_chain_and_key",
     "load_trust_anchors",
-    "parse_bind_address",
     "parse_ciphers",
     "parse_groups",
     "parse_hex",
     "parse_output_file",
-    "parse_peer_address",
     "parse_srtp_profiles",
     "run_async",
     "versions_from",
@@ -119,42 +117,6 @@ class Parser(argparse.ArgumentParser):
 
 
 # -- parsing ----------------------------------------------------------------------------
-
-
-def _split_host_port(text: str) -> tuple[str, str]:
-    text = text.strip()
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise argparse.ArgumentTypeError(f"expected [IPv6]:PORT, got {text!r}")
-        return host, rest[1:]
-    host, colon, port = text.rpartition(":")
-    if not colon or not host:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    if ":" in host:
-        raise argparse.ArgumentTypeError(f"write IPv6 addresses as [ADDRESS]:PORT, got {text!r}")
-    return host, port
-
-
-def _port(text: str, *, minimum: int) -> int:
-    if not text.isdigit() or not text.isascii():
-        raise argparse.ArgumentTypeError(f"port {text!r} is not a number from {minimum} to 65535")
-    port = int(text)
-    if not minimum <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is out of range: use {minimum} to 65535")
-    return port
-
-
-def parse_bind_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``[IPv6]:PORT``) to bind; port 0 picks a free one."""
-    host, port = _split_host_port(text)
-    return host, _port(port, minimum=0)
-
-
-def parse_peer_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``[IPv6]:PORT``) of a peer: port 1 to 65535."""
-    host, port = _split_host_port(text)
-    return host, _port(port, minimum=1)
 
 
 def _names(text: str) -> list[str]:

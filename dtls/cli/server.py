@@ -20,6 +20,7 @@ from .. import asyncio as dtls_asyncio
 from ..config import DTLSConfiguration, ServerCertificates
 from ..errors import AlertDescription, DTLSError, LocalProtocolError
 from ..events import HandshakeFailed
+from .addresses import parse_bind_address
 from .common import (
     CliError,
     Output,
@@ -27,7 +28,6 @@ from .common import (
     format_address,
     load_chain_and_key,
     load_trust_anchors,
-    parse_bind_address,
     run_async,
     versions_from,
 )
