@@ -63,6 +63,28 @@ def _read_text(reader: Reader) -> str | None:
         raise DecodeError("bad text in session") from None
 
 
+def _encode_context(
+    server_name: str | None, alpn_protocol: str | None, peer_certificates: tuple[bytes, ...]
+) -> bytes:
+    """The tail a saved session and a ticket share: SNI, ALPN, the peer's chain."""
+    return b"".join(
+        (
+            _text(server_name),
+            _text(alpn_protocol),
+            bytes((len(peer_certificates),)),
+            *(len(der).to_bytes(3, "big") + der for der in peer_certificates),
+        )
+    )
+
+
+def _read_context(reader: Reader) -> tuple[str | None, str | None, tuple[bytes, ...]]:
+    """Inverse of :func:`_encode_context`."""
+    server_name = _read_text(reader)
+    alpn = _read_text(reader)
+    count = reader.uint(1)
+    return server_name, alpn, tuple(reader.vector(3, minimum=1) for _ in range(count))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Session13:
     """A client's resumable DTLS 1.3 session: one ticket and the PSK it stands for.
@@ -102,11 +124,8 @@ class Session13:
             self.lifetime_seconds.to_bytes(4, "big"),
             self.max_early_data.to_bytes(4, "big"),
             self.received_at_ns.to_bytes(8, "big", signed=True),
-            _text(self.server_name),
-            _text(self.alpn_protocol),
-            bytes((len(self.peer_certificates),)),
+            _encode_context(self.server_name, self.alpn_protocol, self.peer_certificates),
         ]
-        parts.extend(len(der).to_bytes(3, "big") + der for der in self.peer_certificates)
         return b"".join(parts)
 
     @classmethod
@@ -122,10 +141,7 @@ class Session13:
         lifetime = reader.uint(4)
         max_early = reader.uint(4)
         received = int.from_bytes(reader.take(8), "big", signed=True)
-        server_name = _read_text(reader)
-        alpn = _read_text(reader)
-        count = reader.uint(1)
-        certificates = tuple(reader.vector(3, minimum=1) for _ in range(count))
+        server_name, alpn, certificates = _read_context(reader)
         reader.finish()
         return cls(
             cipher_suite=suite,
@@ -165,11 +181,8 @@ class TicketContents:
             self.lifetime_seconds.to_bytes(4, "big"),
             self.age_add.to_bytes(4, "big"),
             self.max_early_data.to_bytes(4, "big"),
-            _text(self.server_name),
-            _text(self.alpn_protocol),
-            bytes((len(self.peer_certificates),)),
+            _encode_context(self.server_name, self.alpn_protocol, self.peer_certificates),
         ]
-        parts.extend(len(der).to_bytes(3, "big") + der for der in self.peer_certificates)
         return b"".join(parts)
 
     @classmethod
@@ -184,10 +197,7 @@ class TicketContents:
         lifetime = reader.uint(4)
         age_add = reader.uint(4)
         max_early = reader.uint(4)
-        server_name = _read_text(reader)
-        alpn = _read_text(reader)
-        count = reader.uint(1)
-        certificates = tuple(reader.vector(3, minimum=1) for _ in range(count))
+        server_name, alpn, certificates = _read_context(reader)
         reader.finish()
         return cls(
             cipher_suite=suite,
