@@ -37,10 +37,12 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 __all__ = [
     "MAX_READS_PER_WAKEUP",
     "DatagramSocket",
+    "QueuedWriteSocket",
     "SocketOptions",
     "open_udp_socket",
     "read_queued_icmp_error",
@@ -163,7 +165,53 @@ def open_udp_socket(
     return sock
 
 
-class DatagramSocket:
+Item = TypeVar("Item")
+
+
+class QueuedWriteSocket(Generic[Item]):
+    """What a non-blocking UDP socket on the event loop needs whatever it reads and
+    sends: writes the kernel refuses (EAGAIN) wait in ``_backlog``, in order, until the
+    socket is writable; :meth:`close` stops both callbacks.  The QOTP socket layer
+    builds on it too.  A subclass adds the reader callback and :meth:`_send_list`,
+    which leaves what the kernel refused in ``_backlog`` and calls :meth:`_arm_writer`.
+    """
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock = sock
+        self._loop = loop
+        self._backlog: deque[Item] = deque()
+        self._writer_armed = False
+        self._closed = False
+        self.datagrams_received = 0
+        self.datagrams_sent = 0
+        self.send_errors = 0
+
+    def _send_list(self, datagrams: deque[Item]) -> None:
+        raise NotImplementedError
+
+    def _arm_writer(self) -> None:
+        if not self._writer_armed and not self._closed:
+            self._writer_armed = True
+            self._loop.add_writer(self.sock.fileno(), self._write_ready)
+
+    def _write_ready(self) -> None:
+        self._writer_armed = False
+        self._loop.remove_writer(self.sock.fileno())
+        backlog, self._backlog = self._backlog, deque()
+        self._send_list(backlog)
+
+    def close(self) -> None:
+        """Stop reading and writing and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self.sock.fileno())
+        if self._writer_armed:
+            self._loop.remove_writer(self.sock.fileno())
+        self.sock.close()
+
+
+class DatagramSocket(QueuedWriteSocket[tuple[bytes, Address | None]]):
     """A non-blocking UDP socket driven by the event loop's reader and writer callbacks."""
 
     def __init__(
@@ -175,16 +223,9 @@ class DatagramSocket:
     ) -> None:
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError("a DTLS endpoint needs a UDP (SOCK_DGRAM) socket")
-        self.sock = sock
-        self._loop = loop
+        super().__init__(sock, loop)
         self._on_datagrams = on_datagrams
         self._on_error = on_error
-        self._backlog: deque[tuple[bytes, Address | None]] = deque()
-        self._writer_armed = False
-        self._closed = False
-        self.datagrams_received = 0
-        self.datagrams_sent = 0
-        self.send_errors = 0
         self.wakeups = 0
         sock.setblocking(False)
         try:
@@ -271,27 +312,6 @@ class DatagramSocket:
             else:
                 self.datagrams_sent += 1
             datagrams.popleft()
-
-    def _arm_writer(self) -> None:
-        if not self._writer_armed and not self._closed:
-            self._writer_armed = True
-            self._loop.add_writer(self.sock.fileno(), self._write_ready)
-
-    def _write_ready(self) -> None:
-        self._writer_armed = False
-        self._loop.remove_writer(self.sock.fileno())
-        backlog, self._backlog = self._backlog, deque()
-        self._send_list(backlog)
-
-    def close(self) -> None:
-        """Stop reading and writing and close the socket."""
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.remove_reader(self.sock.fileno())
-        if self._writer_armed:
-            self._loop.remove_writer(self.sock.fileno())
-        self.sock.close()
 
 
 def _address(address: object) -> Address:

@@ -21,7 +21,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 
-from dtls.asyncio.udp import read_queued_icmp_error
+from dtls.asyncio.udp import QueuedWriteSocket, read_queued_icmp_error
 from qotp.protection import Address
 
 __all__ = ["UdpSocket"]
@@ -54,7 +54,7 @@ ErrorHandler = Callable[[OSError, Address], None]
 """Takes an ICMP error the kernel reported and the destination of the datagram it answers."""
 
 
-class UdpSocket:
+class UdpSocket(QueuedWriteSocket[tuple[bytes, Address]]):
     """A non-blocking UDP socket driven by the event loop's reader/writer callbacks."""
 
     def __init__(
@@ -65,18 +65,11 @@ class UdpSocket:
         on_error: ErrorHandler | None = None,
     ) -> None:
         """``on_error``: report ICMP errors (Linux ``IP_RECVERR``; elsewhere never called)."""
-        self.sock = sock
-        self._loop = loop
+        super().__init__(sock, loop)
         self._on_error = on_error
         self._on_datagrams = on_datagrams
-        self._backlog: deque[tuple[bytes, Address]] = deque()
-        self._writer_armed = False
-        self._closed = False
-        self.datagrams_sent = 0
-        self.datagrams_received = 0
         self.backlogged = False
         """The last read stopped at MAX_READS_PER_WAKEUP with datagrams still queued."""
-        self.send_errors = 0
         sock.setblocking(False)
         for options, value in (
             ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), RECEIVE_BUFFER_BYTES),
@@ -235,24 +228,3 @@ class UdpSocket:
                 logger.debug("send error to %s: %s", address, error)
             self.datagrams_sent += run
             index += run
-
-    def _arm_writer(self) -> None:
-        if not self._writer_armed and not self._closed:
-            self._writer_armed = True
-            self._loop.add_writer(self.sock.fileno(), self._write_ready)
-
-    def _write_ready(self) -> None:
-        self._writer_armed = False
-        self._loop.remove_writer(self.sock.fileno())
-        backlog, self._backlog = self._backlog, deque()
-        self._send_list(backlog)
-
-    def close(self) -> None:
-        """Stop reading and writing and close the socket."""
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.remove_reader(self.sock.fileno())
-        if self._writer_armed:
-            self._loop.remove_writer(self.sock.fileno())
-        self.sock.close()
